@@ -1,0 +1,15 @@
+"""Read scenarios: bulk read, index listing, one lookup (vs TensorFlow, safetensors)."""
+
+import benchlib
+
+
+def test_bulk_read(benchmark, bench, bulk_data):
+    bench(benchmark, lambda: benchlib.bulk_read(bulk_data))
+
+
+def test_index_listing(benchmark, bench, index_data):
+    bench(benchmark, lambda: benchlib.index_listing(index_data))
+
+
+def test_one_lookup(benchmark, bench, index_data):
+    bench(benchmark, lambda: benchlib.one_lookup(index_data))

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): installs tfformats with its test
+# dependencies (TensorFlow included, for the cross-checks) into a virtual
+# environment, builds the native extension, and runs the whole suite twice:
+# once on the compiled hot paths and once on their pure-Python twin.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${TFFORMATS_TEST_VENV:-.venv-test}
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+PY="$VENV/bin/python"
+"$PY" -m pip install -q --upgrade pip
+"$PY" -m pip install -q -e ".[test]"
+# An editable install may leave the extension out of the source tree; build it in place.
+"$PY" setup.py -q build_ext --inplace
+
+export TF_CPP_MIN_LOG_LEVEL=3
+echo "== native implementation =="
+"$PY" -c 'import tfformats, sys; sys.exit(tfformats.implementation() != "native")' \
+  || { echo "the native extension did not build" >&2; exit 1; }
+"$PY" -m pytest -p no:cacheprovider tests "$@"
+echo "== pure-Python implementation =="
+TFFORMATS_PUREPYTHON=1 "$PY" -m pytest -p no:cacheprovider tests "$@"

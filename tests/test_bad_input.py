@@ -1,0 +1,222 @@
+"""Damaged and hostile files: clear tfformats errors, never a crash or a hang."""
+
+import shutil
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import tfformats as tff
+from tfformats import protos
+
+from conftest import FIXTURES, copy_fixture
+
+DTYPES = FIXTURES / "dtypes" / "ckpt"
+INDEX = (FIXTURES / "dtypes" / "ckpt.index").read_bytes()
+DATA = (FIXTURES / "dtypes" / "ckpt.data-00000-of-00001").read_bytes()
+
+
+def read_everything(prefix, verify):
+    with tff.CheckpointReader(prefix, verify=verify) as reader:
+        for name in reader:
+            reader.get_tensor(name)
+            reader.get_slice(name)[...]
+        reader.object_variables()
+
+
+def write_bundle(directory, index=INDEX, data=DATA):
+    directory.mkdir(exist_ok=True)
+    (directory / "ckpt.index").write_bytes(index)
+    (directory / "ckpt.data-00000-of-00001").write_bytes(data)
+    return directory / "ckpt"
+
+
+@pytest.mark.parametrize("cut", [0, 1, 47, 48, 100, len(INDEX) // 2, len(INDEX) - 49, len(INDEX) - 1])
+def test_truncated_index(tmp_path, cut):
+    prefix = write_bundle(tmp_path / "c", index=INDEX[:cut])
+    with pytest.raises(tff.FormatError, match="ckpt.index"):
+        read_everything(prefix, verify=True)
+
+
+def test_wrong_magic(tmp_path):
+    prefix = write_bundle(tmp_path / "c", index=INDEX[:-1] + b"\x00")
+    with pytest.raises(tff.FormatError, match="magic"):
+        tff.open_checkpoint(prefix)
+
+
+def test_garbage_index(tmp_path):
+    prefix = write_bundle(tmp_path / "c", index=bytes(range(256)) * 4)
+    with pytest.raises(tff.FormatError):
+        tff.open_checkpoint(prefix)
+
+
+def test_truncated_data_file_names_file_tensor_and_offset(tmp_path):
+    prefix = write_bundle(tmp_path / "c", data=DATA[: len(DATA) // 2])
+    with pytest.raises(tff.FormatError, match=r"ckpt.data-00000-of-00001.*tensor '.*'.*bytes"):
+        read_everything(prefix, verify=True)
+
+
+def test_missing_shard(tmp_path):
+    prefix = copy_fixture(FIXTURES / "sharded" / "ckpt", tmp_path / "c")
+    (prefix.parent / "ckpt.data-00002-of-00005").unlink()
+    with pytest.raises(tff.CheckpointNotFoundError, match="data shard 2 of 5 is missing"):
+        read_everything(prefix, verify=True)
+
+
+def test_missing_index(tmp_path):
+    prefix = write_bundle(tmp_path / "c")
+    (tmp_path / "c" / "ckpt.index").unlink()
+    with pytest.raises(FileNotFoundError):
+        tff.open_checkpoint(prefix)
+
+
+def test_corrupt_index_block_is_a_checksum_error(tmp_path):
+    index = bytearray(INDEX)
+    index[20] ^= 0x01  # inside the first data block
+    prefix = write_bundle(tmp_path / "c", index=bytes(index))
+    with pytest.raises(tff.ChecksumError, match="block checksum mismatch"):
+        read_everything(prefix, verify=True)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), verify=st.booleans())
+def test_random_damage_never_escapes_as_another_error(tmp_path_factory, data, verify):
+    index, blob = bytearray(INDEX), bytearray(DATA)
+    target = data.draw(st.sampled_from([index, blob]))
+    for _ in range(data.draw(st.integers(1, 4))):
+        pos = data.draw(st.integers(0, len(target) - 1))
+        target[pos] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        del target[data.draw(st.integers(0, len(target))):]
+    prefix = write_bundle(tmp_path_factory.mktemp("fuzz"), bytes(index), bytes(blob))
+    try:
+        read_everything(prefix, verify=verify)
+    except tff.TFFormatsError:
+        pass
+
+
+def test_checksum_error_for_every_damaged_tensor(tmp_path):
+    with tff.open_checkpoint(DTYPES) as reader:
+        entries = [reader.entry(n) for n in reader]
+    for entry in entries:
+        if entry.size == 0:
+            continue
+        blob = bytearray(DATA)
+        blob[entry.offset + entry.size - 1] ^= 0x80
+        directory = tmp_path / entry.name
+        prefix = write_bundle(directory, data=bytes(blob))
+        with tff.open_checkpoint(prefix) as reader:
+            with pytest.raises(tff.ChecksumError, match=f"'{entry.name}'"):
+                reader.get_tensor(entry.name)
+        shutil.rmtree(directory)
+
+
+def test_corrupt_object_graph(tmp_path):
+    from tfformats.writer import save_checkpoint
+    prefix = str(tmp_path / "c")
+    save_checkpoint(prefix, {"_CHECKPOINTABLE_OBJECT_GRAPH": np.array(b"\xff\xff\xff", dtype=object)},
+                    object_graph=False)
+    with tff.open_checkpoint(prefix) as reader:
+        with pytest.raises(tff.FormatError, match="TrackableObjectGraph"):
+            reader.object_graph()
+
+
+def test_unsupported_dtype_names_tensor_and_dtype(tmp_path):
+    entry = protos.BundleEntryProto(dtype=21, size=0)  # DT_VARIANT
+    entry.shape.SetInParent()
+    prefix = write_index(tmp_path, {"v": entry})
+    with tff.open_checkpoint(prefix) as reader:
+        with pytest.raises(tff.UnsupportedError, match="'v'.*variant"):
+            reader["v"]
+
+
+# --- hand-made entries: lengths, offsets and shapes the file cannot back ---------
+
+def write_index(tmp_path, entries, data=b"\x00" * 64, num_shards=1):
+    """A bundle whose index holds exactly `entries` (name -> BundleEntryProto)."""
+    from tfformats.sstable import TableBuilder
+    header = protos.BundleHeaderProto(num_shards=num_shards)
+    header.version.producer = 1
+    with open(tmp_path / "b.index", "wb") as f:
+        builder = TableBuilder(f)
+        builder.add(b"", header.SerializeToString())
+        for name in sorted(entries):
+            builder.add(name.encode(), entries[name].SerializeToString())
+        builder.finish()
+    for shard in range(num_shards):
+        (tmp_path / f"b.data-{shard:05d}-of-{num_shards:05d}").write_bytes(data)
+    return tmp_path / "b"
+
+
+def make_entry(dtype=1, shape=(4,), offset=0, size=16, shard_id=0):
+    entry = protos.BundleEntryProto(dtype=dtype, offset=offset, size=size, shard_id=shard_id)
+    entry.shape.SetInParent()
+    for d in shape:
+        entry.shape.dim.add(size=d)
+    return entry
+
+
+@pytest.mark.parametrize("entry,message", [
+    (make_entry(shape=(-1, 4)), "negative dimension"),
+    (make_entry(shape=(2**40, 2**40), size=16), "needs"),
+    (make_entry(shape=(2**62, 4), size=16), "needs"),
+    (make_entry(offset=2**62), "outside|needs bytes"),
+    (make_entry(offset=60), "needs bytes"),
+    (make_entry(offset=-5), "negative offset"),
+    (make_entry(size=-16), "negative offset|needs"),
+    (make_entry(shard_id=3), "shard id 3"),
+    (make_entry(dtype=7, shape=(2**40,), size=16), "cannot fit"),
+    (make_entry(dtype=999), "unknown DataType"),
+])
+def test_entries_the_file_cannot_back(tmp_path, entry, message):
+    prefix = write_index(tmp_path, {"t": entry})
+    with pytest.raises(tff.TFFormatsError, match=message):
+        with tff.open_checkpoint(prefix) as reader:
+            reader["t"]
+
+
+def test_partitioned_entry_with_missing_part(tmp_path):
+    entry = make_entry(shape=(4, 2), size=0)
+    extent = entry.slices.add().extent
+    extent.add(start=0, length=2)
+    extent.add()
+    prefix = write_index(tmp_path, {"p": entry})
+    with tff.open_checkpoint(prefix) as reader:
+        with pytest.raises(tff.FormatError, match="cover|lacks its part"):
+            reader["p"]
+
+
+def test_huge_slice_outside_shape(tmp_path):
+    entry = make_entry(shape=(4,), size=0)
+    entry.slices.add().extent.add(start=2**60, length=2)
+    prefix = write_index(tmp_path, {"p": entry})
+    with pytest.raises(tff.FormatError, match="does not fit"):
+        with tff.open_checkpoint(prefix) as reader:
+            reader["p"]
+
+
+def test_header_claiming_absurd_shard_count(tmp_path):
+    prefix = write_index(tmp_path, {"t": make_entry()}, num_shards=1)
+    header = protos.BundleHeaderProto(num_shards=10**9)
+    header.version.producer = 1
+    from tfformats.sstable import TableBuilder
+    with open(tmp_path / "b.index", "wb") as f:
+        builder = TableBuilder(f)
+        builder.add(b"", header.SerializeToString())
+        builder.finish()
+    with pytest.raises(tff.FormatError, match="data shards"):
+        tff.open_checkpoint(prefix)
+
+
+def test_future_bundle_version_is_refused(tmp_path):
+    header = protos.BundleHeaderProto(num_shards=1)
+    header.version.producer = 5
+    header.version.min_consumer = 3
+    from tfformats.sstable import TableBuilder
+    with open(tmp_path / "b.index", "wb") as f:
+        builder = TableBuilder(f)
+        builder.add(b"", header.SerializeToString())
+        builder.finish()
+    with pytest.raises(tff.UnsupportedError, match="min consumer 3"):
+        tff.open_checkpoint(tmp_path / "b")

@@ -1,0 +1,549 @@
+"""The `tfformats` command, run as a real subprocess on the TF-written fixtures.
+
+The environment (TFFORMATS_PUREPYTHON included) passes through, so the suite
+exercises whichever implementation the run selects.
+"""
+
+import ast
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import tfformats
+from tfformats import protos
+
+from conftest import FIXTURES, expected_array, expected_checkpoints
+
+REPO = FIXTURES.parent.parent
+SAVED_MODELS = ["saved_model_module", "tf1_builder", "keras3_export", "tf_keras_savedmodel"]
+OPS_LINE = re.compile(r"^(The MetaGraph with tag set \[.*\] contains the following ops: )(.*)$")
+
+
+def run(*args, check=None, env=None):
+    """Run `python -m tfformats ARGS`; returns the CompletedProcess (text mode)."""
+    environ = dict(os.environ)
+    environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), environ.get("PYTHONPATH")]))
+    environ.update(env or {})
+    proc = subprocess.run([sys.executable, "-m", "tfformats", *map(str, args)], capture_output=True,
+                          text=True, env=environ, cwd=REPO, timeout=300)
+    if check is not None:
+        assert proc.returncode == check, (proc.returncode, proc.stdout, proc.stderr)
+    return proc
+
+
+def run_json(*args, check=0):
+    proc = run(*args, "--json", check=check)
+    doc = json.loads(proc.stdout)
+    assert doc["schema"] == 1 and doc["command"] == args[0]
+    assert doc["implementation"] == tfformats.implementation()
+    return doc
+
+
+def one_error_line(proc):
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("tfformats: error: ")
+    return lines[0]
+
+
+# --- general behaviour ---------------------------------------------------------------
+
+def test_version_names_the_implementation():
+    proc = run("--version", check=0)
+    assert proc.stdout.strip() == f"tfformats {tfformats.__version__} ({tfformats.implementation()} implementation)"
+
+
+@pytest.mark.parametrize("command", ["ls", "show", "dump", "validate", "fingerprint", "convert", "diff", "bench"])
+def test_every_subcommand_has_help_with_an_example(command):
+    proc = run(command, "--help", check=0)
+    assert "examples:" in proc.stdout
+    assert f"tfformats {command}" in proc.stdout
+
+
+@pytest.mark.parametrize("argv", [[], ["frobnicate"], ["ls"], ["ls", "x", "--no-such-option"],
+                                  ["dump", "x", "y", "--threshold", "many"]])
+def test_usage_errors_exit_2_with_one_line(argv):
+    proc = run(*argv, check=2)
+    one_error_line(proc)
+    assert proc.stdout == ""
+
+
+def test_operational_error_is_one_line_without_traceback(tmp_path):
+    proc = run("ls", tmp_path / "nothing", check=1)
+    line = one_error_line(proc)
+    assert str(tmp_path / "nothing") in line
+    assert "Traceback" not in proc.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    proc = run("ls", tmp_path / "nothing", "--debug", check=1)
+    assert "Traceback (most recent call last)" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("tfformats: error: ")
+
+
+def test_unknown_tensor_is_an_operational_error():
+    proc = run("dump", FIXTURES / "keras_adam", "no/such/tensor", check=1)
+    assert "no/such/tensor" in one_error_line(proc)
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal():
+    proc = run("validate", FIXTURES / "sharded", check=0)
+    assert proc.stderr == ""
+
+
+def _run_on_pty(*args):
+    pty = pytest.importorskip("pty")
+    pytest.importorskip("tqdm")
+    import fcntl
+    import struct
+    import termios
+    leader, follower = pty.openpty()
+    # A fresh pseudo-terminal is 0 columns wide, which leaves tqdm nothing to draw on.
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    environ = dict(os.environ, PYTHONPATH=str(REPO))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "tfformats", *map(str, args)], stdout=subprocess.PIPE,
+                              stderr=follower, env=environ, cwd=REPO, timeout=300)
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(leader)
+    return proc.returncode, b"".join(chunks).decode("utf-8", "replace")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
+def test_progress_bar_on_a_terminal_and_quiet_turns_it_off():
+    rc, stderr = _run_on_pty("validate", FIXTURES / "sharded")
+    assert rc == 0 and "validating" in stderr
+    rc, stderr = _run_on_pty("validate", FIXTURES / "sharded", "--quiet")
+    assert rc == 0 and stderr == ""
+
+
+# --- ls ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("prefix,expected", expected_checkpoints(), ids=lambda v: str(v)[-40:])
+def test_ls_json_lists_what_tensorflow_wrote(prefix, expected):
+    doc = run_json("ls", prefix)
+    got = {t["name"]: t for t in doc["tensors"]}
+    assert set(got) == set(expected)
+    for name, spec in expected.items():
+        assert got[name]["shape"] == spec["shape"]
+        assert got[name]["dtype"] == spec["dtype"]
+    assert doc["totals"]["count"] == len(expected)
+    assert doc["totals"]["bytes"] == sum(t["bytes"] for t in doc["tensors"])
+
+
+def test_ls_accepts_every_path_form():
+    forms = [FIXTURES / "keras_adam", FIXTURES / "keras_adam" / "ckpt-2",
+             FIXTURES / "keras_adam" / "ckpt-2.index", FIXTURES / "keras_adam" / "ckpt-2.data-00000-of-00001"]
+    outputs = {run("ls", f, check=0).stdout for f in forms}
+    assert len(outputs) == 1
+    saved = run_json("ls", FIXTURES / "keras3_export")
+    assert saved["prefix"].endswith(os.path.join("variables", "variables"))
+
+
+def test_ls_text_has_object_paths_and_totals():
+    out = run("ls", FIXTURES / "keras_adam", check=0).stdout.splitlines()
+    assert out[0].split() == ["NAME", "OBJECT", "PATH", "DTYPE", "SHAPE", "BYTES", "SHARD"]
+    row = next(line for line in out if line.startswith("model/layer_with_weights-0/kernel/.ATTRIBUTES"))
+    assert row.split() == ["model/layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE",
+                           "model/layer_with_weights-0/kernel", "float32", "[4,", "3]", "48", "0"]
+    assert re.fullmatch(r"19 tensors, \d+ bytes \(.*\)", out[-1])
+
+
+def test_ls_json_object_paths_and_glob():
+    doc = run_json("ls", FIXTURES / "keras_adam", "--glob", "*/.OPTIMIZER_SLOT/*/m/*")
+    assert len(doc["tensors"]) == 4
+    for t in doc["tensors"]:
+        assert t["object_path"].endswith("/.OPTIMIZER_SLOT/optimizer/m")
+        assert t["attribute"] == "VARIABLE_VALUE" and t["shard"] == 0 and t["parts"] is None
+    by_path = run_json("ls", FIXTURES / "keras_adam", "--glob", "model/layer_with_weights-1/kernel")
+    assert [t["name"] for t in by_path["tensors"]] == ["model/layer_with_weights-1/kernel/.ATTRIBUTES/VARIABLE_VALUE"]
+
+
+def test_ls_partitioned_and_sharded():
+    doc = run_json("ls", FIXTURES / "tf1_partitioned" / "model.ckpt")
+    part = next(t for t in doc["tensors"] if t["name"] == "part")
+    assert part["shape"] == [10, 3] and part["shard"] is None and len(part["parts"]) == 3
+    assert part["bytes"] == 10 * 3 * 4 == sum(p["bytes"] for p in part["parts"])
+    sharded = run_json("ls", FIXTURES / "sharded")
+    assert sharded["num_shards"] == 5
+    for t in sharded["tensors"]:
+        shards = [t["shard"]] if t["parts"] is None else [p["shard"] for p in t["parts"]]
+        assert set(shards) <= set(range(5))
+
+
+def test_ls_never_reads_tensor_data(tmp_path):
+    """A missing data shard does not matter to ls (only the object path column goes)."""
+    dst = tmp_path / "ckpt"
+    shutil.copytree(FIXTURES / "sharded", dst)
+    for shard in dst.glob("ckpt.data-*"):
+        shard.unlink()
+    proc = run("ls", dst / "ckpt", check=0)
+    assert "6 tensors" in proc.stdout.splitlines()[-1]
+
+
+# --- show --------------------------------------------------------------------------
+
+def _recorded(name, which):
+    return (FIXTURES / name / f"saved_model_cli_{which}.txt").read_text().splitlines()
+
+
+@pytest.mark.parametrize("name", SAVED_MODELS)
+def test_show_matches_saved_model_cli(name):
+    assert run("show", FIXTURES / name, check=0).stdout.splitlines() == _recorded(name, "show")
+    assert (run("show", FIXTURES / name, "--tag_set", "serve", check=0).stdout.splitlines()
+            == _recorded(name, "show_tag_set_serve"))
+
+
+def _split_ops(lines):
+    """Lines with the ops set taken out (TF prints a Python set: its order is arbitrary)."""
+    rest, ops = [], []
+    for line in lines:
+        m = OPS_LINE.match(line)
+        if m:
+            rest.append(m.group(1))
+            ops.append(ast.literal_eval(m.group(2)))
+        else:
+            rest.append(line)
+    return rest, ops
+
+
+@pytest.mark.parametrize("name", SAVED_MODELS)
+def test_show_all_matches_saved_model_cli(name):
+    ours = run("show", FIXTURES / name, "--all", check=0).stdout.splitlines()
+    theirs = _recorded(name, "show_all")
+    ours_rest, ours_ops = _split_ops(ours)
+    theirs_rest, theirs_ops = _split_ops(theirs)
+    assert ours_rest == theirs_rest  # every line, Concrete Functions included
+    assert ours_ops == theirs_ops    # the same set of ops
+    for line in ours:  # and ours prints them sorted, so the output is stable
+        m = OPS_LINE.match(line)
+        if m:
+            ops = ast.literal_eval(m.group(2))
+            assert m.group(2) == "{" + ", ".join(repr(o) for o in sorted(ops)) + "}"
+
+
+@pytest.mark.parametrize("name", SAVED_MODELS)
+def test_show_signature_def_matches_the_all_listing(name):
+    theirs = _recorded(name, "show_all")
+    for key in run_json("show", FIXTURES / name, "--tag_set", "serve")["meta_graphs"][0]["signature_defs"]:
+        start = theirs.index(f"signature_def['{key}']:") + 1
+        end = next(i for i in range(start, len(theirs)) if theirs[i].startswith("  Method name is:")) + 1
+        expected = [line[2:] for line in theirs[start:end]]  # --all indents by one level
+        got = run("show", FIXTURES / name, "--tag_set", "serve", "--signature_def", key, check=0)
+        assert got.stdout.splitlines() == expected
+
+
+def test_show_list_ops_and_text_saved_model():
+    ours = run("show", FIXTURES / "tf1_builder", "--tag_set", "serve", "--list_ops", check=0).stdout.splitlines()
+    _, theirs_ops = _split_ops(_recorded("tf1_builder", "show_all"))
+    assert _split_ops(ours[:1])[1] == theirs_ops
+    assert ours[1:] == _recorded("tf1_builder", "show_tag_set_serve")
+    # The .pbtxt twin of tf1_builder shows the same signatures.
+    text = run("show", FIXTURES / "tf1_builder_pbtxt", "--tag_set", "serve", "--signature_def",
+               "serving_default", check=0)
+    binary = run("show", FIXTURES / "tf1_builder", "--tag_set", "serve", "--signature_def",
+                 "serving_default", check=0)
+    assert text.stdout == binary.stdout
+    no_tags = run("show", FIXTURES / "tf1_builder", "--list_ops", check=0).stdout.splitlines()
+    assert no_tags[0] == "--list_ops must be paired with a tag-set or with --all."
+
+
+def test_show_errors():
+    assert "no MetaGraphDef with tag-set 'gpu'" in one_error_line(
+        run("show", FIXTURES / "tf1_builder", "--tag_set", "gpu", check=1))
+    assert 'Could not find signature "nope"' in one_error_line(
+        run("show", FIXTURES / "tf1_builder", "--tag_set", "serve", "--signature_def", "nope", check=1))
+    one_error_line(run("show", FIXTURES / "keras_adam", check=1))
+
+
+@pytest.mark.parametrize("name", SAVED_MODELS)
+def test_show_json_matches_the_model(name):
+    expected = json.loads((FIXTURES / name / "expected_saved_model.json").read_text())
+    doc = run_json("show", FIXTURES / name, "--all")
+    assert len(doc["meta_graphs"]) == len(expected["meta_graphs"])
+    for ours, theirs in zip(doc["meta_graphs"], expected["meta_graphs"]):
+        assert set(ours["signature_defs"]) == set(theirs["signatures"])
+        for key, sig in theirs["signatures"].items():
+            got = ours["signature_defs"][key]
+            assert got["method_name"] == sig["method_name"]
+            for side in ("inputs", "outputs"):
+                assert set(got[side]) == set(sig[side])
+                for k, info in sig[side].items():
+                    assert got[side][k]["name"] == info["name"]
+                    assert got[side][k]["shape"] == info["shape"]
+        assert ours["ops"] == sorted(ours["ops"])
+    if name == "tf1_builder":
+        assert doc["concrete_functions"] is None
+    else:
+        assert doc["concrete_functions"]
+        spec = doc["concrete_functions"][0]["options"][0]["args"][0]
+        assert spec["kind"] == "TensorSpec" and spec["shape"][0] is None
+
+
+# --- dump --------------------------------------------------------------------------
+
+def _dtypes_fixture():
+    return json.loads((FIXTURES / "dtypes" / "expected.json").read_text())["ckpt"]
+
+
+@pytest.mark.parametrize("name", ["float32_3d", "int64", "bfloat16", "string_2d", "float32_scalar", "bool"])
+def test_dump_npy_is_what_tensorflow_wrote(tmp_path, name):
+    spec = _dtypes_fixture()[name]
+    out = tmp_path / "t.npy"
+    proc = run("dump", FIXTURES / "dtypes" / "ckpt", name, "--npy", out, check=0)
+    assert str(out) in proc.stdout
+    array = np.load(out, allow_pickle=spec["dtype"] == "string")
+    expected = expected_array(spec)
+    assert array.shape == expected.shape
+    assert array.tobytes() == expected.tobytes() if spec["dtype"] != "string" else \
+        list(array.ravel()) == list(expected.ravel())
+
+
+def test_dump_prints_with_numpy_options():
+    spec = _dtypes_fixture()["float32_3d"]
+    expected = expected_array(spec)
+    out = run("dump", FIXTURES / "dtypes" / "ckpt", "float32_3d", "--precision", "2", check=0).stdout
+    header, body = out.split("\n", 1)
+    assert header == f"float32_3d: float32 {list(expected.shape)}".replace("[", "[").replace(",", ",")
+    assert body.strip() == np.array2string(expected, precision=2, max_line_width=75)
+    big = FIXTURES / "sharded"  # "big" is a 64x64 tensor partitioned over the five shards
+    summarized = run("dump", big, "big", check=0).stdout
+    assert summarized.startswith("big/.ATTRIBUTES/VARIABLE_VALUE: float32 [64, 64]\n") and "..." in summarized
+    full = run("dump", big, "big", "--full", check=0).stdout
+    assert "..." not in full and len(full.split()) > 64 * 64
+    assert "..." not in run("dump", big, "big", "--threshold", "5000", check=0).stdout
+
+
+def test_dump_json_and_object_paths():
+    doc = run_json("dump", FIXTURES / "keras_adam", "model/layer_with_weights-0/kernel")
+    assert doc["name"] == "model/layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE"
+    expected = json.loads((FIXTURES / "keras_adam" / "expected.json").read_text())["ckpt-2"][doc["name"]]
+    assert doc["shape"] == expected["shape"]
+    assert np.allclose(np.array(doc["values"], np.float32), expected_array(expected))
+    special = run_json("dump", FIXTURES / "dtypes" / "ckpt", "float32_special")
+    assert set(v for v in special["values"] if isinstance(v, str)) <= {"nan", "inf", "-inf"}
+    strings = run_json("dump", FIXTURES / "dtypes" / "ckpt", "string_scalar")
+    assert strings["dtype"] == "string"
+
+
+# --- validate ----------------------------------------------------------------------
+
+CLEAN = [FIXTURES / n for n in ("dtypes", "keras_adam", "keras_adam_new", "sharded", "tf1_partitioned",
+                                "saved_model_module", "tf1_builder", "tf1_builder_pbtxt", "keras3_export",
+                                "tf_keras_savedmodel")]
+
+
+def test_validate_clean_fixtures_exit_0():
+    proc = run("validate", *CLEAN, check=0)
+    assert len(proc.stdout.splitlines()) == len(CLEAN)
+    assert all(": OK (" in line for line in proc.stdout.splitlines())
+    doc = run_json("validate", *CLEAN)
+    assert doc["ok"] is True and doc["findings"] == []
+    assert [r["path"] for r in doc["paths"]] == [str(p) for p in CLEAN]
+    assert sum(r["tensors"] for r in doc["paths"]) > 90
+
+
+def _flip(path, offset):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x55
+    path.write_bytes(bytes(data))
+
+
+def _validate(path, *more):
+    doc = run_json("validate", path, *more, check=1)
+    assert doc["ok"] is False
+    text = run("validate", path, *more, check=1).stdout.splitlines()
+    assert len(text) == len(doc["findings"]) + 1 + len(more)  # one line per finding, one per path
+    return doc["findings"]
+
+
+def _tensor(ckpt, name):
+    return next(t for t in run_json("ls", ckpt)["tensors"] if t["name"] == name)
+
+
+def test_validate_flipped_byte_in_a_tensor(tmp_path):
+    ckpt = shutil.copytree(FIXTURES / "keras_adam", tmp_path / "k") / "ckpt-2"
+    t = _tensor(ckpt, "model/layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE")
+    _flip(tmp_path / "k" / "ckpt-2.data-00000-of-00001", t["offset"] + 5)
+    findings = _validate(ckpt)
+    assert [(f["check"], f["tensor"], f["offset"]) for f in findings] == [("crc", t["name"], t["offset"])]
+    assert findings[0]["file"].endswith("ckpt-2.data-00000-of-00001")
+    assert "checksum" in findings[0]["message"]
+
+
+def test_validate_flipped_byte_in_an_index_block(tmp_path):
+    ckpt = shutil.copytree(FIXTURES / "keras_adam", tmp_path / "k") / "ckpt-2"
+    _flip(tmp_path / "k" / "ckpt-2.index", 40)
+    findings = _validate(ckpt)
+    assert "index-crc" in {f["check"] for f in findings}
+    assert all(f["file"].endswith("ckpt-2.index") for f in findings if f["check"] == "index-crc")
+
+
+def test_validate_truncated_and_missing_shards_and_keeps_going(tmp_path):
+    root = shutil.copytree(FIXTURES / "sharded", tmp_path / "s")
+    tensors = run_json("ls", root / "ckpt")["tensors"]
+    by_shard = {}
+    for t in tensors:
+        for piece in t["parts"] or [t]:
+            by_shard.setdefault(piece["shard"], []).append(dict(piece, name=t["name"]))
+    truncated = max(s for s, ts in by_shard.items() if any(t["bytes"] for t in ts))
+    missing = min(s for s in by_shard if s != truncated)
+    shard_file = root / f"ckpt.data-{truncated:05d}-of-00005"
+    end = max(t["offset"] + t["bytes"] for t in by_shard[truncated])
+    with open(shard_file, "r+b") as f:
+        f.truncate(end - 1)
+    (root / f"ckpt.data-{missing:05d}-of-00005").unlink()
+    findings = _validate(root / "ckpt")
+    checks = [f["check"] for f in findings]
+    assert "bounds" in checks and "shard" in checks
+    bounds = next(f for f in findings if f["check"] == "bounds")
+    assert bounds["file"] == str(shard_file) and bounds["tensor"] in {t["name"] for t in by_shard[truncated]}
+    shard = next(f for f in findings if f["check"] == "shard")
+    assert shard["file"].endswith(f"ckpt.data-{missing:05d}-of-00005") and "missing" in shard["message"]
+
+
+def test_validate_wrong_fingerprint(tmp_path):
+    model = shutil.copytree(FIXTURES / "keras3_export", tmp_path / "m")
+    fp = protos.FingerprintDef.FromString((model / "fingerprint.pb").read_bytes())
+    fp.signature_def_hash += 1
+    (model / "fingerprint.pb").write_bytes(fp.SerializeToString())
+    findings = _validate(model)
+    assert [f["check"] for f in findings] == ["fingerprint"]
+    assert "signature_def_hash" in findings[0]["message"]
+    assert run("fingerprint", model, "--check", check=1).stdout.splitlines()[-1] == "fingerprint.pb: MISMATCH"
+
+
+def test_validate_unparsable_protos_and_several_paths(tmp_path):
+    model = shutil.copytree(FIXTURES / "tf_keras_savedmodel", tmp_path / "m")
+    (model / "keras_metadata.pb").write_bytes(b"\xff\xff\xff")
+    (model / "fingerprint.pb").write_bytes(b"\x0a\xff")
+    findings = _validate(model, FIXTURES / "dtypes")
+    files = {os.path.basename(f["file"]) for f in findings if f["check"] == "proto"}
+    assert files == {"keras_metadata.pb", "fingerprint.pb"}
+    assert all(f["path"] == str(model) for f in findings)
+
+
+def test_validate_saved_model_pb_and_missing_path(tmp_path):
+    model = shutil.copytree(FIXTURES / "tf1_builder", tmp_path / "m")
+    (model / "saved_model.pb").write_bytes(b"\x0a\x05\x12")
+    findings = _validate(model, tmp_path / "nowhere")
+    assert {f["check"] for f in findings} == {"proto", "path"}
+
+
+def test_validate_dangling_object_graph_references(tmp_path):
+    from tfformats.writer import save_checkpoint
+    graph = protos.TrackableObjectGraph()
+    root = graph.nodes.add()
+    root.children.add(node_id=1, local_name="w")
+    root.children.add(node_id=7, local_name="ghost")
+    leaf = graph.nodes.add()
+    leaf.attributes.add(name="VARIABLE_VALUE", checkpoint_key="w/.ATTRIBUTES/VARIABLE_VALUE")
+    leaf.attributes.add(name="VARIABLE_VALUE", checkpoint_key="gone/.ATTRIBUTES/VARIABLE_VALUE")
+    blob = np.empty((), dtype=object)
+    blob[()] = graph.SerializeToString()
+    prefix = save_checkpoint(tmp_path / "ckpt", {"w/.ATTRIBUTES/VARIABLE_VALUE": np.ones(3, np.float32),
+                                                 "_CHECKPOINTABLE_OBJECT_GRAPH": blob}, object_graph=False)
+    findings = _validate(prefix)
+    messages = sorted(f["message"] for f in findings if f["check"] == "object-graph")
+    assert len(messages) == 2
+    assert "points to node 7" in messages[1] or "points to node 7" in messages[0]
+    assert any("'gone/.ATTRIBUTES/VARIABLE_VALUE'" in m for m in messages)
+
+
+# --- fingerprint -------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["keras3_export", "saved_model_module", "tf_keras_savedmodel"])
+def test_fingerprint_matches_the_stored_one(name):
+    stored = protos.FingerprintDef.FromString((FIXTURES / name / "fingerprint.pb").read_bytes())
+    doc = run_json("fingerprint", FIXTURES / name, "--check")
+    assert doc["matches"] is True and doc["findings"] == []
+    for field, value in doc["hashes"].items():
+        assert int(value) == getattr(stored, field)
+    assert doc["singleprint"] == "/".join(doc["hashes"][k] for k in (
+        "graph_def_program_hash", "signature_def_hash", "saved_object_graph_hash", "checkpoint_hash"))
+    text = run("fingerprint", FIXTURES / name, check=0).stdout.splitlines()
+    assert text[0] == f"saved_model_checksum: {stored.saved_model_checksum}"
+    assert text[5].startswith("singleprint: ")
+
+
+def test_fingerprint_write_then_check(tmp_path):
+    model = shutil.copytree(FIXTURES / "tf1_builder", tmp_path / "m")  # TF wrote no fingerprint.pb here
+    assert run("fingerprint", model, "--check", check=1).stdout.splitlines()[-1] == "fingerprint.pb: MISMATCH"
+    run("fingerprint", model, "--write", check=0)
+    assert (model / "fingerprint.pb").exists()
+    run("fingerprint", model, "--check", check=0)
+    run("validate", model, check=0)
+
+
+# --- convert and diff --------------------------------------------------------------
+
+@pytest.mark.parametrize("ext", ["safetensors", "npz"])
+def test_convert_round_trip_and_diff(tmp_path, ext):
+    src = FIXTURES / "keras_adam"
+    out = tmp_path / f"weights.{ext}"
+    doc = run_json("convert", src, out)
+    assert doc["dst_format"] == ext and doc["skipped"] == []
+    back = tmp_path / "back" / "ckpt"
+    run("convert", out, back, check=0)
+    run("diff", src, back, check=0)
+    same = run_json("diff", src, out)
+    assert same["same"] is True and same["compared"] == 18
+    run("validate", back, check=0)
+
+
+def test_convert_saved_model_variables_and_strings(tmp_path):
+    run("convert", FIXTURES / "tf_keras_savedmodel", tmp_path / "m.safetensors", check=0)
+    assert "m.safetensors" in os.listdir(tmp_path)
+    proc = run("convert", FIXTURES / "dtypes", tmp_path / "d.safetensors", check=1)
+    assert "--skip-unsupported" in one_error_line(proc)
+    one_error_line(run("convert", tmp_path / "a.npz", tmp_path / "b.safetensors", check=2))
+
+
+def test_diff_reports_changes():
+    a, b = FIXTURES / "keras_adam" / "ckpt-1", FIXTURES / "keras_adam" / "ckpt-2"
+    doc = run_json("diff", a, b, check=1)
+    assert doc["same"] is False and doc["only_in_a"] == [] and doc["only_in_b"] == []
+    changed = {c["name"]: c for c in doc["changed"]}
+    step = changed["save_counter/.ATTRIBUTES/VARIABLE_VALUE"]
+    assert step["change"] == "values" and step["max_abs_diff"] == 1
+    text = run("diff", a, b, check=1).stdout.splitlines()
+    assert text[-1].endswith("differ")
+    # Loose enough tolerances make the values equal; the object graph stays the same.
+    loose = run_json("diff", a, b, "--atol", "10", check=0)
+    assert loose["same"] is True
+
+
+def test_diff_names_and_dtypes():
+    doc = run_json("diff", FIXTURES / "keras_adam" / "ckpt-2", FIXTURES / "keras_adam_new", check=1)
+    assert doc["only_in_a"] and doc["only_in_b"]
+    doc = run_json("diff", FIXTURES / "dtypes", FIXTURES / "dtypes", check=0)
+    assert doc["compared"] == 42
+
+
+# --- bench -------------------------------------------------------------------------
+
+def test_bench_json():
+    doc = run_json("bench", FIXTURES / "sharded", "--rounds", "1")
+    impls = {r["implementation"] for r in doc["results"]}
+    assert "python" in impls
+    assert ("native" in impls) == doc["native_available"]
+    assert {r["crc"] for r in doc["results"]} == {True, False}
+    assert all(r["mb_per_s"] > 0 for r in doc["results"])
+    text = run("bench", FIXTURES / "sharded", "--rounds", "1", check=0).stdout
+    assert "MB/S" in text

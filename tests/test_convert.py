@@ -1,0 +1,173 @@
+"""Checkpoint <-> safetensors / .npz conversions keep names, dtypes and values."""
+
+import json
+import struct
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import tfformats
+from tfformats import (checkpoint_to_npz, checkpoint_to_safetensors, npz_to_checkpoint,
+                       safetensors_to_checkpoint, save_checkpoint)
+from tfformats.checkpoint import OBJECT_GRAPH_KEY
+from tfformats.errors import FormatError, UnsupportedError
+
+try:
+    import safetensors
+    import safetensors.numpy
+    HAVE_SAFETENSORS = True
+except ImportError:
+    HAVE_SAFETENSORS = False
+needs_safetensors = pytest.mark.skipif(not HAVE_SAFETENSORS,
+                                       reason="safetensors not installed; CI installs it")
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def numeric_tensors():
+    rng = np.random.default_rng(5)
+    values = rng.standard_normal((3, 4))
+    return {
+        "dense/kernel": values.astype(np.float32),
+        "dense/bias": values[0].astype(np.float64),
+        "bf16": values.astype(ml_dtypes.bfloat16),
+        "half": values.astype(np.float16),
+        "f8": values.astype(ml_dtypes.float8_e4m3fn),
+        "f8_e5m2": values.astype(ml_dtypes.float8_e5m2),
+        "ints": np.arange(12, dtype=np.int64).reshape(3, 4),
+        "u8": np.arange(5, dtype=np.uint8),
+        "flags": np.array([True, False]),
+        "c64": (values + 2j).astype(np.complex64),
+        "scalar": np.int32(7),
+        "empty": np.zeros((0, 4), np.float32),
+    }
+
+
+def assert_same_checkpoints(a, b):
+    with tfformats.open_checkpoint(a) as ra, tfformats.open_checkpoint(b) as rb:
+        assert sorted(ra) == sorted(rb)
+        for name in ra:
+            assert ra.dtype(name) == rb.dtype(name), name
+            if ra.dtype(name).is_string:
+                assert ra[name].tolist() == rb[name].tolist()
+            else:
+                np.testing.assert_array_equal(ra[name], rb[name])
+
+
+def test_safetensors_round_trip(tmp_path):
+    src = save_checkpoint(tmp_path / "src", numeric_tensors(), object_graph=False)
+    assert checkpoint_to_safetensors(src, tmp_path / "m.safetensors") == []
+    safetensors_to_checkpoint(tmp_path / "m.safetensors", tmp_path / "back")
+    assert_same_checkpoints(src, tmp_path / "back")
+    with tfformats.open_checkpoint(tmp_path / "back") as r:
+        assert r.object_graph() is None   # plain names stay plain
+
+
+def test_safetensors_layout(tmp_path):
+    src = save_checkpoint(tmp_path / "src", {"b": np.ones(3, ml_dtypes.bfloat16),
+                                             "a": np.zeros((1, 2), np.float32)},
+                          object_graph=False)
+    checkpoint_to_safetensors(src, tmp_path / "m.safetensors")
+    data = (tmp_path / "m.safetensors").read_bytes()
+    (n,) = struct.unpack_from("<Q", data)
+    assert n % 8 == 0
+    header = json.loads(data[8:8 + n])
+    assert header == {"a": {"dtype": "F32", "shape": [1, 2], "data_offsets": [0, 8]},
+                      "b": {"dtype": "BF16", "shape": [3], "data_offsets": [8, 14]}}
+    assert data[8 + n:] == bytes(8) + bytes.fromhex("803f803f803f")
+
+
+@needs_safetensors
+def test_safetensors_package_agrees(tmp_path):
+    tensors = {k: v for k, v in numeric_tensors().items() if not k.startswith("f8")}
+    src = save_checkpoint(tmp_path / "src", tensors, object_graph=False)
+    checkpoint_to_safetensors(src, tmp_path / "ours.safetensors")
+    with safetensors.safe_open(tmp_path / "ours.safetensors", framework="numpy") as f:
+        assert sorted(f.keys()) == sorted(tensors)
+        for name in f.keys():
+            np.testing.assert_array_equal(f.get_tensor(name), tensors[name])
+    safetensors.numpy.save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()},
+                                str(tmp_path / "theirs.safetensors"))
+    safetensors_to_checkpoint(tmp_path / "theirs.safetensors", tmp_path / "back")
+    back = tfformats.load_checkpoint(tmp_path / "back")
+    for name, value in tensors.items():
+        np.testing.assert_array_equal(back[name], value)
+        assert back[name].dtype == np.asarray(value).dtype
+
+
+def test_object_graph_survives_safetensors(tmp_path):
+    src = FIXTURES / "keras_adam" / "ckpt-2"
+    checkpoint_to_safetensors(src, tmp_path / "m.safetensors")
+    safetensors_to_checkpoint(tmp_path / "m.safetensors", tmp_path / "back")
+    assert_same_checkpoints(src, tmp_path / "back")
+
+
+def test_strings_are_refused_or_skipped(tmp_path):
+    src = save_checkpoint(tmp_path / "src", {"w": np.ones(2), "vocab": ["a", "b"]},
+                          object_graph=False)
+    for convert, dst in [(checkpoint_to_safetensors, "m.safetensors"),
+                         (checkpoint_to_npz, "m.npz")]:
+        with pytest.raises(UnsupportedError, match="'vocab'.*skip_unsupported"):
+            convert(src, tmp_path / dst)
+        assert not (tmp_path / dst).exists()
+        assert convert(src, tmp_path / dst, skip_unsupported=True) == ["vocab"]
+    safetensors_to_checkpoint(tmp_path / "m.safetensors", tmp_path / "back")
+    assert tfformats.list_variables(tmp_path / "back") == [("w", [2])]
+
+
+def test_safetensors_dtypes_it_lacks(tmp_path):
+    src = save_checkpoint(tmp_path / "src", {"q": np.int8([1])}, dtypes={"q": "qint8"},
+                          object_graph=False)
+    with pytest.raises(UnsupportedError, match="no qint8 dtype"):
+        checkpoint_to_safetensors(src, tmp_path / "m.safetensors")
+
+
+@pytest.mark.parametrize("damage", [
+    lambda d: d[:4],
+    lambda d: struct.pack("<Q", 1 << 40) + d[8:],
+    lambda d: d[:8] + b"[" + d[9:],
+    lambda d: d.replace(b'"F32"', b'"X32"'),
+    lambda d: d.replace(b"[0,8]", b"[0,9]"),
+    lambda d: d[:-1],
+])
+def test_damaged_safetensors(tmp_path, damage):
+    src = save_checkpoint(tmp_path / "src", {"a": np.zeros(2, np.float32)}, object_graph=False)
+    checkpoint_to_safetensors(src, tmp_path / "m.safetensors")
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(FormatError):
+        safetensors_to_checkpoint(path, tmp_path / "back")
+
+
+def test_npz_round_trip_keeps_tf_dtypes(tmp_path):
+    tensors = numeric_tensors()
+    tensors["i4"] = np.array([1, -2, 7], ml_dtypes.int4)
+    tensors["q"] = np.array([-3, 4], np.int8)
+    src = save_checkpoint(tmp_path / "src", tensors, dtypes={"q": "qint8"}, object_graph=False)
+    assert checkpoint_to_npz(src, tmp_path / "m.npz") == []
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as npz:   # no pickle needed
+        np.testing.assert_array_equal(npz["dense/kernel"], tensors["dense/kernel"])
+    npz_to_checkpoint(tmp_path / "m.npz", tmp_path / "back")
+    assert_same_checkpoints(src, tmp_path / "back")
+    with tfformats.open_checkpoint(tmp_path / "back") as r:
+        assert r.dtype("q").name == "qint8" and r.dtype("bf16").name == "bfloat16"
+
+
+def test_npz_from_elsewhere_and_object_keys(tmp_path):
+    key = "model/w/.ATTRIBUTES/VARIABLE_VALUE"
+    np.savez(tmp_path / "plain.npz", **{key: np.arange(3.0), "model/b/.ATTRIBUTES/VARIABLE_VALUE": np.ones(2)})
+    npz_to_checkpoint(tmp_path / "plain.npz", tmp_path / "back")
+    with tfformats.open_checkpoint(tmp_path / "back") as r:   # object keys get a graph
+        assert r.object_paths()["model/w"] == key
+        np.testing.assert_array_equal(r[key], np.arange(3.0))
+
+
+def test_npz_keeps_object_graph(tmp_path):
+    src = FIXTURES / "keras_adam" / "ckpt-1"
+    checkpoint_to_npz(src, tmp_path / "m.npz")
+    npz_to_checkpoint(tmp_path / "m.npz", tmp_path / "back")
+    assert_same_checkpoints(src, tmp_path / "back")
+    with tfformats.open_checkpoint(src) as a, tfformats.open_checkpoint(tmp_path / "back") as b:
+        assert a[OBJECT_GRAPH_KEY] == b[OBJECT_GRAPH_KEY]

@@ -1,0 +1,431 @@
+"""tfformats.cuda: the upload scheduler, run on CPU through HostBackend.
+
+HostBackend has CupyBackend's interface on host memory with asynchronous
+"streams", so chunking, registration, staging, CRC overlap and partitioned
+assembly are all exercised without a GPU. The few lines that call CuPy itself
+need a GPU; benchmarks/gpu_check.py checks them on one.
+"""
+
+import importlib.util
+import math
+import os
+import pathlib
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import tfformats
+from tfformats import cuda
+from tfformats._impl import hot
+from tfformats.errors import ChecksumError, DeviceError, UnsupportedError
+
+from conftest import FIXTURES, assert_same_tensor, copy_fixture, expected_array, expected_checkpoints
+
+CHECKPOINTS = expected_checkpoints()
+DTYPES = FIXTURES / "dtypes" / "ckpt"
+PARTITIONED = FIXTURES / "tf1_partitioned" / "model.ckpt"
+SHARDED = FIXTURES / "sharded" / "ckpt"
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def host_upload(path_or_reader, names=None, **kwargs):
+    backend = kwargs.pop("backend", None) or cuda.HostBackend(delay=kwargs.pop("delay", 0.0))
+    stats = {}
+    try:
+        out = cuda.upload(path_or_reader, names, backend=backend, stats=stats, **kwargs)
+    finally:
+        backend.close()
+    assert not backend.registered, "every registration must be undone"
+    return out, stats, backend
+
+
+def assert_matches_host(reader, out):
+    for name, array in out.items():
+        host = reader.get_tensor(name)
+        assert isinstance(array, np.ndarray)
+        assert array.dtype == host.dtype and array.shape == host.shape, name
+        assert array.tobytes() == host.tobytes(), name
+
+
+# --- device strings ------------------------------------------------------------------
+
+@pytest.mark.parametrize("spec, ordinal", [
+    ("cuda", 0), ("cuda:0", 0), ("cuda:1", 1), ("CUDA:3", 3), ("gpu", 0), ("gpu:0", 0),
+    ("GPU:2", 2), ("/gpu:1", 1), ("/device:GPU:0", 0), (" cuda:12 ", 12), (0, 0), (5, 5),
+    (np.int64(2), 2), (types.SimpleNamespace(type="cuda", index=1), 1),
+    (types.SimpleNamespace(type="cuda", index=None), 0), (types.SimpleNamespace(id=3), 3),
+])
+def test_parse_device(spec, ordinal):
+    assert cuda.parse_device(spec) == ordinal
+
+
+@pytest.mark.parametrize("spec", ["cpu", "cuda:", "cuda:-1", "cuda:x", "tpu:0", "", "cuda0",
+                                  -1, True, None, 1.0, types.SimpleNamespace(type="cpu", index=0)])
+def test_parse_device_rejects(spec):
+    with pytest.raises(cuda.InvalidDeviceError) as info:
+        cuda.parse_device(spec)
+    assert isinstance(info.value, DeviceError) and isinstance(info.value, ValueError)
+
+
+# --- CRC combination -------------------------------------------------------------------
+
+@pytest.mark.parametrize("n1, n2", [(0, 0), (0, 9), (9, 0), (1, 1), (3, 4096), (4096, 3),
+                                    (1000, 1 << 16), (12345, 777)])
+def test_crc32c_combine(n1, n2):
+    rng = np.random.default_rng(n1 * 7 + n2)
+    a, b = rng.bytes(n1), rng.bytes(n2)
+    assert cuda.crc32c_combine(hot.crc32c(a), hot.crc32c(b), n2) == hot.crc32c(a + b)
+
+
+# --- every fixture, bit for bit ----------------------------------------------------------
+
+@pytest.mark.parametrize("register", [True, False], ids=["registered", "staged"])
+@pytest.mark.parametrize("chunk_size", [1, 7, 64, cuda.DEFAULT_CHUNK])
+@pytest.mark.parametrize("prefix, tensors", CHECKPOINTS,
+                         ids=[str(p.relative_to(FIXTURES)) for p, _ in CHECKPOINTS])
+def test_upload_fixture_bit_exact(prefix, tensors, chunk_size, register):
+    with tfformats.open_checkpoint(prefix) as reader:
+        out, stats, backend = host_upload(reader, chunk_size=chunk_size, register=register,
+                                          delay=0.0002 if chunk_size == 7 else 0.0)
+        numeric = {n for n in reader if not reader.dtype(n).is_string}
+        assert set(out) == numeric
+        assert_matches_host(reader, out)
+        for name, array in out.items():
+            assert_same_tensor(array, expected_array(tensors[name]))   # what TF read back
+        assert stats["verified"] >= len(out)
+        copies = backend.counts["copies_from_registered" if register else "copies_from_pinned"]
+        assert copies == stats["chunks"]
+        assert backend.counts["copies_from_pageable"] == 0
+        if register:
+            assert stats["direct_chunks"] == stats["chunks"] and not stats.get("staged_chunks")
+        else:
+            assert stats["staged_chunks"] == stats["chunks"] and not stats.get("direct_chunks")
+            assert backend.counts["register_calls"] == 0
+
+
+def test_registered_region_is_page_aligned_and_covers_the_tensors():
+    with tfformats.open_checkpoint(SHARDED) as reader:
+        out, stats, backend = host_upload(reader)
+        assert stats["registered_sources"] == reader._bundle.num_shards
+        assert stats["registered_bytes"] % cuda.PAGE == 0
+
+
+def test_partitioned_tensors_assembled_on_device():
+    for prefix in (PARTITIONED, SHARDED, FIXTURES / "tf1_partitioned" / "sharded" / "model.ckpt"):
+        with tfformats.open_checkpoint(prefix) as reader:
+            out, stats, backend = host_upload(reader, chunk_size=5, delay=0.0001)
+            assert stats["parts"] > 0
+            assert_matches_host(reader, out)
+    # one fixture splits a leading dimension only (parts go straight into place), one
+    # splits others (uploaded apart, then a strided device-side copy)
+    with tfformats.open_checkpoint(PARTITIONED) as reader:
+        _, stats, backend = host_upload(reader)
+        assert not stats.get("strided_parts") and backend.counts["device_assigns"] == 0
+    with tfformats.open_checkpoint(SHARDED) as reader:
+        _, stats, backend = host_upload(reader)
+        assert stats["strided_parts"] > 0
+        assert backend.counts["device_assigns"] == stats["strided_parts"]
+
+
+@pytest.mark.parametrize("bounds, shape, expected", [
+    (((0, 4), (0, 3)), (10, 3), 0), (((4, 10), (0, 3)), (10, 3), 12),
+    (((0, 10), (0, 2)), (10, 3), None), (((2, 3), (1, 3)), (10, 3), 7),
+    (((1, 2), (0, 2), (0, 4)), (3, 2, 4), 8), (((1, 2), (0, 1), (0, 4)), (3, 2, 4), 8),
+    (((1, 2), (1, 2), (1, 4)), (3, 2, 4), 13), (((0, 3), (0, 1), (0, 4)), (3, 2, 4), None),
+    ((), (), 0),
+])
+def test_contiguous_offset(bounds, shape, expected):
+    got = cuda._contiguous_offset(bounds, shape, 1)
+    assert got == expected
+    if expected is not None and shape:   # cross-check against numpy
+        a = np.arange(math.prod(shape)).reshape(shape)
+        region = a[tuple(slice(x, y) for x, y in bounds)]
+        assert region.ravel()[0] == expected
+        assert np.array_equal(region.ravel(), np.arange(expected, expected + region.size))
+
+
+# --- chunk boundaries ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("register", [True, False], ids=["registered", "staged"])
+@pytest.mark.parametrize("extra", [-1, 0, 1, "many", "one-byte"])
+def test_chunk_boundaries(extra, register):
+    with tfformats.open_checkpoint(DTYPES) as reader:
+        name = "float64"
+        size = reader.entry(name).size
+        assert size > 8
+        chunk = {"many": 3, "one-byte": 1}.get(extra) or size + extra
+        out, stats, _ = host_upload(reader, [name], chunk_size=chunk, register=register,
+                                    staging_buffers=2, delay=0.0002)
+        assert stats["chunks"] == -(-size // chunk)
+        assert_matches_host(reader, out)
+
+
+def test_empty_and_scalar_tensors():
+    with tfformats.open_checkpoint(DTYPES) as reader:
+        names = ["float32_empty", "int64_empty", "float32_scalar", "int64_scalar"]
+        out, stats, _ = host_upload(reader, names, chunk_size=3)
+        assert_matches_host(reader, out)
+        assert out["float32_empty"].size == 0 and out["float32_scalar"].shape == ()
+        assert stats["verified"] == 4
+
+
+def test_staging_buffers_fewer_than_chunks_reused_safely():
+    # Slow asynchronous copies: a buffer refilled before its copy landed would show.
+    with tfformats.open_checkpoint(SHARDED) as reader:
+        out, stats, backend = host_upload(reader, chunk_size=16, register=False,
+                                          staging_buffers=2, workers=2, delay=0.0005)
+        assert stats["staged_chunks"] > 10 * stats["staging_buffers"] / 2
+        assert backend.counts["pinned_buffers"] == 2
+        assert_matches_host(reader, out)
+
+
+def test_host_backend_catches_early_buffer_reuse():
+    """The stand-in is strict enough to catch a scheduler bug of this kind."""
+    with tfformats.open_checkpoint(SHARDED) as reader:
+        backend = cuda.HostBackend(refuse_register=True, delay=0.001)
+        backend.wait = lambda event: None          # a scheduler that does not wait
+        out, _, _ = host_upload(reader, chunk_size=16, staging_buffers=2, workers=2,
+                                backend=backend)
+        assert any(out[n].tobytes() != reader.get_tensor(n).tobytes() for n in out)
+
+
+# --- registration refused -> staging ----------------------------------------------------
+
+def test_registration_refused_falls_back_to_staging():
+    with tfformats.open_checkpoint(SHARDED) as reader:
+        backend = cuda.HostBackend(refuse_register=True, delay=0.0001)
+        out, stats, _ = host_upload(reader, chunk_size=32, backend=backend)
+        assert stats["registrations_refused"] == reader._bundle.num_shards
+        assert not stats.get("direct_chunks") and stats["staged_chunks"] == stats["chunks"]
+        assert backend.counts["copies_from_pinned"] == stats["chunks"]
+        assert "refused" in stats["refusal"]
+        assert_matches_host(reader, out)
+
+
+def test_registration_refused_for_one_shard_only():
+    with tfformats.open_checkpoint(SHARDED) as reader:
+        backend = cuda.HostBackend(delay=0.0001)
+        real = backend.register
+        calls = []
+
+        def register(address, nbytes):
+            calls.append(address)
+            return None if len(calls) == 2 else real(address, nbytes)
+        backend.register = register
+        out, stats, _ = host_upload(reader, chunk_size=32, backend=backend)
+        assert stats["registrations_refused"] == 1
+        assert stats["direct_chunks"] and stats["staged_chunks"]
+        assert_matches_host(reader, out)
+
+
+# --- CRC ------------------------------------------------------------------------------
+
+def _corrupt(tmp_path, fixture, name, at=0):
+    prefix = copy_fixture(fixture, tmp_path / "ckpt")
+    with tfformats.open_checkpoint(prefix) as reader:
+        entry = reader.entry(name)
+        if entry.slices:
+            entry = reader._bundle._part_entry(name, entry.slices[-1])
+        path = reader._bundle._shard(entry.shard_id).path
+    with open(path, "r+b") as f:
+        f.seek(entry.offset + at)
+        byte = f.read(1)
+        f.seek(entry.offset + at)
+        f.write(bytes([byte[0] ^ 0x10]))
+    return prefix, entry, path
+
+
+@pytest.mark.parametrize("register", [True, False], ids=["registered", "staged"])
+@pytest.mark.parametrize("chunk_size", [4, cuda.DEFAULT_CHUNK])
+def test_crc_mismatch_raises(tmp_path, register, chunk_size):
+    prefix, entry, path = _corrupt(tmp_path, DTYPES, "float64", at=9)
+    with tfformats.open_checkpoint(prefix) as reader:
+        with pytest.raises(ChecksumError) as info:
+            host_upload(reader, chunk_size=chunk_size, register=register)
+        message = str(info.value)
+        assert path in message and "'float64'" in message and f"offset {entry.offset}" in message
+        # verify=False uploads the damaged bytes as they are
+        out, _, _ = host_upload(reader, ["float64"], verify=False, register=register)
+        raw = reader._bundle._raw(entry)[1]
+        assert out["float64"].tobytes() == bytes(raw)
+
+
+def test_crc_mismatch_in_a_part(tmp_path):
+    prefix, entry, path = _corrupt(tmp_path, SHARDED, "big/.ATTRIBUTES/VARIABLE_VALUE")
+    with tfformats.open_checkpoint(prefix) as reader:
+        with pytest.raises(ChecksumError) as info:
+            host_upload(reader, chunk_size=64)
+        assert "big/.ATTRIBUTES/VARIABLE_VALUE" in str(info.value)
+        assert f"offset {entry.offset}" in str(info.value)
+
+
+def test_crc_of_other_tensors_still_fine(tmp_path):
+    prefix, _, _ = _corrupt(tmp_path, DTYPES, "float64")
+    with tfformats.open_checkpoint(prefix) as reader:
+        out, _, _ = host_upload(reader, ["float32", "int8"])
+        assert_matches_host(reader, out)
+
+
+# --- dtypes and strings ----------------------------------------------------------------
+
+def test_string_tensor_on_device_is_an_error():
+    with tfformats.open_checkpoint(DTYPES) as reader:
+        with pytest.raises(UnsupportedError, match="string tensor"):
+            host_upload(reader, ["string_2d"])
+        out, _, _ = host_upload(reader)   # names=None: string tensors are left out
+        assert "string_2d" not in out and "float32" in out
+
+
+def test_load_keeps_strings_on_host():
+    out = cuda.load(FIXTURES / "keras_adam" / "ckpt-1", "cuda", backend="host")
+    with tfformats.open_checkpoint(FIXTURES / "keras_adam" / "ckpt-1") as reader:
+        assert sorted(out) == sorted(reader)
+        for name in reader:
+            assert_same_tensor(out[name], reader[name])
+
+
+def test_dtypes_cupy_lacks():
+    with tfformats.open_checkpoint(DTYPES) as reader:
+        backend = cuda.HostBackend(supported="cupy")
+        with pytest.raises(UnsupportedError, match="raw_dtypes=True"):
+            host_upload(reader, ["bfloat16"], backend=backend)
+        out, _, _ = host_upload(reader, ["bfloat16", "float8_e4m3fn", "int4", "float32"],
+                                backend=cuda.HostBackend(supported="cupy"), raw_dtypes=True)
+        assert out["bfloat16"].dtype == np.uint16 and out["int4"].dtype == np.uint8
+        assert out["float32"].dtype == np.float32
+        for name, array in out.items():
+            assert array.tobytes() == reader[name].tobytes()
+
+
+def test_other_byte_order_goes_through_the_host(monkeypatch):
+    with tfformats.open_checkpoint(DTYPES) as reader:
+        monkeypatch.setattr(reader._bundle, "_swap", True)
+        out, stats, backend = host_upload(reader, ["float32", "int64", "bool"])
+        assert stats["host_converted"] == 3 and backend.counts["copies_from_pinned"] == 3
+        assert_matches_host(reader, out)   # both swapped the same way
+
+
+# --- no CuPy, no GPU --------------------------------------------------------------------
+
+def test_without_cupy_device_error_names_the_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)   # makes `import cupy` fail
+    with tfformats.open_checkpoint(DTYPES) as reader:
+        with pytest.raises(DeviceError, match=r"pip install tfformats\[cuda\]"):
+            reader.get_tensor("float32", device="cuda:0")
+        with pytest.raises(DeviceError, match="CuPy"):
+            cuda.upload(reader)
+    with pytest.raises(RuntimeError, match=r"tfformats\[cuda\]"):
+        tfformats.load_checkpoint(DTYPES, device="gpu")
+    with pytest.raises(cuda.InvalidDeviceError):   # a bad string is reported first
+        cuda.to_device(DTYPES, "float32", "tpu:0")
+
+
+def _fake_cupy(count=None, error=None):
+    def get_count():
+        if error is not None:
+            raise error
+        return count
+    runtime = types.SimpleNamespace(getDeviceCount=get_count)
+    return types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime))
+
+
+@pytest.mark.parametrize("fake, message", [
+    (_fake_cupy(error=RuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")),
+     "no CUDA device found"),
+    (_fake_cupy(count=0), "no CUDA device found"),
+    (_fake_cupy(count=1), r"cuda:1 asked for, but this machine has only 1"),
+])
+def test_without_gpu_device_error(monkeypatch, fake, message):
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    with tfformats.open_checkpoint(DTYPES) as reader:
+        with pytest.raises(DeviceError, match=message):
+            reader.get_tensor("float32", device="cuda:1")
+
+
+def test_core_does_not_import_cuda_or_cupy():
+    code = ("import sys, tfformats; r = tfformats.open_checkpoint(sys.argv[1]); r['float32'];"
+            "assert 'tfformats.cuda' not in sys.modules and 'cupy' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code, str(DTYPES)], check=True)
+
+
+def test_get_tensor_and_load_checkpoint_device_keyword(monkeypatch):
+    # device=None keeps the host behaviour; a device goes through tfformats.cuda
+    calls = []
+    monkeypatch.setattr(cuda, "to_device", lambda *a, **k: calls.append(("to_device", a, k)))
+    monkeypatch.setattr(cuda, "load", lambda *a, **k: calls.append(("load", a, k)))
+    with tfformats.open_checkpoint(DTYPES) as reader:
+        assert isinstance(reader.get_tensor("float32", device=None), np.ndarray)
+        reader.get_tensor("float32", device="cuda:1")
+    tfformats.load_checkpoint(DTYPES, device=1)
+    assert [c[0] for c in calls] == ["to_device", "load"]
+    assert calls[0][1][1:] == ("float32", "cuda:1") and calls[1][1][1] == 1
+
+
+# --- benchmarks/gpu_check.py on the host stand-in ----------------------------------------
+
+def _gpu_check():
+    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "benchmarks" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("prefix", [SHARDED, DTYPES])
+def test_gpu_check_script_on_host_backend(prefix, capsys):
+    rc = _gpu_check().main(["--backend", "host", "--checkpoint", str(prefix), "--chunk-mib", "1",
+                            "--repeat", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "GB/s" in out and "tensors equal" in out and "path: direct" in out
+    assert "path: staged" in out
+
+
+def test_gpu_check_script_writes_its_checkpoint(tmp_path, capsys):
+    pytest.importorskip("tfformats.writer", reason="tfformats.writer (save_checkpoint) not there yet")
+    rc = _gpu_check().main(["--backend", "host", "--size-gib", "0.005", "--tensors", "9",
+                            "--chunk-mib", "1", "--repeat", "1", "--dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "all 9 uploaded tensors equal" in out
+
+
+def test_gpu_check_script_without_cupy_exits_cleanly():
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    code = ("import sys; sys.modules['cupy'] = None; sys.argv[1:] = ['--size-gib', '0.001'];"
+            f"import runpy; runpy.run_path({str(REPO / 'benchmarks' / 'gpu_check.py')!r}, "
+            "run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.returncode == 2 and "pip install tfformats[cuda]" in proc.stderr
+
+
+# --- DLPack ------------------------------------------------------------------------------
+
+def test_dlpack_torch_zero_copy_of_a_private_copy():
+    torch = pytest.importorskip("torch", reason="torch not installed (optional)")
+    with tfformats.open_checkpoint(DTYPES) as reader:
+        for name in ["float32", "int64", "complex64", "bool", "float16"]:
+            array = reader.get_tensor(name, copy=True)
+            tensor = torch.from_dlpack(array)
+            assert tensor.data_ptr() == array.ctypes.data            # zero-copy
+            assert tensor.numpy().tobytes() == reader[name].tobytes()
+        # bfloat16 (and the ml_dtypes types) are not DLPack types: pass the bits
+        array = reader.get_tensor("bfloat16", copy=True)
+        tensor = torch.from_dlpack(array.view(np.uint16)).view(torch.bfloat16)
+        assert tensor.float().numpy().tolist() == array.astype(np.float32).tolist()
+
+
+def test_dlpack_of_read_only_views():
+    """Read-only views need DLPack >= 1.0 (numpy >= 2.1 exports a read-only flag)."""
+    with tfformats.open_checkpoint(DTYPES) as reader:
+        view = reader["float32"]
+        assert not view.flags.writeable
+        if tuple(int(x) for x in np.__version__.split(".")[:2]) < (2, 1):
+            pytest.skip("numpy < 2.1 cannot export read-only arrays through DLPack")
+        with pytest.raises(BufferError, match="readonly"):
+            view.__dlpack__()                            # an unversioned (0.x) consumer
+        view.__dlpack__(max_version=(1, 0))              # a DLPack 1.0 consumer
+        again = np.from_dlpack(view)
+        assert not again.flags.writeable and np.shares_memory(again, view)

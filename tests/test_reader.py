@@ -1,0 +1,238 @@
+"""The checkpoint reader against checkpoints and values written by real TensorFlow."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import tfformats as tff
+from tfformats import fileio
+
+from conftest import (FIXTURES, assert_same_tensor, expected_array, expected_checkpoints,
+                      requires_tf)
+
+CHECKPOINTS = expected_checkpoints()
+DTYPES = FIXTURES / "dtypes" / "ckpt"
+KERAS = FIXTURES / "keras_adam"
+PARTITIONED = FIXTURES / "tf1_partitioned" / "model.ckpt"
+
+
+@pytest.mark.parametrize("prefix,expected", CHECKPOINTS,
+                         ids=[str(p.relative_to(FIXTURES)) for p, _ in CHECKPOINTS])
+def test_values_match_what_tensorflow_read(prefix, expected):
+    with tff.open_checkpoint(prefix) as reader:
+        assert sorted(reader) == sorted(expected)
+        for name, spec in expected.items():
+            assert reader.shape(name) == spec["shape"]
+            assert reader.dtype(name).name == spec["dtype"]
+            assert_same_tensor(reader[name], expected_array(spec))
+
+
+def test_every_bundle_dtype_is_covered():
+    names = {spec["dtype"] for _, exp in CHECKPOINTS for spec in exp.values()}
+    for dtype in ("float16", "float32", "float64", "bfloat16", "float8_e5m2", "float8_e4m3fn",
+                  "int4", "uint4", "int8", "int16", "int32", "int64", "uint8", "uint16",
+                  "uint32", "uint64", "bool", "complex64", "complex128", "qint8", "quint8",
+                  "qint16", "quint16", "qint32", "string"):
+        assert dtype in names
+
+
+def test_implementation_is_reported_and_can_be_forced():
+    assert tff.implementation() in ("native", "python")
+    env = dict(os.environ, TFFORMATS_PUREPYTHON="1")
+    out = subprocess.run([sys.executable, "-c", "import tfformats; print(tfformats.implementation())"],
+                         env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "python"
+
+
+# --- path forms ---------------------------------------------------------------
+
+@pytest.mark.parametrize("path,prefix", [
+    (KERAS, KERAS / "ckpt-2"),                                  # directory: latest
+    (KERAS / "ckpt-1", KERAS / "ckpt-1"),                       # prefix
+    (KERAS / "ckpt-1.index", KERAS / "ckpt-1"),                 # index file
+    (KERAS / "ckpt-1.data-00000-of-00001", KERAS / "ckpt-1"),   # data file
+    (FIXTURES / "saved_model_module", FIXTURES / "saved_model_module" / "variables" / "variables"),
+    (FIXTURES / "dtypes", DTYPES),                              # directory with one bundle
+])
+def test_path_forms(path, prefix):
+    with tff.open_checkpoint(path) as reader:
+        assert reader.prefix == str(prefix)
+    assert tff.latest_checkpoint(KERAS) == str(KERAS / "ckpt-2")
+
+
+@pytest.mark.parametrize("path", ["does/not/exist", "tests", "README.md"])
+def test_bad_paths_say_what_was_expected(path, tmp_path):
+    target = FIXTURES.parent.parent / path if path != "tests" else tmp_path
+    with pytest.raises(tff.CheckpointNotFoundError, match="expected"):
+        tff.open_checkpoint(target)
+
+
+def test_state_file_naming_a_missing_checkpoint(tmp_path):
+    (tmp_path / "checkpoint").write_text('model_checkpoint_path: "ckpt-9"\n')
+    with pytest.raises(tff.CheckpointNotFoundError, match="ckpt-9"):
+        tff.open_checkpoint(tmp_path)
+
+
+# --- the reader API -------------------------------------------------------------
+
+def test_mapping_and_tensorflow_names():
+    with tff.open_checkpoint(DTYPES) as reader:
+        names = list(reader)
+        assert names == sorted(names) and len(reader) == len(names)
+        assert "float32" in reader and "nope" not in reader
+        assert reader.has_tensor("int64") and not reader.has_tensor("nope")
+        shapes = reader.get_variable_to_shape_map()
+        assert shapes["float32_3d"] == [2, 3, 4] and shapes["float32_scalar"] == []
+        dtypes = reader.get_variable_to_dtype_map()
+        assert dtypes["bfloat16"] == "bfloat16" and dtypes["string_mixed"].is_string
+        assert dict(reader.items()).keys() == set(names)
+        with pytest.raises(KeyError, match="nope"):
+            reader["nope"]
+        with pytest.raises(tff.TensorNotFoundError):
+            reader.get_tensor("nope")
+
+
+def test_numeric_tensors_are_read_only_views_unless_copied():
+    with tff.open_checkpoint(DTYPES) as reader:
+        view = reader.get_tensor("float32")
+        assert not view.flags.writeable and not view.flags.owndata
+        copy = reader.get_tensor("float32", copy=True)
+        assert copy.flags.writeable
+        np.testing.assert_array_equal(view, copy)
+    # Arrays handed out stay valid after the reader is closed.
+    assert view.sum() == copy.sum()
+
+
+def test_list_variables_and_load_checkpoint():
+    listed = tff.list_variables(DTYPES)
+    assert listed == sorted(listed)
+    assert ("float32_3d", [2, 3, 4]) in listed
+    loaded = tff.load_checkpoint(DTYPES)
+    assert set(loaded) == {n for n, _ in listed}
+    assert loaded["float32"].flags.writeable
+
+
+def test_verify_can_be_switched_off(tmp_path):
+    from conftest import copy_fixture
+    prefix = copy_fixture(DTYPES, tmp_path / "c")
+    with tff.open_checkpoint(prefix) as reader:
+        entry = reader.entry("int32")
+    data = prefix.parent / "ckpt.data-00000-of-00001"
+    raw = bytearray(data.read_bytes())
+    raw[entry.offset] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    with tff.open_checkpoint(prefix) as reader:
+        with pytest.raises(tff.ChecksumError, match="'int32'.*offset"):
+            reader["int32"]
+    with tff.open_checkpoint(prefix, verify=False) as reader:
+        assert reader["int32"].ravel()[0] != -2147483648
+
+
+# --- partitioned and sharded -------------------------------------------------------
+
+def test_partitioned_variable_is_assembled():
+    with tff.open_checkpoint(PARTITIONED) as reader:
+        entry = reader.entry("part")
+        assert len(entry.slices) == 3
+        assert reader.shape("part") == [10, 3]
+        full = reader["part"]
+        assert full.shape == (10, 3) and full.flags.writeable
+
+
+class CountingOpener:
+    """Records the byte ranges the reader asks of the data files."""
+
+    def __init__(self):
+        self.views = []
+
+    def __call__(self, path):
+        source = fileio.open_file(path)
+        outer = self
+
+        class Spy:
+            def __getattr__(self, name):
+                return getattr(source, name)
+
+            def view(self, offset, n, what="read"):
+                if ".data-" in source.path:
+                    outer.views.append((offset, n))
+                return source.view(offset, n, what)
+
+        return Spy()
+
+
+@pytest.mark.parametrize("index", [
+    np.s_[2:7], np.s_[4], np.s_[-1], np.s_[::3], np.s_[1:9:2, 1:], np.s_[..., 2],
+    np.s_[3:4, 0], np.s_[[1, 5]], np.s_[::-1], np.s_[7:2],
+])
+def test_get_slice_of_partitioned_variable(index):
+    with tff.open_checkpoint(PARTITIONED) as reader:
+        full = reader["part"]
+        part = reader.get_slice("part")[index]
+        np.testing.assert_array_equal(part, full[index])
+        assert part.shape == full[index].shape
+
+
+def test_get_slice_reads_only_the_parts_it_needs():
+    opener = CountingOpener()
+    reader = tff.CheckpointReader(PARTITIONED, opener=opener)
+    slice_ = reader.get_slice("part")
+    assert slice_.shape == [10, 3]
+    np.testing.assert_array_equal(slice_[0:2], reader["part"][0:2])
+    opener.views.clear()
+    slice_[0:2]
+    assert len(opener.views) == 1 and opener.views[0][1] < 10 * 3 * 4
+
+
+def test_get_slice_of_plain_tensor():
+    with tff.open_checkpoint(DTYPES) as reader:
+        full = reader["float32_3d"]
+        np.testing.assert_array_equal(reader.get_slice("float32_3d")[1, :, 2:], full[1, :, 2:])
+        assert list(reader.get_slice("string_mixed")[1:3]) == list(reader["string_mixed"][1:3])
+
+
+def test_sharded_checkpoints_read_every_data_file():
+    for prefix in (FIXTURES / "sharded" / "ckpt", FIXTURES / "tf1_partitioned" / "sharded" / "model.ckpt"):
+        with tff.open_checkpoint(prefix) as reader:
+            shards = {reader.entry(n).shard_id for n in reader if not reader.entry(n).slices}
+            assert len(shards) > 1
+            for name in reader:
+                reader[name]
+
+
+# --- the object graph ------------------------------------------------------------
+
+def test_object_paths_and_slot_variables():
+    with tff.open_checkpoint(KERAS) as reader:
+        paths = reader.object_paths()
+        key = "model/layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE"
+        assert paths["model/layer_with_weights-0/kernel"] == key
+        info = reader.object_variables()[key]
+        assert info.full_name == "dense/kernel" and info.slot_of is None
+        slot_key = "model/layer_with_weights-0/kernel/.OPTIMIZER_SLOT/optimizer/m/.ATTRIBUTES/VARIABLE_VALUE"
+        slot = reader.object_variables()[slot_key]
+        assert slot.slot_of == "model/layer_with_weights-0/kernel" and slot.slot_name == "m"
+        assert slot.path == "model/layer_with_weights-0/kernel/.OPTIMIZER_SLOT/optimizer/m"
+        # Every key of the object graph is a tensor of the bundle, and vice versa.
+        assert set(reader.object_variables()) == set(reader) - {"_CHECKPOINTABLE_OBJECT_GRAPH"}
+
+
+def test_name_based_checkpoint_has_no_object_graph():
+    with tff.open_checkpoint(PARTITIONED) as reader:
+        assert reader.object_graph() is None and reader.object_paths() == {}
+
+
+@requires_tf
+def test_object_paths_match_tensorflow():
+    import tensorflow as tf
+    for prefix in (KERAS / "ckpt-2", FIXTURES / "keras_adam_new" / "ckpt-2", FIXTURES / "sharded" / "ckpt"):
+        tf_graph = tf.train.load_checkpoint(str(prefix)).get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH")
+        with tff.open_checkpoint(prefix) as reader:
+            assert reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH").item() == tf_graph
+            for key, info in reader.object_variables().items():
+                # TF builds keys as "<object path>/.ATTRIBUTES/<attribute>".
+                assert key == f"{info.path}/.ATTRIBUTES/{info.attribute}"
+

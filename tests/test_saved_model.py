@@ -1,0 +1,550 @@
+"""SavedModel reading, editing and saving, checked against TensorFlow's fixtures and loader."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import tfformats
+from tfformats import fingerprint, protos
+from tfformats import saved_model as sm_module
+from tfformats.errors import (CheckpointNotFoundError, FormatError, TensorNotFoundError,
+                              UnsupportedError)
+from tfformats.saved_model import load_saved_model, parse_keras_metadata
+
+from conftest import FIXTURES, HAVE_TF, requires_tf
+
+if HAVE_TF:
+    import tensorflow as tf
+
+MODELS = ["saved_model_module", "keras3_export", "tf_keras_savedmodel", "tf1_builder",
+          "tf1_builder_pbtxt"]
+CLI_MODELS = [m for m in MODELS if (FIXTURES / m / "saved_model_cli_show_all.txt").exists()]
+
+
+def expected(name):
+    path = FIXTURES / name / "expected_saved_model.json"
+    if not path.exists():  # the pbtxt twin shares the binary one's description
+        path = FIXTURES / name.replace("_pbtxt", "") / "expected_saved_model.json"
+    return json.loads(path.read_text())
+
+
+# --- reading ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", MODELS)
+def test_matches_what_tf_described(name):
+    sm = load_saved_model(FIXTURES / name)
+    want = expected(name)
+    assert sm.format == ("pbtxt" if name.endswith("pbtxt") else "pb")
+    assert len(sm.meta_graphs) == len(want["meta_graphs"])
+    for meta, spec in zip(sm.meta_graphs, want["meta_graphs"]):
+        assert meta.tags == spec["tags"]
+        assert meta.tensorflow_version == spec["tensorflow_version"]
+        assert meta.is_tf2 == spec["has_object_graph_def"]
+        assert len(meta.graph_def.node) == spec["num_graph_nodes"]
+        assert len(meta.graph_def.library.function) == spec["num_library_functions"]
+        assert [(a.filename, a.tensor_name) for a in meta.assets()] == [
+            (a["filename"], a["tensor_name"]) for a in spec["asset_file_defs"]]
+        assert list(meta.signatures) == sorted(spec["signatures"])
+        for key, sig_spec in spec["signatures"].items():
+            sig = meta.signatures[key]
+            assert sig.name == key
+            assert sig.method_name == sig_spec["method_name"]
+            for side in ("inputs", "outputs"):
+                infos = getattr(sig, side)
+                assert set(infos) == set(sig_spec[side])
+                for k, t in sig_spec[side].items():
+                    info = infos[k]
+                    assert info.encoding == t["encoding"]
+                    assert info.tensor_name == t["name"]
+                    assert info.dtype_enum == t["dtype_enum"]
+                    assert (info.dtype.name if info.dtype else None) == t["dtype"]
+                    want_shape = None if t["shape"] is None else [
+                        None if d == -1 else d for d in t["shape"]]
+                    assert info.shape == want_shape
+
+
+@pytest.mark.parametrize("name", ["saved_model_module", "keras3_export", "tf_keras_savedmodel"])
+def test_fingerprint_pb(name):
+    fp = load_saved_model(FIXTURES / name).fingerprint
+    want = expected(name)["fingerprint_pb"]
+    for field in fingerprint.HASH_FIELDS:
+        assert str(getattr(fp, field)) == want[field]
+    assert fp.version.producer == want["version_producer"]
+
+
+def test_no_fingerprint_is_none():
+    assert load_saved_model(FIXTURES / "tf1_builder").fingerprint is None
+
+
+def render_show_all(sm):
+    """`saved_model_cli show --all` from the tfformats API (what the CLI will print)."""
+    lines = []
+    for meta in sorted(sm.meta_graphs, key=lambda m: m.tags):
+        lines += ["", f"MetaGraphDef with tag-set: '{', '.join(meta.tags)}' contains the "
+                  "following SignatureDefs:"]
+        for key, sig in meta.signatures.items():
+            lines += ["", f"signature_def['{key}']:",
+                      "  The given SavedModel SignatureDef contains the following input(s):"]
+            for side, infos in (("inputs", sig.inputs), ("outputs", sig.outputs)):
+                if side == "outputs":
+                    lines.append("  The given SavedModel SignatureDef contains the following "
+                                 "output(s):")
+                for k, info in infos.items():
+                    shape = ("unknown_rank" if info.shape is None else
+                             "(" + ", ".join("-1" if d is None else str(d) for d in info.shape) + ")")
+                    lines += [f"    {side}['{k}'] tensor_info:", f"        dtype: {info.dtype_name}",
+                              f"        shape: {shape}", f"        name: {info.tensor_name}"]
+            lines.append(f"  Method name is: {sig.method_name}")
+        lines.append(f"The MetaGraph with tag set {meta.tags} contains the following ops: OPS")
+    if any(m.is_tf2 for m in sm.meta_graphs):
+        lines += ["", "Concrete Functions:"]
+        for n, (name, concretes) in enumerate(sm.functions().items()):
+            lines += ([""] if n else []) + [f"  Function Name: '{name}'"]
+            for i, cf in enumerate(concretes, 1):
+                lines += [f"    Option #{i}", "      Callable with:"]
+                for j, arg in enumerate(cf.args, 1):
+                    lines.append(f"        Argument #{j}")
+                    if isinstance(arg, sm_module.TensorSpec):
+                        lines.append(f"          {arg.name}: {arg!r}")
+                    else:
+                        lines += [f"          DType: {type(arg).__name__}", f"          Value: {arg}"]
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("name", CLI_MODELS)
+def test_api_covers_saved_model_cli_show_all(name):
+    sm = load_saved_model(FIXTURES / name)
+    text = (FIXTURES / name / "saved_model_cli_show_all.txt").read_text()
+    ops_line = next(line for line in text.splitlines() if "contains the following ops:" in line)
+    ops = ops_line.split("ops: ", 1)[1]
+    assert sorted(eval(ops)) == sm.ops()  # a Python set literal, in hash order
+    assert render_show_all(sm).strip() == text.replace(ops, "OPS").strip()
+
+
+def test_variables_by_tf_name_path_and_key():
+    sm = load_saved_model(FIXTURES / "tf_keras_savedmodel")
+    by_name = sm.variables["dense/kernel"]
+    assert by_name.shape == (4, 3)
+    np.testing.assert_array_equal(sm.variables["layer_with_weights-0/kernel"], by_name)
+    np.testing.assert_array_equal(
+        sm.variables["layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE"], by_name)
+    assert "dense_1/bias" in sm.variables and "nope" not in sm.variables
+    assert list(sm.variables) == sorted(sm.variables)
+    assert "layer_with_weights-1/bias" in list(sm.variables)
+    assert sm.variables.shape("dense_1/kernel") == [3, 2]
+    assert sm.variables.dtype("iteration").name == "int64"
+    assert sm.variables.names()["dense/kernel"] == (
+        "layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE",)
+    with pytest.raises(TensorNotFoundError, match="no variable named 'nope'"):
+        sm.variables["nope"]
+
+
+def test_module_variables_match_checkpoint_values():
+    sm = load_saved_model(FIXTURES / "saved_model_module")
+    ckpt = json.loads((FIXTURES / "saved_model_module" / "expected.json").read_text())
+    w = ckpt["variables/variables"]["w/.ATTRIBUTES/VARIABLE_VALUE"]
+    assert sm.variables["w"].tobytes().hex() == w["hex"]
+
+
+def test_keras3_variables_tracked_twice():
+    """Keras 3 exports list each variable under two object paths; a TF name covers both."""
+    sm = load_saved_model(FIXTURES / "keras3_export")
+    keys = sm.variables.keys_for("hidden/kernel")
+    assert len(keys) == 2
+    np.testing.assert_array_equal(sm.variables.reader[keys[0]], sm.variables.reader[keys[1]])
+    assert sm.variables["hidden/kernel"].shape == (4, 3)
+
+
+@pytest.mark.parametrize("name", ["tf1_builder", "tf1_builder_pbtxt"])
+def test_tf1_variables(name):
+    sm = load_saved_model(FIXTURES / name)
+    infos = {v.name: v for v in sm.variable_infos()}
+    assert set(infos) == {"w", "b"}
+    assert infos["w"].shape == [3, 2] and infos["w"].trainable and infos["w"].path is None
+    assert sm.variables["w"].tolist() == [[1, 2], [3, 4], [5, 6]]
+    assert sm.variables["b:0"].tolist() == [0.5, -0.5]
+    assert sorted(sm.variables) == ["b", "w"]
+    assert sm.object_graph is None and sm.functions() == {}
+    assert sm.meta_graph().saver_def.version == 2
+    assert "variables" in sm.meta_graph().collections
+
+
+def test_object_graph_tree():
+    sm = load_saved_model(FIXTURES / "saved_model_module")
+    root = sm.object_graph
+    assert root.kind == "user_object" and root.path == ""
+    assert set(root.children) == {"w", "b", "table", "lookup", "serve", "signatures"}
+    w = root["w"]
+    assert w.kind == "variable"
+    assert (w.variable.name, w.variable.shape, w.variable.trainable) == ("w", [3, 2], True)
+    assert w.variable.dtype.name == "float32"
+    assert root["serve"].kind == "function"
+    assert root["serve"].concrete_functions[0].startswith("__inference_serve_")
+    assert root["signatures"].identifier == "signature_map"
+    kinds = {node.kind for _, node in root.walk()}
+    assert {"asset", "resource", "bare_concrete_function", "variable"} <= kinds
+    asset = next(n for _, n in root.walk() if n.kind == "asset")
+    assert asset.proto.asset.asset_file_def_index == 0
+
+
+def test_concrete_functions():
+    sm = load_saved_model(FIXTURES / "saved_model_module")
+    functions = sm.functions()
+    assert list(functions) == ["lookup", "serve"]
+    serve = functions["serve"][0]
+    assert serve.args == [sm_module.TensorSpec("x", [None, 3], tfformats.as_dtype("float32"))]
+    assert repr(serve.args[0]) == "TensorSpec(shape=(None, 3), dtype=tf.float32, name='x')"
+    assert serve.kwargs == {}
+    assert serve.outputs["y"].shape == [None, 2]
+    assert serve.name in sm.concrete_functions
+    assert set(serve.bound_inputs) == {sm.object_graph["w"].node_id, sm.object_graph["b"].node_id}
+
+
+def test_assets():
+    sm = load_saved_model(FIXTURES / "saved_model_module")
+    (asset,) = sm.assets
+    assert asset.filename == "vocab.txt" and asset.exists
+    assert asset.path == os.path.join(str(FIXTURES / "saved_model_module"), "assets", "vocab.txt")
+    assert sm.assets_extra == []
+
+
+def test_assets_extra(tmp_path):
+    d = shutil.copytree(FIXTURES / "saved_model_module", tmp_path / "m")
+    (d / "assets.extra" / "sub").mkdir(parents=True)
+    (d / "assets.extra" / "sub" / "warmup.tfrecord").write_bytes(b"x")
+    sm = load_saved_model(d)
+    assert sm.assets_extra == [os.path.join("sub", "warmup.tfrecord")]
+    out = sm.save(tmp_path / "out")
+    assert out.assets_extra == sm.assets_extra
+
+
+def test_keras_metadata_current_layout():
+    meta = load_saved_model(FIXTURES / "tf_keras_savedmodel").keras_metadata
+    nodes = {n.node_path: n for n in meta.nodes}
+    assert nodes["root"].identifier == "_tf_keras_sequential"
+    assert nodes["root.layer_with_weights-0"].identifier == "_tf_keras_layer"
+    assert (nodes["root"].version.producer, nodes["root"].version.min_consumer) == (2, 1)
+    assert json.loads(nodes["root"].metadata)["class_name"] == "Sequential"
+    assert load_saved_model(FIXTURES / "keras3_export").keras_metadata is None
+
+
+def _old_layout_node(node_id, path, producer):
+    """A keras SavedObject as the older proto wrote it: VersionDef in field 1."""
+    def ld(field, payload):
+        return bytes([field << 3 | 2, len(payload)]) + payload
+    version = bytes([0x08, producer, 0x10, 1])  # producer, min_consumer=1
+    return ld(1, version) + bytes([0x10, node_id]) + ld(3, path.encode()) + ld(4, b"_tf_keras_layer")
+
+
+def test_keras_metadata_old_layout():
+    data = b"".join(bytes([0x0A, len(n)]) + n for n in
+                    (_old_layout_node(0, "root", 1), _old_layout_node(1, "root.layer-0", 1)))
+    meta = parse_keras_metadata(data)
+    assert [n.node_path for n in meta.nodes] == ["root", "root.layer-0"]
+    assert [n.node_id for n in meta.nodes] == [0, 1]
+    assert all(n.version.producer == 1 and n.version.min_consumer == 1 for n in meta.nodes)
+    with pytest.raises(FormatError, match="keras_metadata.pb"):
+        parse_keras_metadata(b"\x0a\x05\x0a\x09")
+
+
+def test_loading_is_lazy(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("variables opened too early")
+
+    monkeypatch.setattr(sm_module, "CheckpointReader", refuse)
+    sm = load_saved_model(FIXTURES / "tf_keras_savedmodel")
+    sm.signatures, sm.ops(), sm.functions(), sm.object_graph, sm.variable_infos()
+    with pytest.raises(AssertionError):
+        sm.variables["dense/kernel"]
+
+
+# --- bad input ------------------------------------------------------------------------
+
+def test_not_a_saved_model(tmp_path):
+    with pytest.raises(CheckpointNotFoundError) as info:
+        load_saved_model(tmp_path)
+    assert str(tmp_path) in str(info.value) and "saved_model.pb" in str(info.value)
+    assert "saved_model.pbtxt" in str(info.value)
+    with pytest.raises(CheckpointNotFoundError):
+        load_saved_model(tmp_path / "missing")
+
+
+def test_path_of_the_pb_file():
+    sm = load_saved_model(FIXTURES / "tf1_builder" / "saved_model.pb")
+    assert sm.path == str(FIXTURES / "tf1_builder")
+
+
+def test_chunked_is_unsupported(tmp_path):
+    (tmp_path / "saved_model.cpb").write_bytes(b"")
+    with pytest.raises(UnsupportedError, match=r"chunked SavedModel \(.cpb\) not supported yet"):
+        load_saved_model(tmp_path)
+
+
+@pytest.mark.parametrize("cut", [1, 100, 1000, -1])
+def test_truncated(tmp_path, cut):
+    data = (FIXTURES / "saved_model_module" / "saved_model.pb").read_bytes()
+    (tmp_path / "saved_model.pb").write_bytes(data[:cut])
+    with pytest.raises(FormatError, match="saved_model.pb"):
+        load_saved_model(tmp_path)
+
+
+def test_garbage_text(tmp_path):
+    (tmp_path / "saved_model.pbtxt").write_bytes(b"meta_graphs { \xff")
+    with pytest.raises(FormatError, match="saved_model.pbtxt"):
+        load_saved_model(tmp_path)
+
+
+def _nested_structure(depth):
+    """A SavedModel whose function signature nests `depth` list values."""
+    def ld(field, payload):
+        return _key(field) + _varint(len(payload)) + payload
+    value = b""
+    for _ in range(depth):  # StructuredValue.list_value(51) -> ListValue.values(1)
+        value = ld(51, ld(1, value))
+    function = ld(3, value)                                  # canonicalized_input_signature
+    entry = ld(1, b"__inference_f_1") + ld(2, function)      # map entry
+    object_graph = ld(2, entry)                              # concrete_functions
+    meta = ld(7, object_graph)                               # object_graph_def
+    return ld(2, meta)                                       # meta_graphs
+
+
+def _key(field):
+    return _varint(field << 3 | 2)
+
+
+def _varint(n):
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def test_nested_too_deep(tmp_path):
+    (tmp_path / "saved_model.pb").write_bytes(_nested_structure(400))
+    with pytest.raises(FormatError, match="saved_model.pb"):
+        load_saved_model(tmp_path)
+    (tmp_path / "saved_model.pb").write_bytes(_nested_structure(20))
+    sm = load_saved_model(tmp_path)
+    cf = sm.concrete_functions["__inference_f_1"]
+    want = None
+    for _ in range(20):  # the outermost list becomes the argument list
+        want = [want]
+    assert cf.args == want
+
+
+def test_validate_missing_tensor(tmp_path):
+    d = shutil.copytree(FIXTURES / "tf1_builder", tmp_path / "m")
+    sm = load_saved_model(d)
+    assert sm.validate() == []
+    sm.proto.meta_graphs[0].signature_def["serving_default"].outputs["y"].name = "gone:0"
+    sm.proto.meta_graphs[0].signature_def["serving_default"].inputs["x"].name = "x:0"
+    sm.meta_graphs[0]._signatures = None
+    findings = sm.validate()
+    assert len(findings) == 1 and "'gone:0'" in findings[0] and "serving_default" in findings[0]
+
+
+def test_validate_missing_asset_and_variables(tmp_path):
+    d = shutil.copytree(FIXTURES / "saved_model_module", tmp_path / "m")
+    os.remove(d / "assets" / "vocab.txt")
+    findings = load_saved_model(d).validate()
+    assert any("vocab.txt" in f for f in findings)
+    shutil.rmtree(d / "variables")
+    assert any("no variables" in f for f in load_saved_model(d).validate())
+
+
+def test_validate_fingerprint_mismatch(tmp_path):
+    d = shutil.copytree(FIXTURES / "saved_model_module", tmp_path / "m")
+    sm = load_saved_model(d)
+    sm.remove_signature("lookup")
+    (d / "saved_model.pb").write_bytes(sm.serialize())  # edited behind fingerprint.pb's back
+    findings = load_saved_model(d).validate()
+    assert any("signature_def_hash" in f for f in findings)
+
+
+# --- editing and saving ----------------------------------------------------------------
+
+def test_save_without_edits_is_identical(tmp_path):
+    src = FIXTURES / "saved_model_module"
+    out = load_saved_model(src).save(tmp_path / "out")
+    assert (tmp_path / "out" / "saved_model.pb").read_bytes() == (src / "saved_model.pb").read_bytes()
+    for name in ("variables.index", "variables.data-00000-of-00001"):
+        assert (tmp_path / "out" / "variables" / name).read_bytes() == (
+            src / "variables" / name).read_bytes()
+    assert (tmp_path / "out" / "assets" / "vocab.txt").read_bytes() == (
+        src / "assets" / "vocab.txt").read_bytes()
+    assert out.validate() == []
+    assert [n for n in os.listdir(tmp_path) if n != "out"] == []  # no temp dirs left
+
+
+def test_save_with_edits_keeps_every_key(tmp_path):
+    src = load_saved_model(FIXTURES / "tf_keras_savedmodel")
+    new = np.full((4, 3), 0.5, np.float32)
+    src.variables["dense/kernel"] = new
+    out = src.save(tmp_path / "out")
+    old_reader, new_reader = src.variables.reader, out.variables.reader
+    assert list(new_reader) == list(old_reader)
+    for key in old_reader:
+        if key == "layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE":
+            np.testing.assert_array_equal(new_reader[key], new)
+        elif old_reader.dtype(key).is_string:
+            assert new_reader[key].tolist() == old_reader[key].tolist()
+        else:
+            assert new_reader[key].tobytes() == old_reader[key].tobytes()
+            assert new_reader.dtype(key) == old_reader.dtype(key)
+    assert (tmp_path / "out" / "keras_metadata.pb").exists()
+    assert out.validate() == []
+    # The source files are untouched.
+    untouched = load_saved_model(FIXTURES / "tf_keras_savedmodel").variables["dense/kernel"]
+    assert not np.array_equal(untouched, new)
+
+
+def test_set_variable_errors():
+    sm = load_saved_model(FIXTURES / "saved_model_module")
+    with pytest.raises(FormatError, match="shape"):
+        sm.variables["w"] = np.zeros((2, 3), np.float32)
+    with pytest.raises(FormatError, match="float64"):
+        sm.variables["w"] = np.zeros((3, 2), np.float64)
+    with pytest.raises(KeyError):
+        sm.variables["nope"] = 1.0
+    sm.variables["b"] = [1, 2]  # plain values are converted
+    assert sm.variables["b"].dtype == np.float32 and sm.variables["b"].tolist() == [1, 2]
+
+
+def test_save_refuses_existing_and_overwrites(tmp_path):
+    sm = load_saved_model(FIXTURES / "saved_model_module")
+    (tmp_path / "out").mkdir()
+    with pytest.raises(FileExistsError):
+        sm.save(tmp_path / "out")
+    sm.variables["b"] = [5, 6]
+    out = sm.save(tmp_path / "out", overwrite=True)
+    assert out.variables["b"].tolist() == [5, 6]
+    # Overwrite a model with an edit of itself.
+    out.variables["b"] = [7, 8]
+    again = out.save(tmp_path / "out", overwrite=True)
+    assert again.variables["b"].tolist() == [7, 8]
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_failed_save_leaves_nothing(tmp_path, monkeypatch):
+    sm = load_saved_model(FIXTURES / "saved_model_module")
+    sm.variables["b"] = [5, 6]
+
+    def boom(self):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tfformats.saved_model.SavedModel, "serialize", boom)
+    with pytest.raises(OSError, match="disk full"):
+        sm.save(tmp_path / "out")
+    assert os.listdir(tmp_path) == []
+
+
+def test_rename_and_remove_signature():
+    sm = load_saved_model(FIXTURES / "saved_model_module")
+    sm.rename_signature("lookup", "find")
+    assert list(sm.signatures) == ["__saved_model_init_op", "find", "serving_default"]
+    assert set(sm.object_graph["signatures"].children) == {"find", "serving_default"}
+    with pytest.raises(ValueError, match="already exists"):
+        sm.rename_signature("find", "serving_default")
+    with pytest.raises(KeyError):
+        sm.rename_signature("nope", "x")
+    sm.remove_signature("find")
+    assert set(sm.object_graph["signatures"].children) == {"serving_default"}
+    sm.set_tags(["serve", "tpu"])
+    assert sm.tag_sets == [["serve", "tpu"]]
+    assert sm.meta_graph(["tpu", "serve"]) is sm.meta_graphs[0]
+    with pytest.raises(KeyError):
+        sm.meta_graph("serve")
+
+
+def test_pbtxt_saved_as_pbtxt(tmp_path):
+    sm = load_saved_model(FIXTURES / "tf1_builder_pbtxt")
+    sm.variables["w"] = np.ones((3, 2), np.float32)
+    out = sm.save(tmp_path / "out")
+    assert out.format == "pbtxt" and not (tmp_path / "out" / "fingerprint.pb").exists()
+    assert out.variables["w"].tolist() == [[1, 1]] * 3
+
+
+# --- TensorFlow loads what we write --------------------------------------------------
+
+@requires_tf
+def test_tf_runs_edited_module(tmp_path):
+    sm = load_saved_model(FIXTURES / "saved_model_module")
+    w = np.array([[2, 0], [0, 3], [1, 1]], np.float32)
+    b = np.array([10, -10], np.float32)
+    sm.variables["w"] = w
+    sm.variables["b/.ATTRIBUTES/VARIABLE_VALUE"] = b
+    sm.save(tmp_path / "out")
+    loaded = tf.saved_model.load(str(tmp_path / "out"))
+    x = np.array([[1, 2, 3], [-1, 0, 4]], np.float32)
+    y = loaded.signatures["serving_default"](x=tf.constant(x))["y"].numpy()
+    np.testing.assert_allclose(y, x @ w + b)
+    ids = loaded.signatures["lookup"](words=tf.constant(["cherry", "apple", "zzz"]))["ids"]
+    assert ids.numpy().tolist() == [2, 0, -1]
+    assert fingerprint.check_fingerprint(tmp_path / "out") == []
+
+
+@requires_tf
+def test_tf_sees_renamed_and_removed_signatures(tmp_path):
+    sm = load_saved_model(FIXTURES / "saved_model_module")
+    sm.rename_signature("serving_default", "predict")
+    sm.save(tmp_path / "renamed")
+    loaded = tf.saved_model.load(str(tmp_path / "renamed"))
+    assert sorted(loaded.signatures) == ["lookup", "predict"]
+    y = loaded.signatures["predict"](x=tf.constant([[1.0, 2.0, 3.0]]))["y"]
+    want = json.loads((FIXTURES / "manifest.json").read_text())
+    want = _find(want, "load_check")
+    np.testing.assert_allclose(y.numpy(), want["y"], rtol=1e-6)
+
+    sm = load_saved_model(FIXTURES / "saved_model_module")
+    sm.remove_signature("lookup")
+    sm.set_tags(["serve", "edited"])
+    sm.save(tmp_path / "removed")
+    loaded = tf.saved_model.load(str(tmp_path / "removed"), tags=["serve", "edited"])
+    assert list(loaded.signatures) == ["serving_default"]
+
+
+def _find(obj, key):
+    if isinstance(obj, dict):
+        if key in obj:
+            return obj[key]
+        for v in obj.values():
+            found = _find(v, key)
+            if found is not None:
+                return found
+    return None
+
+
+@requires_tf
+@pytest.mark.parametrize("name, tf_name, model_input", [
+    ("keras3_export", "hidden/kernel", "features"),
+    ("tf_keras_savedmodel", "dense/kernel", "input_1"),
+])
+def test_tf_runs_edited_keras_models(tmp_path, name, tf_name, model_input):
+    sm = load_saved_model(FIXTURES / name)
+    for var in sm.variable_infos():  # zero every weight but the first layer's kernel
+        if var.dtype.name == "float32" and var.trainable and var.name != tf_name:
+            sm.variables[var.path] = np.zeros(var.shape, np.float32)
+    sm.variables[tf_name] = np.ones((4, 3), np.float32)
+    sm.save(tmp_path / "out")
+    loaded = tf.saved_model.load(str(tmp_path / "out"))
+    out = loaded.signatures["serving_default"](**{model_input: tf.ones((1, 4))})
+    (y,) = out.values()
+    np.testing.assert_array_equal(y.numpy(), np.zeros((1, 2)))  # head weights are zero
+
+
+@requires_tf
+@pytest.mark.parametrize("name", ["tf1_builder", "tf1_builder_pbtxt"])
+def test_tf1_loader_runs_edited_model(tmp_path, name):
+    sm = load_saved_model(FIXTURES / name)
+    sm.variables["w"] = np.eye(3, 2, dtype=np.float32)
+    sm.variables["b"] = np.array([1, 2], np.float32)
+    sm.save(tmp_path / "out")
+    with tf.compat.v1.Session(graph=tf.Graph()) as session:
+        tf.compat.v1.saved_model.loader.load(session, ["serve"], str(tmp_path / "out"))
+        y = session.run("y:0", {"x:0": [[3.0, 4.0, 5.0]]})
+    assert y.tolist() == [[4.0, 6.0]]

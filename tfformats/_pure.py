@@ -1,0 +1,332 @@
+"""Pure-Python twin of the native hot paths (`native/_native.pyx`).
+
+Both modules expose the same functions with the same behaviour and raise the
+same exceptions; `tfformats._impl` picks one. Every length, offset and count
+read from a file is checked against the bytes that are really there before it
+is used. `where` arguments only feed error messages (file, tensor, offset).
+"""
+
+import struct
+
+import crc32c as _crc32c
+
+from ._farmhash import fingerprint64, fingerprint_cat64  # noqa: F401  (re-exported)
+from .errors import ChecksumError, FormatError
+
+MASK_DELTA = 0xA282EAD8
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+
+
+# --- CRC-32C --------------------------------------------------------------
+
+def crc32c(data, value=0):
+    """CRC-32C of `data`, continuing from `value` (0 starts a new checksum)."""
+    return _crc32c.crc32c(data, value)
+
+
+def mask_crc(crc):
+    """TensorFlow's masked form of a CRC, as stored in files."""
+    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + MASK_DELTA) & 0xFFFFFFFF
+
+
+def unmask_crc(masked):
+    rot = (masked - MASK_DELTA) & 0xFFFFFFFF
+    return ((rot >> 17) | (rot << 15)) & 0xFFFFFFFF
+
+
+# --- varints ----------------------------------------------------------------
+
+def _varint(buf, pos, end, where):
+    """Decode a varint64 at buf[pos:end]; returns (value, new_pos)."""
+    result = 0
+    shift = 0
+    while True:
+        if pos >= end:
+            raise FormatError(f"{where}: varint runs past the end of its data at offset {pos}")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise FormatError(f"{where}: varint longer than 10 bytes at offset {pos}")
+
+
+def decode_varint(buf, pos, where):
+    """Decode the varint64 at `buf[pos:]`; returns (value, position after it)."""
+    return _varint(buf, pos, len(buf), where)
+
+
+def encode_varint(value):
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+# --- SSTable blocks --------------------------------------------------------
+
+def _restarts(block, where):
+    """Validate the restart array of a block; returns (entries_end, restarts)."""
+    n = len(block)
+    if n < 4:
+        raise FormatError(f"{where}: block of {n} bytes is too short for its restart count")
+    count = _U32.unpack_from(block, n - 4)[0]
+    if count == 0 or count > (n - 4) // 4:
+        raise FormatError(f"{where}: block of {n} bytes claims {count} restart points")
+    end = n - 4 - 4 * count
+    restarts = struct.unpack_from(f"<{count}I", block, end)
+    for r in restarts:
+        if r >= end and not (r == 0 and end == 0):
+            raise FormatError(f"{where}: restart offset {r} is outside the block's {end} entry bytes")
+    return end, restarts
+
+
+def _entry_at(block, pos, end, prev_key, where):
+    """Decode one block entry at `pos`; returns (key, value_start, value_end, next_pos)."""
+    shared, pos = _varint(block, pos, end, where)
+    non_shared, pos = _varint(block, pos, end, where)
+    value_len, pos = _varint(block, pos, end, where)
+    if shared > len(prev_key):
+        raise FormatError(f"{where}: entry at offset {pos} shares {shared} bytes with a "
+                          f"{len(prev_key)}-byte key")
+    if non_shared + value_len > end - pos:
+        raise FormatError(f"{where}: entry at offset {pos} runs past the block's entry bytes")
+    key = prev_key[:shared] + bytes(block[pos:pos + non_shared])
+    pos += non_shared
+    return key, pos, pos + value_len, pos + value_len
+
+
+def block_entries(block, where):
+    """Every (key, value) of a block, in order; values are bytes."""
+    end, _ = _restarts(block, where)
+    out = []
+    pos = 0
+    key = b""
+    while pos < end:
+        key, vstart, vend, pos = _entry_at(block, pos, end, key, where)
+        out.append((key, bytes(block[vstart:vend])))
+    return out
+
+
+def block_seek(block, target, where):
+    """(key, value) of the first entry whose key is >= `target`, or None."""
+    end, restarts = _restarts(block, where)
+    if end == 0:
+        return None
+    # Binary search over restart points (their keys are stored whole).
+    lo, hi = 0, len(restarts) - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        key, _, _, _ = _entry_at(block, restarts[mid], end, b"", where)
+        if key < target:
+            lo = mid
+        else:
+            hi = mid - 1
+    pos = restarts[lo]
+    key = b""
+    while pos < end:
+        key, vstart, vend, pos = _entry_at(block, pos, end, key, where)
+        if key >= target:
+            return key, bytes(block[vstart:vend])
+    return None
+
+
+# --- BundleEntryProto --------------------------------------------------------
+
+def _skip_field(buf, pos, end, wire, where):
+    if wire == 0:
+        return _varint(buf, pos, end, where)[1]
+    if wire == 1:
+        pos += 8
+    elif wire == 2:
+        n, pos = _varint(buf, pos, end, where)
+        pos += n
+    elif wire == 5:
+        pos += 4
+    else:
+        raise FormatError(f"{where}: unsupported protobuf wire type {wire}")
+    if pos > end:
+        raise FormatError(f"{where}: protobuf field runs past the end of its message")
+    return pos
+
+
+def _signed64(v):
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def _decode_shape(buf, pos, end, where):
+    """TensorShapeProto -> tuple of dims, or None for unknown rank."""
+    dims = []
+    unknown = False
+    while pos < end:
+        tag, pos = _varint(buf, pos, end, where)
+        field, wire = tag >> 3, tag & 7
+        if field == 2 and wire == 2:
+            n, pos = _varint(buf, pos, end, where)
+            dend = pos + n
+            if dend > end:
+                raise FormatError(f"{where}: shape dimension runs past its message")
+            size = 0
+            while pos < dend:
+                t, pos = _varint(buf, pos, dend, where)
+                if t == 8:
+                    v, pos = _varint(buf, pos, dend, where)
+                    size = _signed64(v)
+                else:
+                    pos = _skip_field(buf, pos, dend, t & 7, where)
+            dims.append(size)
+        elif field == 3 and wire == 0:
+            v, pos = _varint(buf, pos, end, where)
+            unknown = bool(v)
+        else:
+            pos = _skip_field(buf, pos, end, wire, where)
+    return None if unknown else tuple(dims)
+
+
+def _decode_slice(buf, pos, end, where):
+    """TensorSliceProto -> tuple of (start, length); length -1 means full."""
+    extents = []
+    while pos < end:
+        tag, pos = _varint(buf, pos, end, where)
+        if tag == 0x0A:
+            n, pos = _varint(buf, pos, end, where)
+            eend = pos + n
+            if eend > end:
+                raise FormatError(f"{where}: slice extent runs past its message")
+            start, length = 0, -1
+            while pos < eend:
+                t, pos = _varint(buf, pos, eend, where)
+                if t == 8:
+                    v, pos = _varint(buf, pos, eend, where)
+                    start = _signed64(v)
+                elif t == 16:
+                    v, pos = _varint(buf, pos, eend, where)
+                    length = _signed64(v)
+                else:
+                    pos = _skip_field(buf, pos, eend, t & 7, where)
+            extents.append((start, length))
+        else:
+            pos = _skip_field(buf, pos, end, tag & 7, where)
+    return tuple(extents)
+
+
+def decode_entry(buf, where):
+    """BundleEntryProto bytes -> (dtype, shape, shard_id, offset, size, crc32c, slices).
+
+    `shape` is a tuple (None for unknown rank); `slices` a tuple of slice
+    tuples as returned for TensorSliceProto. Numbers are not range-checked
+    here; the bundle layer checks them against the files.
+    """
+    dtype = shard_id = offset = size = crc = 0
+    shape = ()
+    slices = []
+    pos, end = 0, len(buf)
+    while pos < end:
+        tag, pos = _varint(buf, pos, end, where)
+        field, wire = tag >> 3, tag & 7
+        if wire == 0 and field in (1, 3, 4, 5):
+            v, pos = _varint(buf, pos, end, where)
+            if field == 1:
+                dtype = v & 0xFFFFFFFF
+            elif field == 3:
+                shard_id = _signed64(v)
+            elif field == 4:
+                offset = _signed64(v)
+            else:
+                size = _signed64(v)
+        elif wire == 5 and field == 6:
+            if pos + 4 > end:
+                raise FormatError(f"{where}: crc32c field runs past the end of the entry")
+            crc = _U32.unpack_from(buf, pos)[0]
+            pos += 4
+        elif wire == 2 and field in (2, 7):
+            n, pos = _varint(buf, pos, end, where)
+            if pos + n > end:
+                raise FormatError(f"{where}: field {field} runs past the end of the entry")
+            if field == 2:
+                shape = _decode_shape(buf, pos, pos + n, where)
+            else:
+                slices.append(_decode_slice(buf, pos, pos + n, where))
+            pos += n
+        else:
+            pos = _skip_field(buf, pos, end, wire, where)
+    return dtype, shape, shard_id, offset, size, crc, tuple(slices)
+
+
+def decode_entries(block, where):
+    """decode_entry of every tensor entry of a block: a list of (key, entry tuple).
+
+    The header entry (key b"") and slice keys (first byte 0) are skipped; errors
+    in an entry name it after `where`.
+    """
+    out = []
+    for key, value in block_entries(block, where):
+        if key[:1] != b"" and key[:1] != b"\x00":
+            name = key.decode("utf-8", "surrogateescape")
+            out.append((key, decode_entry(value, f"{where}: entry {name!r}")))
+    return out
+
+
+# --- DT_STRING tensors --------------------------------------------------------
+
+def _length_crc_bytes(length):
+    return _U32.pack(length) if length <= 0xFFFFFFFF else _U64.pack(length)
+
+
+def decode_strings(buf, count, big_endian, verify, where):
+    """Decode a DT_STRING tensor's bytes into a list of `count` bytes objects.
+
+    Returns (values, crc) where crc is the unmasked CRC-32C TensorFlow stores
+    for the whole tensor (0 when `verify` is false). The length checksum is
+    verified when `verify` is true.
+    """
+    end = len(buf)
+    if count > end:
+        raise FormatError(f"{where}: {count} strings cannot fit in {end} bytes")
+    lengths = []
+    pos = 0
+    for _ in range(count):
+        n, pos = _varint(buf, pos, end, where)
+        lengths.append(n)
+    if pos + 4 > end:
+        raise FormatError(f"{where}: string tensor ends before its length checksum at offset {pos}")
+    stored = bytes(buf[pos:pos + 4])
+    pos += 4
+    total = sum(lengths)
+    if total > end - pos:
+        raise FormatError(f"{where}: string lengths add up to {total} bytes but only "
+                          f"{end - pos} remain at offset {pos}")
+    crc = 0
+    if verify:
+        for n in lengths:
+            # The CRC covers each length as fixed-width host-order bytes.
+            raw = _length_crc_bytes(n)
+            crc = crc32c(raw[::-1] if big_endian else raw, crc)
+        stored_value = struct.unpack(">I" if big_endian else "<I", stored)[0]
+        if unmask_crc(stored_value) != crc:
+            raise ChecksumError(f"{where}: string length checksum mismatch at offset {pos - 4}")
+        crc = crc32c(stored, crc)
+    values = []
+    for n in lengths:
+        values.append(bytes(buf[pos:pos + n]))
+        pos += n
+    if verify:
+        crc = crc32c(buf[pos - total:pos], crc)
+    return values, crc
+
+
+def encode_strings(values):
+    """DT_STRING tensor bytes for `values` (bytes objects), and their masked CRC."""
+    lengths = b"".join(encode_varint(len(v)) for v in values)
+    crc = 0
+    for v in values:
+        crc = crc32c(_length_crc_bytes(len(v)), crc)
+    checksum = _U32.pack(mask_crc(crc))
+    body = b"".join(values)
+    crc = crc32c(body, crc32c(checksum, crc))
+    return lengths + checksum + body, mask_crc(crc)

@@ -1,0 +1,299 @@
+"""Tensor bundles: `<prefix>.index` (a table of BundleEntryProto) + data shards.
+
+`BundleReader` knows entries, shards, dtypes, checksums, string tensors and
+partitioned tensors; it hands out numpy arrays that are read-only zero-copy
+views over the memory-mapped data files unless a copy is asked for.
+"""
+
+import math
+import sys
+from collections import namedtuple
+
+import numpy as np
+
+from . import dtypes, fileio, protos, slices
+from ._impl import hot
+from .errors import (ChecksumError, CheckpointNotFoundError, FormatError,
+                     TensorNotFoundError, UnsupportedError)
+from .sstable import Table
+
+HEADER_KEY = b""
+BUNDLE_VERSION = 1       # the newest bundle format this reader understands
+BUNDLE_MIN_PRODUCER = 0
+
+Entry = namedtuple("Entry", "name dtype shape shard_id offset size crc32c slices")
+Entry.__doc__ = """One BundleEntryProto: where a tensor lives and what it is.
+
+`shape` is a tuple of ints; `slices` is empty for an ordinary tensor and
+holds one extent tuple per stored part for a partitioned one."""
+
+
+def data_filename(prefix, shard, num_shards):
+    return f"{prefix}.data-{shard:05d}-of-{num_shards:05d}"
+
+
+def _key_name(key):
+    return key.decode("utf-8", "surrogateescape")
+
+
+class BundleReader:
+    """Reads one tensor bundle given its prefix (`ckpt` for `ckpt.index`)."""
+
+    def __init__(self, prefix, verify=True, opener=fileio.open_file):
+        self.prefix = str(prefix)
+        self.verify = verify
+        self._opener = opener
+        self._index_path = self.prefix + ".index"
+        self._table = Table(opener(self._index_path), verify=verify)
+        raw = self._table.get(HEADER_KEY)
+        if raw is None:
+            raise FormatError(f"{self._index_path}: no bundle header entry; not a tensor bundle")
+        header = protos.BundleHeaderProto()
+        try:
+            header.ParseFromString(raw)
+        except Exception:
+            raise FormatError(f"{self._index_path}: corrupt bundle header") from None
+        self._check_version(header.version)
+        if header.num_shards < 1 or header.num_shards > 99999:
+            raise FormatError(f"{self._index_path}: header claims {header.num_shards} data shards")
+        self.num_shards = header.num_shards
+        self.big_endian = header.endianness == protos.BundleHeaderProto.BIG
+        self._swap = self.big_endian != (sys.byteorder == "big")
+        self._entries = None   # name -> Entry, filled by a full scan on demand
+        self._shards = {}
+
+    def _check_version(self, version):
+        if version.producer < BUNDLE_MIN_PRODUCER or version.min_consumer > BUNDLE_VERSION:
+            raise UnsupportedError(
+                f"{self._index_path}: bundle format producer {version.producer}, min consumer "
+                f"{version.min_consumer}; this reader supports version {BUNDLE_VERSION}")
+        if BUNDLE_VERSION in version.bad_consumers:
+            raise UnsupportedError(f"{self._index_path}: bundle marks version "
+                                   f"{BUNDLE_VERSION} readers as bad consumers")
+
+    # --- entries -------------------------------------------------------------
+
+    def _decode(self, key, raw):
+        name = _key_name(key)
+        where = f"{self._index_path}: entry {name!r}"
+        enum, shape, shard, offset, size, crc, parts = hot.decode_entry(raw, where)
+        dtype = dtypes.from_enum(enum, name)
+        if shape is None:
+            raise FormatError(f"{where}: shape of unknown rank")
+        if any(d < 0 for d in shape):
+            raise FormatError(f"{where}: negative dimension in shape {list(shape)}")
+        if not parts and not 0 <= shard < self.num_shards:
+            raise FormatError(f"{where}: shard id {shard} outside 0..{self.num_shards - 1}")
+        if offset < 0 or size < 0:
+            raise FormatError(f"{where}: negative offset {offset} or size {size}")
+        for part in parts:
+            if len(part) != len(shape) or any(
+                    s < 0 or (n >= 0 and s + n > d) for (s, n), d in zip(part, shape)):
+                raise FormatError(f"{where}: slice {part} does not fit shape {list(shape)}")
+        return Entry(name, dtype, shape, shard, offset, size, crc, parts)
+
+    def _scan(self):
+        if self._entries is None:
+            entries = {}
+            for key, raw in self._table.items():
+                if key != HEADER_KEY and not slices.is_slice_key(key):
+                    entry = self._decode(key, raw)
+                    entries[entry.name] = entry
+            self._entries = entries
+        return self._entries
+
+    def entries(self):
+        """name -> Entry for every tensor, partitioned parts folded into their tensor."""
+        return self._scan()
+
+    def entry(self, name):
+        """The Entry of `name`; a lookup when the index has not been scanned."""
+        if self._entries is not None:
+            try:
+                return self._entries[name]
+            except KeyError:
+                pass
+        else:
+            key = name.encode("utf-8", "surrogateescape") if isinstance(name, str) else name
+            if key != HEADER_KEY and not slices.is_slice_key(key):
+                raw = self._table.get(key)
+                if raw is not None:
+                    return self._decode(key, raw)
+        raise TensorNotFoundError(f"{self._index_path}: no tensor named {name!r}")
+
+    def _part_entry(self, name, extents):
+        key = slices.slice_key(name, extents)
+        raw = self._table.get(key)
+        if raw is None:
+            raise FormatError(f"{self._index_path}: partitioned tensor {name!r} lacks its "
+                              f"part {list(extents)}")
+        return self._decode(key, raw)
+
+    # --- data ----------------------------------------------------------------
+
+    def _shard(self, shard_id):
+        source = self._shards.get(shard_id)
+        if source is None:
+            path = data_filename(self.prefix, shard_id, self.num_shards)
+            try:
+                source = self._opener(path)
+            except CheckpointNotFoundError:
+                raise CheckpointNotFoundError(
+                    f"{path}: data shard {shard_id} of {self.num_shards} is missing") from None
+            self._shards[shard_id] = source
+        return source
+
+    def _raw(self, entry):
+        """The stored bytes of an entry, bounds checked against its shard."""
+        source = self._shard(entry.shard_id)
+        if entry.offset + entry.size > source.size():
+            raise FormatError(f"{source.path}: tensor {entry.name!r} needs bytes "
+                              f"{entry.offset}..{entry.offset + entry.size} but the shard has "
+                              f"{source.size()}")
+        return source, source.view(entry.offset, entry.size)
+
+    def _check_crc(self, entry, source, crc):
+        if crc != hot.unmask_crc(entry.crc32c):
+            raise ChecksumError(f"{source.path}: tensor {entry.name!r} at offset {entry.offset}: "
+                                "data checksum mismatch")
+
+    def read(self, name, copy=False, verify=None):
+        """The whole tensor `name` as a numpy array (bytes objects for strings)."""
+        entry = self.entry(name)
+        return self.read_entry(entry, copy, self.verify if verify is None else verify)
+
+    def read_entry(self, entry, copy=False, verify=True):
+        if entry.slices:
+            return self._assemble(entry, verify)
+        dtype = entry.dtype
+        count = math.prod(entry.shape)
+        if dtype.is_string:
+            return self._read_strings(entry, count, verify)
+        if dtype.as_numpy_dtype is None:
+            raise UnsupportedError(f"{self._index_path}: tensor {entry.name!r} has dtype "
+                                   f"{dtype.name}, which tfformats cannot decode")
+        if count * dtype.itemsize != entry.size:
+            raise FormatError(f"{self._index_path}: tensor {entry.name!r} of shape "
+                              f"{list(entry.shape)} and dtype {dtype.name} needs "
+                              f"{count * dtype.itemsize} bytes but its entry says {entry.size}")
+        source, view = self._raw(entry)
+        if verify:
+            self._check_crc(entry, source, hot.crc32c(view))
+        array = np.frombuffer(view, dtype=dtype.as_numpy_dtype).reshape(entry.shape)
+        if self._swap:
+            return _byteswapped(array)
+        return array.copy() if copy else array
+
+    def _read_strings(self, entry, count, verify):
+        source, view = self._raw(entry)
+        values, crc = hot.decode_strings(
+            view, count, self.big_endian, verify,
+            f"{source.path}: tensor {entry.name!r} at offset {entry.offset}")
+        if verify:
+            self._check_crc(entry, source, crc)
+        array = np.empty(count, dtype=object)
+        array[:] = values
+        return array.reshape(entry.shape)
+
+    def _assemble(self, entry, verify):
+        """Build a partitioned tensor whole from its stored parts."""
+        dtype = entry.dtype
+        if dtype.is_string or dtype.as_numpy_dtype is None:
+            raise UnsupportedError(f"{self._index_path}: partitioned tensor {entry.name!r} "
+                                   f"has dtype {dtype.name}, which cannot be assembled")
+        parts = [(ext, self._part_entry(entry.name, ext)) for ext in entry.slices]
+        covered = sum(math.prod(p.shape) for _, p in parts)
+        if covered < math.prod(entry.shape):
+            raise FormatError(f"{self._index_path}: the parts of {entry.name!r} cover "
+                              f"{covered} of its {math.prod(entry.shape)} elements")
+        out = np.empty(entry.shape, dtype=dtype.as_numpy_dtype)
+        for extents, part in parts:
+            bounds = slices.resolve(extents, entry.shape)
+            want = tuple(b - a for a, b in bounds)
+            if part.shape != want or part.dtype != dtype:
+                raise FormatError(f"{self._index_path}: part {list(extents)} of {entry.name!r} "
+                                  f"is {part.dtype.name}{list(part.shape)}, expected "
+                                  f"{dtype.name}{list(want)}")
+            out[tuple(slice(a, b) for a, b in bounds)] = self.read_entry(part, verify=verify)
+        out.flags.writeable = True
+        return out
+
+    def read_region(self, name, index):
+        """`tensor[index]` reading only the bytes it needs (no CRC check)."""
+        entry = self.entry(name)
+        if entry.dtype.is_string:
+            return self.read_entry(entry, verify=self.verify)[index]
+        if not entry.slices:
+            return self.read_entry(entry, verify=False)[index].copy()
+        return self._region_of_parts(entry, index)
+
+    def _region_of_parts(self, entry, index):
+        ranges, squeeze = _normalize_index(index, entry.shape)
+        if ranges is None:  # fancy indexing: assemble, then index
+            return self._assemble(entry, self.verify)[index]
+        out = np.empty(tuple(len(r) for r in ranges), dtype=entry.dtype.as_numpy_dtype)
+        for extents in entry.slices:
+            bounds = slices.resolve(extents, entry.shape)
+            src, dst = [], []
+            for r, (a, b) in zip(ranges, bounds):
+                # Positions k of r with a <= r[k] < b (r has a positive step).
+                k0 = max(0, -(-(a - r.start) // r.step))
+                k1 = min(len(r), max(0, -(-(b - r.start) // r.step)))
+                if k0 >= k1:
+                    break
+                src.append(slice(r[k0] - a, r[k1 - 1] - a + 1, r.step))
+                dst.append(slice(k0, k1))
+            else:
+                part = self._part_entry(entry.name, extents)
+                out[tuple(dst)] = self.read_entry(part, verify=False)[tuple(src)]
+        return out.reshape([len(r) for i, r in enumerate(ranges) if i not in squeeze])
+
+    def close(self):
+        self._table.source.close()
+        for source in self._shards.values():
+            source.close()
+        self._shards.clear()
+
+
+def _normalize_index(index, shape):
+    """Basic indexing -> (per-dimension ranges with step > 0, dims to drop).
+
+    Returns (None, None) for what this cannot express (arrays, negative steps,
+    newaxis) so the caller falls back to assembling the tensor.
+    """
+    if not isinstance(index, tuple):
+        index = (index,)
+    if sum(i is Ellipsis for i in index) > 1:
+        return None, None
+    if Ellipsis in index:
+        at = index.index(Ellipsis)
+        index = index[:at] + (slice(None),) * (len(shape) - len(index) + 1) + index[at + 1:]
+    if len(index) > len(shape):
+        raise IndexError(f"too many indices for a tensor of rank {len(shape)}")
+    index = index + (slice(None),) * (len(shape) - len(index))
+    ranges, squeeze = [], set()
+    for dim, (i, n) in enumerate(zip(index, shape)):
+        if isinstance(i, slice):
+            r = range(*i.indices(n))
+            if r.step < 0:
+                return None, None
+        elif isinstance(i, (int, np.integer)):
+            j = int(i) + n if i < 0 else int(i)
+            if not 0 <= j < n:
+                raise IndexError(f"index {int(i)} is out of bounds for dimension {dim} of size {n}")
+            r = range(j, j + 1)
+            squeeze.add(dim)
+        else:
+            return None, None
+        ranges.append(r)
+    return ranges, squeeze
+
+
+def _byteswapped(array):
+    """A native-order copy of an array read from a bundle of the other byte order."""
+    dtype = array.dtype
+    if dtype.itemsize == 1:
+        return array.copy()
+    lanes = 2 if dtype.kind == "c" else 1
+    unit = np.dtype(f"u{dtype.itemsize // lanes}")
+    return array.view(unit).byteswap().view(dtype)

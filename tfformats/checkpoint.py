@@ -1,0 +1,289 @@
+"""Checkpoints: path forms, the `checkpoint` state file, the object graph.
+
+`CheckpointReader` is the user-facing reader: a Mapping of tensor name to
+numpy array with TensorFlow's familiar method names on top.
+"""
+
+import os
+import re
+from collections import namedtuple
+from collections.abc import Mapping
+
+from google.protobuf import text_format
+
+from . import fileio, protos
+from .bundle import BundleReader
+from .errors import CheckpointNotFoundError, FormatError
+
+OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+STATE_FILENAME = "checkpoint"
+_DATA_SUFFIX = re.compile(r"\.data-\d{5}-of-\d{5}$")
+
+ObjectVariable = namedtuple("ObjectVariable", "key path attribute full_name slot_of slot_name")
+ObjectVariable.__doc__ = """What the object graph says about one checkpoint key.
+
+`path` is the object path (`model/layer_with_weights-0/kernel`), `attribute`
+the attribute name (`VARIABLE_VALUE`), `full_name` the TF1-style variable name
+if recorded, and for optimizer slots `slot_of` is the object path of the
+variable the slot belongs to and `slot_name` the slot (`m`, `v`)."""
+
+
+# --- the `checkpoint` state file ------------------------------------------------
+
+def read_state(directory, filename=STATE_FILENAME):
+    """The parsed CheckpointState of `directory`, or None if it has none."""
+    path = os.path.join(directory, filename)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return None
+    state = protos.CheckpointState()
+    try:
+        text_format.Merge(text, state)
+    except text_format.ParseError as exc:
+        raise FormatError(f"{path}: not a CheckpointState text proto ({exc})") from None
+    if not state.model_checkpoint_path:
+        raise FormatError(f"{path}: model_checkpoint_path is empty")
+    return state
+
+
+def latest_checkpoint(directory, filename=STATE_FILENAME):
+    """Like `tf.train.latest_checkpoint`: the newest prefix listed, or None."""
+    state = read_state(directory, filename)
+    if state is None:
+        return None
+    prefix = os.path.join(directory, state.model_checkpoint_path)
+    return prefix if os.path.exists(prefix + ".index") else None
+
+
+def _is_saved_model_dir(path):
+    return any(os.path.exists(os.path.join(path, n))
+               for n in ("saved_model.pb", "saved_model.pbtxt", "saved_model.cpb"))
+
+
+def resolve_prefix(path):
+    """The bundle prefix a user path stands for.
+
+    Accepts a prefix, a `.index` or `.data-XXXXX-of-YYYYY` file, a directory
+    with a `checkpoint` state file (its latest checkpoint) or a single
+    bundle, and a SavedModel directory (its `variables/variables`).
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        if _is_saved_model_dir(path) or os.path.isfile(os.path.join(path, "variables", "variables.index")):
+            prefix = os.path.join(path, "variables", "variables")
+            if not os.path.isfile(prefix + ".index"):
+                raise CheckpointNotFoundError(f"{path}: SavedModel directory without variables "
+                                              f"(no {prefix}.index)")
+            return prefix
+        state = read_state(path)
+        if state is not None:
+            prefix = os.path.join(path, state.model_checkpoint_path)
+            if not os.path.isfile(prefix + ".index"):
+                raise CheckpointNotFoundError(
+                    f"{path}/{STATE_FILENAME} names {state.model_checkpoint_path!r} but "
+                    f"{prefix}.index does not exist")
+            return prefix
+        indexes = sorted(n for n in os.listdir(path) if n.endswith(".index"))
+        if len(indexes) == 1:
+            return os.path.join(path, indexes[0][:-len(".index")])
+        found = ", ".join(indexes[:5]) if indexes else "no .index file"
+        raise CheckpointNotFoundError(
+            f"{path}: directory has no '{STATE_FILENAME}' state file and no SavedModel; "
+            f"expected one of those or exactly one .index file, found {found}")
+    if path.endswith(".index") and os.path.isfile(path):
+        return path[:-len(".index")]
+    if _DATA_SUFFIX.search(path) and os.path.isfile(path):
+        return _DATA_SUFFIX.sub("", path)
+    if os.path.isfile(path + ".index"):
+        return path
+    if os.path.isfile(path):
+        raise CheckpointNotFoundError(
+            f"{path}: a file, but not a checkpoint (expected a prefix, a .index file or a "
+            ".data-XXXXX-of-YYYYY file; TF1 V1 checkpoints are not supported)")
+    raise CheckpointNotFoundError(
+        f"{path}: no checkpoint here (expected a prefix with a {os.path.basename(path)}.index "
+        "file, a .index or .data file, a checkpoint directory or a SavedModel directory)")
+
+
+# --- object graph ----------------------------------------------------------------
+
+def _escape(local_name):
+    return local_name.replace(".", "..").replace("/", ".S")
+
+
+def object_variables(graph):
+    """ObjectVariable for every attribute in a TrackableObjectGraph, by key."""
+    nodes = graph.nodes
+    paths = {0: ""}
+    queue = [0]
+    for node_id in queue:  # breadth first, so every node gets its shortest path
+        for child in nodes[node_id].children:
+            if child.node_id not in paths and 0 <= child.node_id < len(nodes):
+                base = paths[node_id]
+                paths[child.node_id] = f"{base}/{_escape(child.local_name)}" if base else _escape(child.local_name)
+                queue.append(child.node_id)
+    slots = {}  # slot variable node -> (variable node, slot name, optimizer node)
+    for node_id, node in enumerate(nodes):
+        for ref in node.slot_variables:
+            slots[ref.slot_variable_node_id] = (ref.original_variable_node_id, ref.slot_name, node_id)
+    out = {}
+    for node_id, node in enumerate(nodes):
+        path = paths.get(node_id)
+        slot_of = slot_name = None
+        if node_id in slots:
+            original, slot_name, optimizer = slots[node_id]
+            slot_of = paths.get(original)
+            if path is None and slot_of is not None and optimizer in paths:
+                # Slots are not children of anything; TF names them like this.
+                path = f"{slot_of}/.OPTIMIZER_SLOT/{paths[optimizer]}/{_escape(slot_name)}"
+        for attr in node.attributes:
+            out[attr.checkpoint_key] = ObjectVariable(
+                attr.checkpoint_key, path, attr.name, attr.full_name or None, slot_of, slot_name)
+    return out
+
+
+# --- the reader -------------------------------------------------------------------
+
+class CheckpointReader(Mapping):
+    """A checkpoint as a Mapping of tensor name -> numpy array.
+
+    Arrays of numeric tensors are read-only views over the memory-mapped
+    data files (pass `copy=True` to `get_tensor` for a private array).
+    CRC-32C of index blocks and tensors is verified unless `verify=False`.
+    """
+
+    def __init__(self, path, verify=True, opener=fileio.open_file):
+        self.path = os.fspath(path)
+        self.prefix = resolve_prefix(self.path)
+        self._bundle = BundleReader(self.prefix, verify=verify, opener=opener)
+        self._objects = None
+
+    # Mapping
+    def __getitem__(self, name):
+        return self._bundle.read(name)
+
+    def __iter__(self):
+        return iter(sorted(self._bundle.entries()))
+
+    def __len__(self):
+        return len(self._bundle.entries())
+
+    def __contains__(self, name):
+        return self.has_tensor(name)
+
+    # cheap, index-only information
+    def shape(self, name):
+        return list(self._bundle.entry(name).shape)
+
+    def dtype(self, name):
+        return self._bundle.entry(name).dtype
+
+    def entry(self, name):
+        return self._bundle.entry(name)
+
+    def get_variable_to_shape_map(self):
+        return {n: list(e.shape) for n, e in self._bundle.entries().items()}
+
+    def get_variable_to_dtype_map(self):
+        return {n: e.dtype for n, e in self._bundle.entries().items()}
+
+    def has_tensor(self, name):
+        try:
+            self._bundle.entry(name)
+        except KeyError:
+            return False
+        return True
+
+    # data
+    def get_tensor(self, name, copy=False, device=None):
+        """The tensor `name` as numpy, or with `device="cuda:0"` as a CuPy array."""
+        if device is not None:
+            from . import cuda  # lazily: only GPU users need CuPy
+            return cuda.to_device(self, name, device, verify=self._bundle.verify)
+        return self._bundle.read(name, copy=copy)
+
+    def get_slice(self, name):
+        """A lazy handle: `reader.get_slice(name)[10:20]` reads only those bytes."""
+        self._bundle.entry(name)  # fail early on unknown names
+        return TensorSlice(self._bundle, name)
+
+    # object graph
+    def object_graph(self):
+        """The TrackableObjectGraph proto, or None for a name-based checkpoint."""
+        if OBJECT_GRAPH_KEY not in self:
+            return None
+        graph = protos.TrackableObjectGraph()
+        try:
+            graph.ParseFromString(self.get_tensor(OBJECT_GRAPH_KEY).item())
+        except Exception:
+            raise FormatError(f"{self.prefix}: {OBJECT_GRAPH_KEY} is not a TrackableObjectGraph") from None
+        return graph
+
+    def object_variables(self):
+        """key -> ObjectVariable for every key the object graph names."""
+        if self._objects is None:
+            graph = self.object_graph()
+            self._objects = {} if graph is None else object_variables(graph)
+        return self._objects
+
+    def object_paths(self):
+        """Object path (`model/layer_with_weights-0/kernel`) -> checkpoint key."""
+        return {v.path: k for k, v in self.object_variables().items()
+                if v.path is not None and v.attribute == "VARIABLE_VALUE"}
+
+    def close(self):
+        self._bundle.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"<CheckpointReader {self.prefix!r}>"
+
+
+class TensorSlice:
+    """Returned by `get_slice`: index it to read part of a tensor."""
+
+    def __init__(self, bundle, name):
+        self._bundle = bundle
+        self.name = name
+
+    @property
+    def shape(self):
+        return list(self._bundle.entry(self.name).shape)
+
+    @property
+    def dtype(self):
+        return self._bundle.entry(self.name).dtype
+
+    def __getitem__(self, index):
+        return self._bundle.read_region(self.name, index)
+
+
+def open_checkpoint(path, verify=True):
+    """Open any checkpoint path form; see `resolve_prefix`."""
+    return CheckpointReader(path, verify=verify)
+
+
+def list_variables(path):
+    """Like `tf.train.list_variables`: sorted (name, shape) pairs."""
+    with CheckpointReader(path) as reader:
+        return sorted(reader.get_variable_to_shape_map().items())
+
+
+def load_checkpoint(path, verify=True, copy=True, device=None):
+    """Every tensor of a checkpoint as a dict of numpy arrays (copies by default).
+
+    With `device="cuda:0"` numeric tensors are CuPy arrays on that GPU (string
+    tensors stay numpy); see `tfformats.cuda.load`.
+    """
+    if device is not None:
+        from . import cuda  # lazily: only GPU users need CuPy
+        return cuda.load(path, device, verify=verify)
+    with CheckpointReader(path, verify=verify) as reader:
+        return {name: reader.get_tensor(name, copy=copy) for name in reader}

@@ -1,0 +1,789 @@
+"""Optional GPU upload: checkpoint tensors straight into CuPy arrays.
+
+    import tfformats.cuda as tfc
+    arrays = tfc.upload(reader, device="cuda:0")      # name -> cupy.ndarray
+    w = tfc.to_device(reader, "dense/kernel", "cuda:1")
+
+Only this module touches CuPy, and only when a device is asked for; the rest
+of tfformats never imports it (`pip install tfformats[cuda]` adds it).
+
+How the bytes travel (see `Uploader`):
+
+* Direct: every data shard is memory-mapped read-only. The page-aligned span
+  of the mapping that the requested tensors live in is registered once with
+  `cudaHostRegister(..., cudaHostRegisterReadOnly)`, which pins those page
+  cache pages, and each tensor is copied in chunks straight from the mapping
+  with `cudaMemcpyAsync` on one stream: no host-side copy at all, so the
+  transfer runs at the pinned-memory (PCIe) ceiling.
+* Staged (fallback, when registration is refused or disabled): a few pinned
+  staging buffers are filled from the mapping by several threads, one chunk
+  each, and every filled buffer is copied to the device asynchronously while
+  the others are being filled. One host thread alone copies far slower than
+  PCIe, hence the threads.
+
+CRC-32C of every chunk is computed on worker threads (the CRC function
+releases the GIL) while the copies are in flight, and the chunk CRCs of a
+tensor are combined into the tensor's CRC (`crc32c_combine`), so even one
+huge tensor is checked in parallel. A mismatch raises `ChecksumError` naming
+file, tensor and offset, after the copies have drained and before anything is
+returned.
+
+The device side is a small backend interface (`CupyBackend`; `HostBackend`
+is a stand-in on host memory with the same interface, so the scheduler is
+tested on machines without a GPU).
+"""
+
+import collections
+import math
+import os
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from . import slices
+from ._impl import hot
+from .errors import ChecksumError, DeviceError, FormatError, UnsupportedError
+
+__all__ = [
+    "CupyBackend", "HostBackend", "InvalidDeviceError", "Uploader", "crc32c_combine",
+    "load", "parse_device", "to_device", "upload",
+]
+
+MiB = 1 << 20
+DEFAULT_CHUNK = 32 * MiB
+PAGE = getattr(os, "sysconf", lambda _: 4096)("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+HOST_REGISTER_READ_ONLY = 8   # cudaHostRegisterReadOnly (CUDA >= 11.1)
+INSTALL_HINT = "pip install tfformats[cuda]"
+
+
+class InvalidDeviceError(DeviceError, ValueError):
+    """A device specification that names no CUDA device ("cuda:x", "tpu")."""
+
+
+# --- device strings --------------------------------------------------------------
+
+_DEVICE_RE = re.compile(r"^/?(?:device:)?(cuda|gpu)(?::(\d+))?$", re.IGNORECASE)
+
+
+def parse_device(device):
+    """The CUDA device ordinal of "cuda", "cuda:1", "gpu:0", "/GPU:0", 2, ...
+
+    Also accepts objects with `.type == "cuda"` and `.index` (torch.device)
+    and objects with an integer `.id` (cupy.cuda.Device).
+    """
+    if isinstance(device, bool):
+        raise InvalidDeviceError(f"not a device: {device!r}")
+    if isinstance(device, (int, np.integer)):
+        if device < 0:
+            raise InvalidDeviceError(f"device ordinal must be >= 0, got {int(device)}")
+        return int(device)
+    if isinstance(device, str):
+        m = _DEVICE_RE.match(device.strip())
+        if not m:
+            raise InvalidDeviceError(
+                f"not a CUDA device: {device!r} (expected 'cuda', 'cuda:N', 'gpu:N' or an int)")
+        return int(m.group(2) or 0)
+    kind = getattr(device, "type", None)
+    if isinstance(kind, str):
+        if kind.lower() not in ("cuda", "gpu"):
+            raise InvalidDeviceError(f"not a CUDA device: {device!r}")
+        index = getattr(device, "index", None)
+        return 0 if index is None else parse_device(int(index))
+    ident = getattr(device, "id", None)
+    if isinstance(ident, (int, np.integer)):
+        return parse_device(int(ident))
+    raise InvalidDeviceError(f"not a device: {device!r}")
+
+
+# --- CRC-32C combination -----------------------------------------------------------
+# crc(A + B) from crc(A), crc(B) and len(B): multiply crc(A) by x^(8 len(B)) modulo
+# the (reflected) Castagnoli polynomial. Same method as zlib's crc32_combine.
+
+_POLY = 0x82F63B78
+
+
+def _multmodp(a, b):
+    m = 1 << 31
+    p = 0
+    while True:
+        if a & m:
+            p ^= b
+            if not a & (m - 1):
+                return p
+        m >>= 1
+        b = (b >> 1) ^ _POLY if b & 1 else b >> 1
+
+
+def _x2n_table():
+    table = [1 << 30]  # x^1
+    for _ in range(31):
+        table.append(_multmodp(table[-1], table[-1]))
+    return table
+
+
+_X2N = _x2n_table()
+
+
+def _x8nmodp(nbytes):
+    p, k = 1 << 31, 3   # x^0; bit k of the bit count is x^(2^k)
+    while nbytes:
+        if nbytes & 1:
+            p = _multmodp(_X2N[k & 31], p)
+        nbytes >>= 1
+        k += 1
+    return p
+
+
+def crc32c_combine(crc1, crc2, len2):
+    """CRC-32C of A + B given crc1 = CRC(A), crc2 = CRC(B) and len2 = len(B)."""
+    if len2 <= 0:
+        return crc1
+    return _multmodp(_x8nmodp(len2), crc1) ^ crc2
+
+
+# --- backends ------------------------------------------------------------------------
+
+def _address(array):
+    return array.__array_interface__["data"][0]
+
+
+def _host_bytes(buffer):
+    """A flat uint8 numpy view of a buffer (read-only buffers welcome)."""
+    if isinstance(buffer, np.ndarray):
+        return buffer.reshape(-1).view(np.uint8)
+    return np.frombuffer(buffer, dtype=np.uint8)
+
+
+_CUPY_CHARS = set("?bBhHiIlLqQefdFD")
+
+
+class CupyBackend:
+    """The real device: CuPy arrays on one CUDA device.
+
+    Interface shared with `HostBackend` (all the scheduler uses):
+    `supports(np_dtype)`, `empty(shape, dtype)`, `register(address, nbytes)` ->
+    handle or None when refused, `unregister(handle)`, `pinned(nbytes)` -> writable
+    uint8 numpy array in pinned memory, `stream()`, `copy(dst, byte_offset,
+    src_uint8, stream)` (asynchronous; `src` registered or pinned),
+    `record(stream)` -> event, `wait(event)` (host waits; releases the GIL),
+    `assign(dst, index, src, stream)` (device-side `dst[index] = src`),
+    `synchronize(stream)`, `to_numpy(array)`, `device` (text for messages).
+    """
+
+    name = "cuda"
+
+    def __init__(self, device=0):
+        cupy = _import_cupy(device)
+        self.cp = cupy
+        self.ordinal = parse_device(device)
+        self.device = f"cuda:{self.ordinal}"
+        try:
+            count = cupy.cuda.runtime.getDeviceCount()
+        except Exception as e:  # no driver, no device, driver too old ...
+            raise DeviceError(f"no CUDA device found: CuPy is installed but CUDA reports "
+                              f"{type(e).__name__}: {e}") from None
+        if count == 0:
+            raise DeviceError("no CUDA device found (CUDA reports 0 devices)")
+        if self.ordinal >= count:
+            raise DeviceError(f"{self.device} asked for, but this machine has only {count} "
+                              f"CUDA device(s): cuda:0..cuda:{count - 1}")
+        self._dev = cupy.cuda.Device(self.ordinal)
+        self.refusal = None   # why the last registration was refused
+
+    def model(self):
+        props = self.cp.cuda.runtime.getDeviceProperties(self.ordinal)
+        name = props["name"]
+        return name.decode() if isinstance(name, bytes) else str(name)
+
+    def supports(self, dtype):
+        return np.dtype(dtype).char in _CUPY_CHARS
+
+    def empty(self, shape, dtype):
+        with self._dev:
+            try:
+                return self.cp.empty(shape, dtype=dtype)
+            except self.cp.cuda.memory.OutOfMemoryError as e:
+                raise DeviceError(f"out of memory on {self.device}: {e}") from None
+
+    def register(self, address, nbytes):
+        rt = self.cp.cuda.runtime
+        with self._dev:
+            try:
+                rt.hostRegister(address, nbytes, HOST_REGISTER_READ_ONLY)
+            except Exception as e:  # CUDARuntimeError: not supported, already registered ...
+                self.refusal = f"{type(e).__name__}: {e}"
+                return None
+        return address
+
+    def unregister(self, handle):
+        with self._dev:
+            self.cp.cuda.runtime.hostUnregister(handle)
+
+    def pinned(self, nbytes):
+        with self._dev:
+            mem = self.cp.cuda.alloc_pinned_memory(nbytes)
+        return np.frombuffer(mem, dtype=np.uint8, count=nbytes)
+
+    def stream(self):
+        with self._dev:
+            return self.cp.cuda.Stream(non_blocking=True)
+
+    def copy(self, dst, byte_offset, src, stream):
+        rt = self.cp.cuda.runtime
+        with self._dev:
+            rt.memcpyAsync(dst.data.ptr + byte_offset, _address(src), src.nbytes,
+                           rt.memcpyHostToDevice, stream.ptr)
+
+    def record(self, stream):
+        with self._dev:
+            return stream.record()
+
+    def wait(self, event):
+        event.synchronize()
+
+    def assign(self, dst, index, src, stream):
+        with self._dev, stream:
+            dst[index] = src
+
+    def synchronize(self, stream):
+        stream.synchronize()
+
+    def to_numpy(self, array):
+        return self.cp.asnumpy(array)
+
+
+class _HostEvent:
+    def __init__(self, future):
+        self._future = future
+
+    def synchronize(self):
+        self._future.result()
+
+
+class _HostStream:
+    """A queue of operations run in order on one thread, like a CUDA stream."""
+
+    def __init__(self, delay):
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="tfformats-hoststream")
+        self._last = None
+        self._delay = delay
+
+    def submit(self, fn, *args):
+        delay = self._delay
+
+        def op():
+            if delay:
+                threading.Event().wait(delay)
+            fn(*args)
+        self._last = self._pool.submit(op)
+        return self._last
+
+    def record(self):
+        return _HostEvent(self._last if self._last is not None else self.submit(lambda: None))
+
+    def synchronize(self):
+        if self._last is not None:
+            self._last.result()
+
+    def close(self):
+        self._pool.shutdown(wait=True)
+
+
+class HostBackend:
+    """A stand-in device on host memory with `CupyBackend`'s interface.
+
+    Copies run asynchronously on a thread per stream (optionally slowed by
+    `delay` seconds each), so a scheduler that reuses a staging buffer too
+    early or returns before the copies land produces wrong bytes here too.
+    `refuse_register=True` makes every registration fail (as CUDA does for
+    some mappings); `supported` limits the dtypes (e.g. to CuPy's); with
+    `strict=True` a copy from memory that is neither registered nor pinned
+    is an error, as it would be slow or unsafe on a real device.
+    """
+
+    name = "host"
+    device = "host"
+
+    def __init__(self, refuse_register=False, delay=0.0, supported=None, strict=True):
+        self.refuse_register = refuse_register
+        self.delay = delay
+        self.supported = supported
+        self.strict = strict
+        self.refusal = "registration refused (HostBackend(refuse_register=True))" \
+            if refuse_register else None
+        self.registered = {}      # handle -> (start, stop)
+        self.pinned_ranges = []
+        self.counts = collections.Counter()
+        self._streams = []
+
+    def model(self):
+        return "host memory (HostBackend)"
+
+    def supports(self, dtype):
+        dtype = np.dtype(dtype)
+        if self.supported == "cupy":
+            return dtype.char in _CUPY_CHARS
+        return self.supported is None or dtype in self.supported
+
+    def empty(self, shape, dtype):
+        return np.empty(shape, dtype=dtype)
+
+    def register(self, address, nbytes):
+        self.counts["register_calls"] += 1
+        if self.refuse_register:
+            return None
+        for lo, hi in self.registered.values():
+            if lo < address + nbytes and address < hi:
+                return None   # CUDA refuses overlapping registrations too
+        handle = (address, nbytes)
+        self.registered[handle] = (address, address + nbytes)
+        self.counts["registered_bytes"] += nbytes
+        return handle
+
+    def unregister(self, handle):
+        del self.registered[handle]
+
+    def pinned(self, nbytes):
+        buf = np.empty(nbytes, dtype=np.uint8)
+        self.pinned_ranges.append((_address(buf), _address(buf) + nbytes))
+        self.counts["pinned_buffers"] += 1
+        return buf
+
+    def stream(self):
+        s = _HostStream(self.delay)
+        self._streams.append(s)
+        return s
+
+    def _check_source(self, src):
+        a, b = _address(src), _address(src) + src.nbytes
+        for lo, hi in list(self.registered.values()):
+            if lo <= a and b <= hi:
+                return "registered"
+        for lo, hi in self.pinned_ranges:
+            if lo <= a and b <= hi:
+                return "pinned"
+        if self.strict and src.nbytes:
+            raise RuntimeError(f"asynchronous copy from {src.nbytes} bytes of host memory "
+                               "that is neither registered nor pinned")
+        return "pageable"
+
+    def copy(self, dst, byte_offset, src, stream):
+        self.counts["copies_from_" + self._check_source(src)] += 1
+        self.counts["copied_bytes"] += src.nbytes
+        flat = dst.reshape(-1).view(np.uint8)
+        if flat.nbytes and not np.shares_memory(flat, dst):
+            raise RuntimeError("destination is not contiguous")
+        if byte_offset < 0 or byte_offset + src.nbytes > flat.nbytes:
+            raise RuntimeError(f"copy of {src.nbytes} bytes at {byte_offset} overflows "
+                               f"a {flat.nbytes}-byte array")
+
+        def op():
+            flat[byte_offset:byte_offset + src.nbytes] = src
+        stream.submit(op)
+
+    def record(self, stream):
+        return stream.record()
+
+    def wait(self, event):
+        event.synchronize()
+
+    def assign(self, dst, index, src, stream):
+        self.counts["device_assigns"] += 1
+
+        def op():
+            dst[index] = src
+        stream.submit(op)
+
+    def synchronize(self, stream):
+        stream.synchronize()
+
+    def to_numpy(self, array):
+        return np.asarray(array)
+
+    def close(self):
+        for s in self._streams:
+            s.close()
+        self._streams.clear()
+
+
+def _import_cupy(device):
+    try:
+        import cupy
+    except ImportError as e:
+        raise DeviceError(f"device={device!r} needs CuPy, which is not importable ({e}); "
+                          f"install it with `{INSTALL_HINT}` (or the cupy-cudaXXx wheel "
+                          "matching your CUDA version)") from None
+    return cupy
+
+
+def make_backend(device="cuda:0", backend=None):
+    """A backend instance: `backend` itself, "host", "cuda"/None for CuPy on `device`."""
+    if backend is None or backend == "cuda":
+        parse_device(device)   # a bad string is reported before CuPy is looked for
+        return CupyBackend(device)
+    if backend == "host":
+        return HostBackend()
+    if isinstance(backend, str):
+        raise ValueError(f"unknown backend {backend!r}: use 'cuda' or 'host'")
+    return backend
+
+
+# --- planning -------------------------------------------------------------------------
+
+class _Check:
+    """One stored entry whose CRC is verified: chunk CRCs combined in order."""
+
+    __slots__ = ("path", "label", "offset", "expected", "lengths", "crcs")
+
+    def __init__(self, path, label, offset, expected):
+        self.path, self.label, self.offset, self.expected = path, label, offset, expected
+        self.lengths = []
+        self.crcs = []
+
+    def add_chunk(self, n):
+        self.lengths.append(n)
+        self.crcs.append(None)
+        return len(self.crcs) - 1
+
+    def verify(self):
+        crc = 0
+        for n, c in zip(self.lengths, self.crcs):
+            crc = crc32c_combine(crc, c, n)
+        if crc != self.expected:
+            raise ChecksumError(f"{self.path}: tensor {self.label} at offset {self.offset}: "
+                                "data checksum mismatch (found while uploading to the device)")
+
+
+# A chunk: copy host[lo:hi] (a uint8 view of `source`) to byte `dst_offset` of `dst`.
+_Chunk = collections.namedtuple("_Chunk", "source host lo hi dst dst_offset check index")
+
+
+def _bundle_of(reader):
+    bundle = getattr(reader, "_bundle", reader)
+    if not hasattr(bundle, "_raw"):
+        raise TypeError(f"expected a CheckpointReader or BundleReader, got {type(reader).__name__}")
+    return bundle
+
+
+def _contiguous_offset(bounds, shape, itemsize):
+    """Byte offset of a slice region in a C-order array if the region is one run, else None."""
+    k = 0
+    while k < len(shape) and bounds[k][1] - bounds[k][0] == 1:
+        k += 1
+    for (a, b), d in zip(bounds[k + 1:], shape[k + 1:]):
+        if (a, b) != (0, d):
+            return None
+    start = 0
+    for (a, _), d in zip(bounds, shape):
+        start = start * d + a
+    return start * itemsize
+
+
+class Uploader:
+    """Plans and runs one upload: chunking, registration or staging, CRC overlap.
+
+    `chunk_size` bytes per copy/CRC unit; `workers` CRC and staging threads;
+    `staging_buffers` pinned buffers of `chunk_size` for the fallback;
+    `register=False` forces the staging path. After `run`, `stats` says what
+    happened (bytes, chunks, direct/staged chunks, registered sources, ...).
+    """
+
+    def __init__(self, backend, chunk_size=DEFAULT_CHUNK, workers=None, staging_buffers=None,
+                 register=True, verify=True, raw_dtypes=False):
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        self.backend = backend
+        self.chunk_size = int(chunk_size)
+        self.workers = workers or max(1, min(8, os.cpu_count() or 1))
+        self.staging_buffers = staging_buffers or max(2, self.workers)
+        self.register = register
+        self.verify = verify
+        self.raw_dtypes = raw_dtypes
+        self.stats = collections.Counter()
+
+    # planning ---------------------------------------------------------------
+
+    def _device_dtype(self, bundle, entry):
+        dtype = entry.dtype
+        if dtype.is_string:
+            raise UnsupportedError(f"{bundle.prefix}: tensor {entry.name!r} is a string tensor; "
+                                   "string tensors cannot live on a GPU (read it on the host)")
+        npd = dtype.as_numpy_dtype
+        if npd is None:
+            raise UnsupportedError(f"{bundle.prefix}: tensor {entry.name!r} has dtype "
+                                   f"{dtype.name}, which tfformats cannot decode")
+        if self.backend.supports(npd):
+            return npd
+        if self.raw_dtypes:
+            return np.dtype(f"u{npd.itemsize}")
+        raise UnsupportedError(
+            f"{bundle.prefix}: tensor {entry.name!r} has dtype {dtype.name}, which "
+            f"{self.backend.name} arrays cannot hold; pass raw_dtypes=True to get its bits as "
+            f"uint{8 * npd.itemsize} (e.g. then view as bfloat16 in your framework)")
+
+    def _plan(self, bundle, entries):
+        out, chunks, assigns = {}, [], []
+        self._checks = []
+        for entry in entries:
+            npd = self._device_dtype(bundle, entry)
+            dst = self.backend.empty(entry.shape, npd)
+            out[entry.name] = dst
+            self.stats["tensors"] += 1
+            if bundle._swap:   # other byte order: read (and check) on the host, upload that
+                host = bundle.read_entry(entry, copy=True, verify=self.verify)
+                self._add(chunks, None, _host_bytes(host), 0, host.nbytes, dst, 0, None)
+                self.stats["host_converted"] += 1
+            elif not entry.slices:
+                self._add_entry(bundle, entry, dst, 0, chunks)
+            else:
+                self._plan_parts(bundle, entry, npd, dst, chunks, assigns)
+        return out, chunks, assigns
+
+    def _add_entry(self, bundle, entry, dst, dst_offset, chunks):
+        count = math.prod(entry.shape)
+        if count * entry.dtype.itemsize != entry.size:
+            raise FormatError(f"{bundle._index_path}: tensor {entry.name!r} of shape "
+                              f"{list(entry.shape)} and dtype {entry.dtype.name} needs "
+                              f"{count * entry.dtype.itemsize} bytes but its entry says "
+                              f"{entry.size}")
+        source, _ = bundle._raw(entry)   # bounds checked
+        check = None
+        if self.verify:
+            check = _Check(source.path, repr(entry.name), entry.offset, hot.unmask_crc(entry.crc32c))
+            self._checks.append(check)
+        self._add(chunks, source, None, entry.offset, entry.size, dst, dst_offset, check)
+
+    def _add(self, chunks, source, host, lo, n, dst, dst_offset, check):
+        if check is not None and n == 0:
+            check.crcs[check.add_chunk(0)] = 0   # an empty tensor's CRC is 0
+        step = self.chunk_size
+        for at in range(0, n, step):
+            m = min(step, n - at)
+            index = check.add_chunk(m) if check is not None else None
+            chunks.append(_Chunk(source, host, lo + at, lo + at + m, dst, dst_offset + at,
+                                 check, index))
+
+    def _plan_parts(self, bundle, entry, npd, dst, chunks, assigns):
+        parts = [(ext, bundle._part_entry(entry.name, ext)) for ext in entry.slices]
+        covered = sum(math.prod(p.shape) for _, p in parts)
+        if covered < math.prod(entry.shape):
+            raise FormatError(f"{bundle._index_path}: the parts of {entry.name!r} cover "
+                              f"{covered} of its {math.prod(entry.shape)} elements")
+        for extents, part in parts:
+            bounds = slices.resolve(extents, entry.shape)
+            want = tuple(b - a for a, b in bounds)
+            if part.shape != want or part.dtype != entry.dtype:
+                raise FormatError(f"{bundle._index_path}: part {list(extents)} of "
+                                  f"{entry.name!r} is {part.dtype.name}{list(part.shape)}, "
+                                  f"expected {entry.dtype.name}{list(want)}")
+            part = part._replace(name=f"{entry.name}[{slices.spec_string(extents, entry.shape)}]")
+            offset = _contiguous_offset(bounds, entry.shape, npd.itemsize)
+            self.stats["parts"] += 1
+            if offset is not None:   # one run of the device array: copy straight into it
+                self._add_entry(bundle, part, dst, offset, chunks)
+            else:                    # upload alone, then a strided device-side copy
+                tmp = self.backend.empty(part.shape, npd)
+                self._add_entry(bundle, part, tmp, 0, chunks)
+                assigns.append((dst, tuple(slice(a, b) for a, b in bounds), tmp))
+                self.stats["strided_parts"] += 1
+
+    # running ----------------------------------------------------------------
+
+    def run(self, bundle, entries):
+        """Upload `entries` (Entry tuples of `bundle`); name -> device array."""
+        out, chunks, assigns = self._plan(bundle, entries)
+        self.stats["chunks"] += len(chunks)
+        self.stats["bytes"] += sum(c.hi - c.lo for c in chunks)
+        backend = self.backend
+        hosts, handles = {}, []
+        stream = backend.stream()
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="tfformats-upload")
+        crc_futures = []
+        try:
+            direct, staged = self._register_sources(chunks, hosts, handles)
+            for c in direct:
+                src = hosts[id(c.source)][c.lo:c.hi]
+                if c.check is not None:
+                    crc_futures.append((c, pool.submit(hot.crc32c, src)))
+                backend.copy(c.dst, c.dst_offset, src, stream)
+            self.stats["direct_chunks"] += len(direct)
+            self._run_staged(staged, hosts, stream, pool)
+            for c, fut in crc_futures:
+                c.check.crcs[c.index] = fut.result()
+            backend.synchronize(stream)
+            for dst, index, tmp in assigns:
+                backend.assign(dst, index, tmp, stream)
+            backend.synchronize(stream)
+        finally:
+            try:
+                backend.synchronize(stream)   # no copy may read memory we are about to free
+            finally:
+                pool.shutdown(wait=True)
+                for handle in handles:
+                    backend.unregister(handle)
+        for check in self._checks:
+            check.verify()
+        self.stats["verified"] += len(self._checks)
+        return out
+
+    def _host_of(self, source, hosts):
+        key = id(source)
+        if key not in hosts:
+            hosts[key] = _host_bytes(source.view(0, source.size()))
+        return hosts[key]
+
+    def _register_sources(self, chunks, hosts, handles):
+        """Split chunks into (direct from registered memory, staged)."""
+        spans = {}
+        for c in chunks:
+            if c.source is not None:
+                self._host_of(c.source, hosts)
+                lo, hi = spans.get(id(c.source), (c.lo, c.hi))
+                spans[id(c.source)] = (min(lo, c.lo), max(hi, c.hi))
+        registered = set()
+        for key, (lo, hi) in spans.items() if self.register else ():
+            host = hosts[key]
+            base = _address(host)
+            if base % PAGE == 0:
+                # A memory map: register the whole pages holding the span (the map
+                # itself covers whole pages, so rounding up past the end is safe).
+                lo -= lo % PAGE
+                hi = -(-hi // PAGE) * PAGE
+            if hi <= lo:
+                continue
+            handle = self.backend.register(base + lo, hi - lo)
+            if handle is None:
+                self.stats["registrations_refused"] += 1
+                continue
+            handles.append(handle)
+            registered.add(key)
+            self.stats["registered_sources"] += 1
+            self.stats["registered_bytes"] += hi - lo
+        direct, staged = [], []
+        for c in chunks:
+            if c.source is None:
+                hosts[id(c.host)] = c.host
+                staged.append(c._replace(source=c.host))
+            elif id(c.source) in registered:
+                direct.append(c)
+            else:
+                staged.append(c)
+        return direct, staged
+
+    def _run_staged(self, staged, hosts, stream, pool):
+        if not staged:
+            return
+        backend = self.backend
+        size = min(self.chunk_size, max(c.hi - c.lo for c in staged))
+        nbuf = min(self.staging_buffers, len(staged))
+        buffers = [backend.pinned(size) for _ in range(nbuf)]
+        events = [None] * nbuf
+        verify = self.verify
+
+        def fill(c, buf, event):
+            if event is not None:
+                backend.wait(event)   # the previous copy out of this buffer has landed
+            n = c.hi - c.lo
+            np.copyto(buf[:n], hosts[id(c.source)][c.lo:c.hi])
+            return hot.crc32c(buf[:n]) if verify and c.check is not None else None
+
+        def issue(c, b, fut):
+            crc = fut.result()
+            if c.check is not None:
+                c.check.crcs[c.index] = crc
+            backend.copy(c.dst, c.dst_offset, buffers[b][:c.hi - c.lo], stream)
+            events[b] = backend.record(stream)
+
+        pending = collections.deque()
+        try:
+            for i, c in enumerate(staged):
+                if len(pending) == nbuf:
+                    issue(*pending.popleft())
+                b = i % nbuf   # its last user, chunk i - nbuf, has been issued
+                pending.append((c, b, pool.submit(fill, c, buffers[b], events[b])))
+            while pending:
+                issue(*pending.popleft())
+        finally:
+            for _, _, fut in pending:   # on error: let running fills finish
+                fut.cancel()
+                try:
+                    fut.result()
+                except BaseException:
+                    pass
+        self.stats["staged_chunks"] += len(staged)
+        self.stats["staging_buffers"] += nbuf
+
+
+# --- the public functions ---------------------------------------------------------
+
+def _select(bundle, names):
+    if names is None:
+        return [e for _, e in sorted(bundle.entries().items()) if not e.dtype.is_string]
+    if isinstance(names, str):
+        names = [names]
+    return [bundle.entry(n) for n in names]
+
+
+def upload(reader, names=None, device="cuda:0", verify=True, *, chunk_size=DEFAULT_CHUNK,
+           workers=None, staging_buffers=None, register=True, raw_dtypes=False, backend=None,
+           stats=None):
+    """Upload tensors of a checkpoint to a GPU: name -> cupy.ndarray.
+
+    `reader` is a CheckpointReader or BundleReader (or a path to open).
+    `names=None` uploads every tensor except string tensors (GPUs have no
+    strings; naming a string tensor raises UnsupportedError). Partitioned
+    tensors are assembled on the device. With `verify`, every tensor's
+    CRC-32C is checked while the copies run; a mismatch raises ChecksumError
+    before anything is returned. dtypes CuPy lacks (bfloat16, float8, int4)
+    raise UnsupportedError unless `raw_dtypes=True`, which uploads their bits
+    as unsigned integers of the same width.
+
+    Tuning: `chunk_size` (bytes per copy), `workers` (CRC and staging
+    threads), `staging_buffers`, `register=False` (skip cudaHostRegister,
+    always stage). `backend="host"` runs the same scheduler into host memory
+    (tests, machines without a GPU). Pass a dict as `stats` to get counters.
+    """
+    owned = None
+    if isinstance(reader, (str, os.PathLike)):
+        from .checkpoint import CheckpointReader
+        reader = owned = CheckpointReader(reader, verify=verify)
+    try:
+        dev = make_backend(device, backend)
+        bundle = _bundle_of(reader)
+        up = Uploader(dev, chunk_size=chunk_size, workers=workers,
+                      staging_buffers=staging_buffers, register=register, verify=verify,
+                      raw_dtypes=raw_dtypes)
+        try:
+            return up.run(bundle, _select(bundle, names))
+        finally:
+            if stats is not None:
+                stats.update(up.stats)
+                stats["refusal"] = getattr(dev, "refusal", None)
+            if backend is None or isinstance(backend, str):
+                getattr(dev, "close", lambda: None)()
+    finally:
+        if owned is not None:
+            owned.close()
+
+
+def to_device(reader, name, device="cuda:0", verify=True, **kwargs):
+    """One tensor on the device (see `upload` for the keywords)."""
+    return upload(reader, [name], device, verify, **kwargs)[name]
+
+
+def load(path, device="cuda:0", verify=True, **kwargs):
+    """`load_checkpoint(path, device=...)`: every tensor, numeric ones on the device.
+
+    String tensors (which a GPU cannot hold, e.g. `_CHECKPOINTABLE_OBJECT_GRAPH`)
+    stay on the host as numpy object arrays, so nothing is lost.
+    """
+    from .checkpoint import CheckpointReader
+    with CheckpointReader(path, verify=verify) as reader:
+        out = upload(reader, None, device, verify, **kwargs)
+        bundle = reader._bundle
+        for name, entry in bundle.entries().items():
+            if entry.dtype.is_string:
+                out[name] = bundle.read(name, verify=verify)
+        return {name: out[name] for name in sorted(out)}

@@ -1,0 +1,37 @@
+"""Exception classes shared by the native and the pure-Python implementation.
+
+Every class derives from `TFFormatsError` and from the built-in exception a
+caller would naturally catch, so `except KeyError` and `except ValueError`
+keep working for people who do not know tfformats' own classes.
+"""
+
+
+class TFFormatsError(Exception):
+    """Base class of every error tfformats raises on purpose."""
+
+
+class FormatError(TFFormatsError, ValueError):
+    """A file is not what it claims to be: truncated, corrupt, out of bounds."""
+
+
+class ChecksumError(FormatError):
+    """A CRC-32C stored in a file does not match the bytes it covers."""
+
+
+class TensorNotFoundError(TFFormatsError, KeyError):
+    """A tensor name is not in the checkpoint."""
+
+    def __str__(self):  # KeyError quotes its argument; a sentence reads better
+        return str(self.args[0]) if self.args else ""
+
+
+class CheckpointNotFoundError(TFFormatsError, FileNotFoundError):
+    """A path names no checkpoint, or a file the checkpoint needs is missing."""
+
+
+class UnsupportedError(TFFormatsError, NotImplementedError):
+    """Valid data that tfformats cannot handle (yet), e.g. DT_VARIANT tensors."""
+
+
+class DeviceError(TFFormatsError, RuntimeError):
+    """A GPU was asked for but CuPy or a CUDA device is not available."""

@@ -1,0 +1,543 @@
+"""SavedModel fingerprints (`fingerprint.pb`), bit-exact with TensorFlow 2.21.
+
+TensorFlow's C++ `CreateFingerprintDef(export_dir)` re-reads `saved_model.pb`
+and hashes parts of it with FarmHash Fingerprint64 (FORMATS.md section 4).
+`compute_fingerprint` does the same without TensorFlow; `check_fingerprint`
+compares a stored `fingerprint.pb` with a fresh computation.
+
+The hashes are taken over *C++ deterministic serializations*, and Python's
+default protobuf backend (upb) does not reproduce those: its deterministic
+mode emits integer-keyed map entries in descending key order, and orders a
+string key before the keys it is a prefix of ("Tidx" before "T"). C++ sorts
+integers ascending and strings bytewise. `canonical_serialize` therefore lets
+protobuf serialize (fast, in C) and then puts map entries back into C++ order,
+visiting only the message types that can contain a map. The result is the same
+under both the upb and the pure-Python backends.
+"""
+
+import os
+import secrets
+import tempfile
+
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from google.protobuf import text_format
+
+from . import protos
+from ._impl import hot
+from .errors import CheckpointNotFoundError, FormatError, UnsupportedError
+
+FINGERPRINT_FILENAME = "fingerprint.pb"
+SAVED_MODEL_PB = "saved_model.pb"
+SAVED_MODEL_PBTXT = "saved_model.pbtxt"
+SAVED_MODEL_CPB = "saved_model.cpb"
+CHECKPOINT_INDEX = os.path.join("variables", "variables.index")
+
+# TF 2.21 writes producer 4 into fingerprint.pb (observed; its source still
+# names 1 for the .pb path, see FORMATS.md 4.3 item 7).
+FINGERPRINT_PRODUCER = 4
+# ...and producer 5, with every hash 0, for a directory with no saved_model.pb
+# (e.g. only saved_model.pbtxt); observed in TF 2.21.
+TEXT_FINGERPRINT_PRODUCER = 5
+
+HASH_FIELDS = ("saved_model_checksum", "graph_def_program_hash", "signature_def_hash",
+               "saved_object_graph_hash", "checkpoint_hash")
+
+_FD = _descriptor.FieldDescriptor
+_DT_STRING = 7
+_CALL_OPS = ("PartitionedCall", "StatefulPartitionedCall")
+
+
+# --- canonical (C++ deterministic) serialization ------------------------------
+
+# Map key kinds, shared with the native walker (native/farmhash.pxi): how a
+# key's raw wire value (varint or little-endian fixed) sorts as C++ sorts it.
+_KEY_BYTES, _KEY_UNSIGNED, _KEY_SIGNED32, _KEY_SIGNED64, _KEY_ZIGZAG = range(5)
+_KEY_KIND = {
+    _FD.TYPE_STRING: _KEY_BYTES, _FD.TYPE_BYTES: _KEY_BYTES,
+    _FD.TYPE_UINT32: _KEY_UNSIGNED, _FD.TYPE_UINT64: _KEY_UNSIGNED,
+    _FD.TYPE_FIXED32: _KEY_UNSIGNED, _FD.TYPE_FIXED64: _KEY_UNSIGNED,
+    _FD.TYPE_BOOL: _KEY_UNSIGNED,
+    _FD.TYPE_INT32: _KEY_SIGNED32, _FD.TYPE_SFIXED32: _KEY_SIGNED32,
+    _FD.TYPE_INT64: _KEY_SIGNED64, _FD.TYPE_SFIXED64: _KEY_SIGNED64,
+    _FD.TYPE_SINT32: _KEY_ZIGZAG, _FD.TYPE_SINT64: _KEY_ZIGZAG,
+}
+
+
+def _signed32(v):
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v >> 31 else v
+
+
+_INT_ORDER = {
+    _KEY_UNSIGNED: lambda v: v,
+    _KEY_SIGNED32: _signed32,
+    _KEY_SIGNED64: lambda v: v - (1 << 64) if v >> 63 else v,
+    _KEY_ZIGZAG: lambda v: (v >> 1) ^ -(v & 1),
+}
+
+_MSG = 0  # plan action: recurse into a sub-message
+_MAP = 1  # plan action: put the entries of a map field in C++ order
+
+_plans = {}  # message descriptor -> plan dict, or None when nothing to fix
+
+
+def _is_map(field):
+    return (field.type == _FD.TYPE_MESSAGE and field.message_type is not None
+            and field.message_type.GetOptions().map_entry)
+
+
+def _plan(desc):
+    """{length-delimited tag: action} for the fields of `desc` that need fixing.
+
+    A message type needs fixing when it has a map field, or a message field
+    whose type does (transitively; recursive types settle by fixpoint).
+    """
+    try:
+        return _plans[desc]
+    except KeyError:
+        pass
+    reachable, todo = [], [desc]
+    seen = {desc}
+    while todo:
+        d = todo.pop()
+        reachable.append(d)
+        for f in d.fields:
+            if f.type == _FD.TYPE_MESSAGE and f.message_type not in seen:
+                seen.add(f.message_type)
+                todo.append(f.message_type)
+    needs = {d: any(_is_map(f) for f in d.fields) for d in reachable}
+    changed = True
+    while changed:
+        changed = False
+        for d in reachable:
+            if not needs[d] and any(f.type == _FD.TYPE_MESSAGE and needs[f.message_type]
+                                    for f in d.fields):
+                needs[d] = changed = True
+    plans = {d: {} for d in reachable if needs[d]}
+    for d, plan in plans.items():
+        for f in d.fields:
+            if f.type != _FD.TYPE_MESSAGE:
+                continue
+            tag = (f.number << 3) | 2
+            if _is_map(f):
+                entry = f.message_type
+                key = entry.fields_by_number[1]
+                value_plan = plans.get(entry.fields_by_number[2].message_type)
+                plan[tag] = (_MAP, _KEY_KIND[key.type], value_plan)
+            elif needs[f.message_type]:
+                plan[tag] = (_MSG, plans[f.message_type])
+    for d in reachable:
+        _plans.setdefault(d, plans.get(d))
+    return _plans[desc]
+
+
+def _varint(buf, pos):
+    result = shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+
+
+def _skip(buf, pos, wire):
+    """Position after a field value of wire type `wire` starting at `pos`."""
+    if wire == 0:
+        while buf[pos] & 0x80:
+            pos += 1
+        return pos + 1
+    if wire == 2:
+        n, pos = _varint(buf, pos)
+        return pos + n
+    if wire == 1:
+        return pos + 8
+    if wire == 5:
+        return pos + 4
+    if wire == 3:  # group: skip fields up to the matching end-group tag
+        while True:
+            tag, pos = _varint(buf, pos)
+            if tag & 7 == 4:
+                return pos
+            pos = _skip(buf, pos, tag & 7)
+    raise FormatError(f"bad wire type {wire} at offset {pos} while serializing")
+
+
+def _reorder_map_entries_py(buf, plan):
+    """Pure-Python twin of the native `reorder_map_entries` (see module doc)."""
+    _fix(buf, 0, len(buf), plan)
+
+
+def _fix(buf, pos, end, plan):
+    """Reorder, in place, the map entries inside buf[pos:end] (one message)."""
+    while pos < end:
+        tag = buf[pos]
+        if tag < 0x80:
+            pos += 1
+        else:
+            tag, pos = _varint(buf, pos)
+        if tag & 7 != 2:
+            pos = _skip(buf, pos, tag & 7)
+            continue
+        start = pos
+        n = buf[pos]
+        if n < 0x80:
+            pos += 1
+        else:
+            n, pos = _varint(buf, pos)
+        stop = pos + n
+        action = plan.get(tag)
+        if action is None:
+            pos = stop
+        elif action[0] == _MSG:
+            _fix(buf, pos, stop, action[1])
+            pos = stop
+        else:
+            pos = _fix_map(buf, start, end, tag, _INT_ORDER.get(action[1]), action[2])
+
+
+def _fix_map(buf, pos, end, tag, key_order, value_plan):
+    """Sort the run of `tag` map entries whose first length prefix is at `pos`.
+
+    Entries of one map field are contiguous in any serializer's output. Sorting
+    moves whole entries, so lengths (and every enclosing length) stay valid.
+    Returns the position after the run.
+    """
+    entries = []
+    run_start = pos - _tag_size(tag)
+    while True:
+        n, body = _varint(buf, pos)
+        stop = body + n
+        key = b"" if key_order is None else 0
+        p = body
+        while p < stop:
+            ftag, p = _varint(buf, p)
+            wire = ftag & 7
+            if ftag >> 3 == 1:
+                if wire == 2:
+                    kn, p = _varint(buf, p)
+                    key = bytes(buf[p:p + kn])
+                    p += kn
+                elif wire == 0:
+                    key, p = _varint(buf, p)
+                elif wire == 1:
+                    key = int.from_bytes(buf[p:p + 8], "little")
+                    p += 8
+                else:
+                    key = int.from_bytes(buf[p:p + 4], "little")
+                    p += 4
+            elif ftag >> 3 == 2 and wire == 2 and value_plan is not None:
+                vn, p = _varint(buf, p)
+                _fix(buf, p, p + vn, value_plan)
+                p += vn
+            else:
+                p = _skip(buf, p, wire)
+        if key_order is not None:
+            key = key_order(key)
+        entries.append((key, run_start if not entries else entry_start, stop))
+        pos = stop
+        if pos >= end:
+            break
+        t, after = _varint(buf, pos)
+        if t != tag:
+            break
+        entry_start = pos
+        pos = after
+    if len(entries) > 1:
+        keys = [e[0] for e in entries]
+        if any(keys[i] > keys[i + 1] for i in range(len(keys) - 1)):
+            entries.sort(key=lambda e: e[0])
+            run_end = pos
+            chunks = b"".join([bytes(buf[s:e]) for _, s, e in entries])
+            buf[run_start:run_end] = chunks
+    return pos
+
+
+def _tag_size(tag):
+    size = 1
+    while tag >= 0x80:
+        tag >>= 7
+        size += 1
+    return size
+
+
+# The native module carries the same walker when it was built (it is ~50x faster).
+_reorder_map_entries = getattr(hot, "reorder_map_entries", None) or _reorder_map_entries_py
+
+
+def canonical_serialize(message):
+    """Serialize `message` exactly as C++ `SerializeToStringDeterministic` does.
+
+    Fields come in field-number order and map entries sorted by key (integers
+    numerically, strings bytewise), under either Python protobuf backend.
+    """
+    data = message.SerializeToString(deterministic=True)
+    plan = _plan(message.DESCRIPTOR)
+    if plan is None or not data:
+        return data
+    buf = bytearray(data)
+    try:
+        _reorder_map_entries(buf, plan)
+    except (ValueError, IndexError) as e:  # only if protobuf itself misbehaved
+        raise FormatError(f"cannot reorder the map entries of a "
+                          f"{message.DESCRIPTOR.full_name}: {e}") from None
+    return bytes(buf)
+
+
+# --- regularization and the five hashes -----------------------------------------
+
+def _simple_atoi(text):
+    """absl::SimpleAtoi for int64: optional blanks and sign, decimal digits."""
+    s = text.strip(" \t\n\v\f\r")
+    digits = s[1:] if s[:1] in ("+", "-") else s
+    if not digits or not digits.isascii() or not digits.isdigit():
+        return None
+    value = int(s)
+    return value if -(1 << 63) <= value < (1 << 63) else None
+
+
+def _suffix_uid(name):
+    """The integer after the last '_' of a function name, or None."""
+    return _simple_atoi(name.rsplit("_", 1)[-1])
+
+
+def _strip_uid(name, uid):
+    suffix = str(uid)
+    return name[:-len(suffix)] if name.endswith(suffix) else name
+
+
+def regularize_graph_def(graph_def):
+    """A regularized copy of `graph_def`, as TF does before hashing the program.
+
+    Call ops lose the uid digits of their function name (the trailing '_'
+    stays), their `config_proto` attr becomes an empty string, string `Const`
+    nodes lose their value, and `library` and `versions` are emptied but stay
+    present. The argument is not modified.
+    """
+    out = type(graph_def)()
+    for field, value in graph_def.ListFields():
+        if field.name in ("library", "versions"):
+            continue
+        if _is_repeated(field):
+            getattr(out, field.name).extend(value)
+        elif field.type == _FD.TYPE_MESSAGE:
+            getattr(out, field.name).CopyFrom(value)
+        else:
+            setattr(out, field.name, value)
+    if _has_unknown_fields(graph_def):  # rare; keep them exactly
+        out.CopyFrom(graph_def)
+        out.ClearField("library")
+        out.ClearField("versions")
+    out.library.SetInParent()
+    out.versions.SetInParent()
+    for node in out.node:
+        attr = node.attr
+        if node.op in _CALL_OPS:
+            if "f" in attr:
+                func = attr["f"].func
+                uid = _suffix_uid(func.name)
+                if uid is not None:
+                    func.name = _strip_uid(func.name, uid)
+            if "config_proto" in attr:
+                attr["config_proto"].s = b""
+        if node.op == "Const" and "dtype" in attr and attr["dtype"].type == _DT_STRING:
+            if "value" in attr:
+                attr["value"].Clear()
+    return out
+
+
+def _is_repeated(field):
+    try:
+        return field.is_repeated  # protobuf >= 5.29; `label` is gone in 7
+    except AttributeError:
+        return field.label == _FD.LABEL_REPEATED
+
+
+def _has_unknown_fields(msg):
+    try:
+        from google.protobuf.unknown_fields import UnknownFieldSet
+    except ImportError:  # protobuf < 4.24
+        return bool(msg.UnknownFields())
+    return len(UnknownFieldSet(msg)) > 0
+
+
+def _fp(data):
+    return hot.fingerprint64(data)
+
+
+def _signature_def_hash(signature_defs):
+    h = 0
+    for key in sorted(signature_defs, key=lambda k: k.encode("utf-8")):
+        h = hot.fingerprint_cat64(h, _fp(key.encode("utf-8")))
+        h = hot.fingerprint_cat64(h, _fp(canonical_serialize(signature_defs[key])))
+    return h
+
+
+def _saved_object_graph_hash(object_graph):
+    functions = object_graph.concrete_functions
+    by_uid = {}
+    for name in sorted(functions):
+        uid = _suffix_uid(name)
+        if uid is None:
+            raise FormatError(
+                f"concrete function name {name!r} does not end in '_<integer>'; "
+                "TensorFlow cannot fingerprint this SavedModel either")
+        by_uid.setdefault(uid, name)
+    h = 0
+    for uid in sorted(by_uid):
+        name = by_uid[uid]
+        h = hot.fingerprint_cat64(h, _fp(_strip_uid(name, uid).encode("utf-8")))
+        h = hot.fingerprint_cat64(h, _fp(canonical_serialize(functions[name])))
+    return h
+
+
+def fingerprint_saved_model(saved_model, checkpoint_index_bytes=None):
+    """The FingerprintDef of an already-parsed SavedModel message.
+
+    `checkpoint_index_bytes` is the content of `variables/variables.index`,
+    or None when there is none (checkpoint_hash is then 0, as in TF).
+    Only `meta_graphs[0]` is described, as in TF.
+    """
+    if not saved_model.meta_graphs:
+        raise FormatError("SavedModel has no meta graph to fingerprint")
+    meta_graph = saved_model.meta_graphs[0]
+    fp = protos.FingerprintDef()
+    fp.saved_model_checksum = _fp(canonical_serialize(saved_model))
+    fp.graph_def_program_hash = _fp(canonical_serialize(
+        regularize_graph_def(meta_graph.graph_def)))
+    fp.signature_def_hash = _signature_def_hash(meta_graph.signature_def)
+    fp.saved_object_graph_hash = _saved_object_graph_hash(meta_graph.object_graph_def)
+    fp.checkpoint_hash = 0 if checkpoint_index_bytes is None else _fp(checkpoint_index_bytes)
+    fp.version.producer = FINGERPRINT_PRODUCER
+    fp.uuid = _random_uuid()
+    return fp
+
+
+def _random_uuid():
+    # Like TF's CreateRandomUUID: a random 128-bit number, in decimal, >= 20 digits.
+    return f"{secrets.randbits(128):020d}"
+
+
+def read_saved_model(export_dir):
+    """Parse `<export_dir>/saved_model.pb` (or `.pbtxt`) into a SavedModel message."""
+    export_dir = os.fspath(export_dir)
+    if os.path.exists(os.path.join(export_dir, SAVED_MODEL_CPB)):
+        raise UnsupportedError(
+            f"{os.path.join(export_dir, SAVED_MODEL_CPB)}: "
+            "chunked saved_model.cpb is not supported yet")
+    path = os.path.join(export_dir, SAVED_MODEL_PB)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        data = None
+    if data is not None:
+        try:
+            return protos.SavedModel.FromString(data)
+        except _message.DecodeError as e:
+            raise FormatError(f"{path}: not a valid SavedModel protobuf ({e})") from None
+    path = os.path.join(export_dir, SAVED_MODEL_PBTXT)
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise CheckpointNotFoundError(
+            f"{export_dir}: no SavedModel here (expected {SAVED_MODEL_PB} or "
+            f"{SAVED_MODEL_PBTXT})") from None
+    except UnicodeDecodeError as e:
+        raise FormatError(f"{path}: not UTF-8 text ({e})") from None
+    try:
+        return text_format.Parse(text, protos.SavedModel())
+    except text_format.ParseError as e:
+        raise FormatError(f"{path}: not a valid SavedModel text proto ({e})") from None
+
+
+def _read_checkpoint_index(export_dir):
+    try:
+        with open(os.path.join(export_dir, CHECKPOINT_INDEX), "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def compute_fingerprint(export_dir):
+    """Compute the FingerprintDef of the SavedModel in `export_dir`, as TF does.
+
+    A directory holding only `saved_model.pbtxt` gets what TF 2.21's
+    `CreateFingerprintDef` returns for it (observed): all five hashes 0 and
+    `version.producer` 5. `fingerprint_saved_model(read_saved_model(d))`
+    hashes the text model's content instead, should that be wanted.
+    """
+    export_dir = os.fspath(export_dir)
+    if (not os.path.exists(os.path.join(export_dir, SAVED_MODEL_CPB))
+            and not os.path.exists(os.path.join(export_dir, SAVED_MODEL_PB))
+            and os.path.exists(os.path.join(export_dir, SAVED_MODEL_PBTXT))):
+        fp = protos.FingerprintDef()
+        fp.version.producer = TEXT_FINGERPRINT_PRODUCER
+        fp.uuid = _random_uuid()
+        return fp
+    saved_model = read_saved_model(export_dir)
+    return fingerprint_saved_model(saved_model, _read_checkpoint_index(export_dir))
+
+
+def read_fingerprint(export_dir):
+    """Parse `<export_dir>/fingerprint.pb`."""
+    path = os.path.join(os.fspath(export_dir), FINGERPRINT_FILENAME)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise CheckpointNotFoundError(f"{path}: no fingerprint file") from None
+    try:
+        return protos.FingerprintDef.FromString(data)
+    except _message.DecodeError as e:
+        raise FormatError(f"{path}: not a valid FingerprintDef protobuf ({e})") from None
+
+
+def write_fingerprint(export_dir, fp=None):
+    """Write `fingerprint.pb` atomically (computing it when `fp` is None); return fp."""
+    export_dir = os.fspath(export_dir)
+    if fp is None:
+        fp = compute_fingerprint(export_dir)
+    data = fp.SerializeToString(deterministic=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{FINGERPRINT_FILENAME}.", suffix=".tmp", dir=export_dir)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, os.path.join(export_dir, FINGERPRINT_FILENAME))
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return fp
+
+
+def singleprint(fp):
+    """TF's "singleprint": the four model hashes joined by '/' (no checksum)."""
+    return (f"{fp.graph_def_program_hash}/{fp.signature_def_hash}/"
+            f"{fp.saved_object_graph_hash}/{fp.checkpoint_hash}")
+
+
+def check_fingerprint(export_dir):
+    """Compare the stored fingerprint.pb with a fresh computation.
+
+    Returns a list of findings (strings); empty when all five hashes match.
+    A missing or unreadable fingerprint.pb is a finding too.
+    """
+    export_dir = os.fspath(export_dir)
+    computed = compute_fingerprint(export_dir)
+    try:
+        stored = read_fingerprint(export_dir)
+    except (CheckpointNotFoundError, FormatError) as e:
+        return [str(e)]
+    findings = []
+    for name in HASH_FIELDS:
+        have, want = getattr(stored, name), getattr(computed, name)
+        if have != want:
+            findings.append(f"{FINGERPRINT_FILENAME}: {name} is {have} but the "
+                            f"SavedModel hashes to {want}")
+    return findings

@@ -1,0 +1,104 @@
+"""GraphDef files (`frozen.pb`, `graph.pbtxt`) and the constants they hold.
+
+A frozen graph keeps its weights as `Const` nodes whose `value` attr is a
+TensorProto; `graph_constants` turns those into numpy arrays. Only the
+top-level nodes are read, not the bodies of functions in `library`.
+"""
+
+import os
+
+from google.protobuf import message as _message
+from google.protobuf import text_format
+
+from . import protos
+from .errors import CheckpointNotFoundError, FormatError
+from .tensor_proto import to_numpy
+
+_TEXT_SUFFIXES = (".pbtxt", ".txt", ".prototxt")
+
+
+def parse_message(message_class, data, path, text=None):
+    """Parse binary (or, when `text` is true, text-format) protobuf data.
+
+    Every parser failure, including protobuf's nesting-depth limit, becomes a
+    FormatError naming `path`.
+    """
+    what = message_class.DESCRIPTOR.name
+    try:
+        if text:
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                data = bytes(data).decode("utf-8")
+            return text_format.Parse(data, message_class())
+        return message_class.FromString(bytes(data))
+    except UnicodeDecodeError as e:
+        raise FormatError(f"{path}: not a UTF-8 text {what} ({e})") from None
+    except (_message.DecodeError, text_format.ParseError) as e:
+        raise FormatError(f"{path}: not a valid {'text ' if text else ''}{what} ({e})") from None
+    except RecursionError:
+        raise FormatError(f"{path}: {what} nested too deeply to parse") from None
+    except (ValueError, TypeError, OverflowError) as e:  # odd inputs in the pure-Python backend
+        raise FormatError(f"{path}: not a valid {what} ({type(e).__name__}: {e})") from None
+
+
+def read_file(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise CheckpointNotFoundError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise FormatError(f"{path}: is a directory, expected a file") from None
+
+
+def load_graph_def(path, as_text=None):
+    """Read a GraphDef file, binary or text format.
+
+    `as_text=None` guesses from the suffix (.pbtxt/.txt/.prototxt are text)
+    and falls back to text format when binary parsing fails on text-looking data.
+    """
+    path = os.fspath(path)
+    data = read_file(path)
+    if as_text is None:
+        as_text = path.endswith(_TEXT_SUFFIXES)
+        if not as_text:
+            try:
+                return parse_message(protos.GraphDef, data, path)
+            except FormatError:
+                if not _looks_like_text(data):
+                    raise
+                as_text = True
+    return parse_message(protos.GraphDef, data, path, text=as_text)
+
+
+def _looks_like_text(data):
+    head = bytes(data[:256])
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return head.lstrip().startswith((b"node", b"library", b"versions", b"#"))
+
+
+def graph_constants(graph_def_or_path, ops=("Const",)):
+    """node name -> numpy array for every top-level `Const` node of a GraphDef.
+
+    Accepts a GraphDef message (ours or TensorFlow's: anything with the same
+    wire format) or a path. Function-library bodies are not searched.
+    """
+    graph_def = _as_graph_def(graph_def_or_path)
+    out = {}
+    for node in graph_def.node:
+        if node.op in ops and "value" in node.attr:
+            out[node.name] = to_numpy(node.attr["value"].tensor,
+                                      what=f"Const node {node.name!r}")
+    return out
+
+
+def _as_graph_def(value):
+    if isinstance(value, (str, os.PathLike)):
+        return load_graph_def(value)
+    if isinstance(value, protos.GraphDef):
+        return value
+    if hasattr(value, "SerializeToString"):  # e.g. TensorFlow's own GraphDef
+        return parse_message(protos.GraphDef, value.SerializeToString(), "<GraphDef>")
+    raise TypeError(f"expected a GraphDef or a path, got {type(value).__name__}")

@@ -1,0 +1,670 @@
+"""Writing checkpoints that TensorFlow reads: bundles, object graphs, state files.
+
+`BundleWriter` writes a tensor bundle byte for byte as TensorFlow's own
+writer does for the same tensors in the same order. `save_checkpoint` adds
+the object graph that lets `tf.train.Checkpoint.restore` and tf_keras'
+`load_weights` find the values, and `CheckpointManager` numbers, lists and
+rotates checkpoints like `tf.train.CheckpointManager`.
+
+Files are always written little-endian (the header says so), whatever the
+host, so a bundle is portable.
+"""
+
+import glob
+import math
+import os
+import re
+import secrets
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from google.protobuf import text_format
+
+from . import protos, slices
+from ._impl import hot
+from .bundle import BUNDLE_VERSION, HEADER_KEY, data_filename
+from .checkpoint import OBJECT_GRAPH_KEY, STATE_FILENAME, read_state
+from .dtypes import as_dtype
+from .errors import CheckpointNotFoundError, FormatError, UnsupportedError
+from .sstable import TableBuilder
+
+# Big arrays are written and checksummed in pieces of this size, so a
+# converted copy never exceeds it and the CRC stays hot in cache.
+_PIECE = 16 << 20
+_FILE_BUFFER = 8 << 20
+# Pieces at least this big are checksummed on a helper thread while they are
+# written (both release the GIL), so the CRC costs no wall time.
+_OVERLAP_MIN = 1 << 20
+_crc_thread = None
+# Sub-byte integer types keep one element per byte, value in the low bits.
+_LOW_BITS = {"int4": 0x0F, "uint4": 0x0F, "int2": 0x03, "uint2": 0x03, "float4_e2m1fn": 0x0F}
+
+
+def _crc_in_background(piece, value):
+    """A future for hot.crc32c(piece, value), computed on the shared helper thread."""
+    global _crc_thread
+    if _crc_thread is None:
+        _crc_thread = ThreadPoolExecutor(1, thread_name_prefix="tfformats-crc")
+    return _crc_thread.submit(hot.crc32c, piece, value)
+
+
+def _temp_name(path):
+    return f"{path}.tempstate{secrets.randbits(64)}"
+
+
+def _fsync_dir(directory):
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _make_dirs(prefix):
+    """Create the checkpoint's directory if needed, like tf.train.Checkpoint.write."""
+    directory = os.path.dirname(os.path.abspath(prefix))
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointNotFoundError(
+            f"{prefix}: cannot create the checkpoint directory {directory!r} ({exc})") from None
+    return directory
+
+
+# --- turning values into stored bytes -------------------------------------------
+
+def _array(value, dtype, name):
+    """`value` as an ndarray and the DType to store it as."""
+    if dtype is not None:
+        dtype = as_dtype(dtype)
+        if dtype.is_string:
+            return np.asarray(value, dtype=object), dtype
+        if dtype.as_numpy_dtype is None:
+            raise UnsupportedError(f"tensor {name!r}: dtype {dtype.name} cannot be written")
+        return np.asarray(value, dtype=dtype.as_numpy_dtype), dtype
+    array = value if isinstance(value, np.ndarray) else np.asarray(value)
+    if array.dtype.kind in "SU" and not isinstance(value, np.ndarray):
+        # numpy's fixed-width bytes drop trailing NULs; keep the objects as given
+        array = np.asarray(value, dtype=object)
+    try:
+        dtype = as_dtype(array.dtype)
+    except UnsupportedError:
+        raise UnsupportedError(f"tensor {name!r}: numpy dtype {array.dtype} has no TensorFlow "
+                               "equivalent") from None
+    return array, dtype
+
+
+def _numeric_bytes(array, dtype):
+    """A C-contiguous little-endian uint8 view of `array` stored as `dtype`."""
+    target = dtype.as_numpy_dtype.newbyteorder("<")
+    if array.dtype != target:
+        array = array.astype(target)
+    array = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+    mask = _LOW_BITS.get(dtype.name)
+    return array if mask is None else array & mask
+
+
+def _string_values(array, name):
+    out = []
+    for i, v in enumerate(array.flat):
+        if isinstance(v, bytes):
+            out.append(v)
+        elif isinstance(v, str):
+            out.append(v.encode("utf-8"))
+        else:
+            raise UnsupportedError(f"tensor {name!r}: element {i} of a string tensor is "
+                                   f"{type(v).__name__}, expected bytes or str")
+    return out
+
+
+class _Shard:
+    """One data file being written under a temporary name."""
+
+    def __init__(self, prefix, index):
+        self.temp = _temp_name(f"{prefix}.data-{index:05d}")
+        self.file = open(self.temp, "xb", buffering=_FILE_BUFFER)
+        self.position = 0
+
+    def write(self, data):
+        self.file.write(data)
+        self.position += len(data)
+
+    def rewind(self, position):
+        """Forget everything written after `position` (a failed tensor)."""
+        self.file.flush()
+        self.file.seek(position)
+        self.file.truncate()
+        self.position = position
+
+    def close(self, sync):
+        if not self.file.closed:
+            self.file.flush()
+            if sync:
+                os.fsync(self.file.fileno())
+            self.file.close()
+
+
+# --- the bundle writer ------------------------------------------------------------
+
+class BundleWriter:
+    """Streams tensors into `<prefix>.data-*` and writes `<prefix>.index` at `finish()`.
+
+    Data goes to temporary files next to the final ones; `finish()` syncs
+    them and renames them into place, data first and the index last, so a
+    crash or `abort()` leaves any earlier checkpoint at `prefix` untouched.
+    Use it as a context manager to finish on success and abort on error.
+
+    `num_shards=N` spreads tensors over N data files (each tensor goes to the
+    one with the fewest bytes so far); `max_shard_size` starts a new data file
+    before a tensor that would push the current one past that many bytes.
+    `sync=False` skips fsync (faster, but a power cut may lose the data).
+    """
+
+    def __init__(self, prefix, *, num_shards=None, max_shard_size=None, sync=True):
+        if num_shards is not None and max_shard_size is not None:
+            raise ValueError("give num_shards or max_shard_size, not both")
+        if num_shards is not None and not 1 <= num_shards <= 99999:
+            raise ValueError(f"num_shards must be 1..99999, got {num_shards}")
+        if max_shard_size is not None and max_shard_size < 1:
+            raise ValueError(f"max_shard_size must be positive, got {max_shard_size}")
+        self.prefix = os.fspath(prefix)
+        self._directory = _make_dirs(self.prefix)
+        self._max_shard_size = max_shard_size
+        self._sync = sync
+        self._entries = {}  # key bytes -> BundleEntryProto
+        self._shards = []
+        self._index_temp = None
+        self._closed = False
+        try:
+            for i in range(num_shards or 1):
+                self._shards.append(_Shard(self.prefix, i))
+        except BaseException:
+            self.abort()
+            raise
+
+    # names and entries
+
+    def _new_key(self, name):
+        if not isinstance(name, str):
+            raise TypeError(f"tensor names must be str, got {type(name).__name__} {name!r}")
+        if self._closed:
+            raise FormatError(f"{self.prefix}: the writer is already finished or aborted")
+        if not name:
+            raise FormatError("the empty tensor name is reserved for the bundle header")
+        key = name.encode("utf-8", "surrogateescape")
+        if key[0] == 0:
+            raise FormatError(f"tensor name {name!r}: names starting with NUL are reserved "
+                              "for the parts of partitioned tensors")
+        if key in self._entries:
+            raise FormatError(f"{self.prefix}: duplicate tensor name {name!r}")
+        return key
+
+    @staticmethod
+    def _entry(dtype, shape, shard_id=0, offset=0, size=0, crc=0):
+        entry = protos.BundleEntryProto(dtype=dtype.enum, shard_id=shard_id, offset=offset,
+                                        size=size, crc32c=crc)
+        entry.shape.SetInParent()  # scalars still carry an (empty) shape
+        for dim in shape:
+            entry.shape.dim.add(size=dim)
+        return entry
+
+    def _shard_for(self, nbytes):
+        """The index of the data file the next tensor of `nbytes` goes to."""
+        if self._max_shard_size is not None:
+            current = self._shards[-1]
+            if current.position and current.position + nbytes > self._max_shard_size:
+                self._shards.append(_Shard(self.prefix, len(self._shards)))
+            return len(self._shards) - 1
+        return min(range(len(self._shards)), key=lambda i: self._shards[i].position)
+
+    def _store(self, key, dtype, shape, size, pieces, name, crc=None):
+        """Append `pieces` (`size` bytes in all) to a data file and record the entry.
+
+        The CRC is computed on the pieces as they go out unless `crc` (masked)
+        is given. On any failure the data file is cut back, so a bad tensor
+        leaves no trace and the writer stays usable.
+        """
+        shard_id = self._shard_for(size)
+        shard = self._shards[shard_id]
+        offset = shard.position
+        running = 0
+        try:
+            for piece in pieces:
+                if shard.position - offset + len(piece) > size:
+                    raise FormatError(f"tensor {name!r}: chunks hold more than the "
+                                      f"{size} bytes of {dtype.name}{list(shape)}")
+                if crc is not None:
+                    shard.write(piece)
+                elif len(piece) >= _OVERLAP_MIN:
+                    job = _crc_in_background(piece, running)
+                    shard.write(piece)
+                    running = job.result()
+                else:
+                    running = hot.crc32c(piece, running)
+                    shard.write(piece)
+            if shard.position - offset != size:
+                raise FormatError(f"tensor {name!r}: chunks hold {shard.position - offset} "
+                                  f"bytes, {dtype.name}{list(shape)} needs {size}")
+        except BaseException:
+            if not shard.file.closed:
+                shard.rewind(offset)
+            raise
+        crc = hot.mask_crc(running) if crc is None else crc
+        self._entries[key] = self._entry(dtype, shape, shard_id, offset, size, crc)
+
+    def _write(self, key, array, dtype, name):
+        if dtype.is_string:
+            data, crc = hot.encode_strings(_string_values(array, name))
+            self._store(key, dtype, array.shape, len(data), [data], name, crc)
+        else:
+            flat = _numeric_bytes(array, dtype)
+            pieces = (flat[i:i + _PIECE] for i in range(0, flat.size, _PIECE))
+            self._store(key, dtype, array.shape, flat.size, pieces, name)
+
+    # public API
+
+    def add(self, name, value, dtype=None):
+        """Write one tensor: an array, a scalar, nested lists, or bytes/str values.
+
+        `dtype` (a name such as "bfloat16" or "qint8", a DType or a numpy
+        dtype) overrides the type numpy infers and converts the values.
+        """
+        key = self._new_key(name)
+        array, dtype = _array(value, dtype, name)
+        self._write(key, array, dtype, name)
+
+    def add_chunks(self, name, dtype, shape, chunks):
+        """Write one numeric tensor from an iterable of pieces of its bytes.
+
+        Pieces are bytes-like objects holding consecutive little-endian bytes
+        of the row-major tensor; numpy arrays of the tensor's own dtype are
+        converted to that form. Memory use is one piece at a time. If the
+        pieces do not add up to exactly the tensor's size, nothing is kept.
+        """
+        key = self._new_key(name)
+        dtype = as_dtype(dtype)
+        if dtype.is_string or dtype.itemsize is None:
+            raise UnsupportedError(f"tensor {name!r}: add_chunks needs a fixed-size dtype, "
+                                   f"not {dtype.name}; use add()")
+        shape = tuple(int(d) for d in shape)
+        if any(d < 0 for d in shape):
+            raise FormatError(f"tensor {name!r}: negative dimension in shape {list(shape)}")
+        size = math.prod(shape) * dtype.itemsize
+        self._store(key, dtype, shape, size, (self._piece(c, dtype) for c in chunks), name)
+
+    @staticmethod
+    def _piece(chunk, dtype):
+        native = dtype.as_numpy_dtype
+        if isinstance(chunk, np.ndarray) and chunk.dtype.newbyteorder("<") == native.newbyteorder("<"):
+            return _numeric_bytes(chunk, dtype)
+        piece = np.frombuffer(memoryview(chunk).cast("B"), np.uint8)
+        mask = _LOW_BITS.get(dtype.name)
+        return piece if mask is None else piece & mask
+
+    def add_slice(self, full_name, full_shape, extents, value, dtype=None):
+        """Write one part of a partitioned tensor, as TF1 partitioned variables do.
+
+        `extents` holds a (start, length) pair per dimension, length -1 for the
+        whole dimension. The tensor `full_name` lists its parts; each part is
+        stored under its own ordered-code key. A part covering everything is
+        written as a plain tensor.
+        """
+        full_shape = tuple(int(d) for d in full_shape)
+        extents = tuple((int(s), int(n)) for s, n in extents)
+        if not isinstance(full_name, str):
+            self._new_key(full_name)  # raises the TypeError
+        if len(extents) != len(full_shape) or any(
+                s < 0 or n < -1 or (n >= 0 and s + n > d) or (n < 0 and s != 0)
+                for (s, n), d in zip(extents, full_shape)):
+            raise FormatError(f"tensor {full_name!r}: slice {list(extents)} does not fit shape "
+                              f"{list(full_shape)}")
+        array, dtype = _array(value, dtype, full_name)
+        want = tuple(d if n < 0 else n for (_, n), d in zip(extents, full_shape))
+        if array.shape != want:
+            raise FormatError(f"tensor {full_name!r}: slice {list(extents)} needs shape "
+                              f"{list(want)}, got {list(array.shape)}")
+        if slices.covers_all(extents, full_shape):
+            return self.add(full_name, array, dtype)
+        key = full_name.encode("utf-8", "surrogateescape")
+        full = self._entries.get(key)
+        if full is None:
+            self._new_key(full_name)
+            full = self._entry(dtype, full_shape)
+        elif not full.slices:
+            raise FormatError(f"{self.prefix}: duplicate tensor name {full_name!r}")
+        elif full.dtype != dtype.enum or tuple(d.size for d in full.shape.dim) != full_shape:
+            raise FormatError(f"tensor {full_name!r}: a slice of {dtype.name}{list(full_shape)} "
+                              "does not match the slices written before")
+        part_key = slices.slice_key(full_name, extents)
+        if part_key in self._entries:
+            raise FormatError(f"tensor {full_name!r}: slice {list(extents)} written twice")
+        self._write(part_key, array, dtype, full_name)
+        part = full.slices.add()
+        for start, length in extents:
+            extent = part.extent.add()
+            if length >= 0:  # a whole dimension stays an empty Extent
+                extent.start = start
+                extent.length = length
+        self._entries[key] = full
+
+    def finish(self):
+        """Sync and rename the data files into place, then write the index."""
+        if self._closed:
+            raise FormatError(f"{self.prefix}: the writer is already finished or aborted")
+        try:
+            count = len(self._shards)
+            for shard in self._shards:
+                shard.close(self._sync)
+            for i, shard in enumerate(self._shards):
+                os.replace(shard.temp, data_filename(self.prefix, i, count))
+                shard.temp = None
+            header = protos.BundleHeaderProto(num_shards=count,
+                                              endianness=protos.BundleHeaderProto.LITTLE)
+            header.version.producer = BUNDLE_VERSION
+            index_path = self.prefix + ".index"
+            self._index_temp = _temp_name(index_path)
+            with open(self._index_temp, "xb", buffering=_FILE_BUFFER) as f:
+                table = TableBuilder(f)
+                table.add(HEADER_KEY, header.SerializeToString())
+                for key in sorted(self._entries):
+                    table.add(key, self._entries[key].SerializeToString())
+                table.finish()
+                f.flush()
+                if self._sync:
+                    os.fsync(f.fileno())
+            os.replace(self._index_temp, index_path)
+            self._index_temp = None
+            if self._sync:
+                _fsync_dir(self._directory)
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+        return self.prefix
+
+    def abort(self):
+        """Stop writing and delete the temporary files; nothing final changes."""
+        self._closed = True
+        temps = [self._index_temp]
+        for shard in self._shards:
+            shard.file.close()
+            temps.append(shard.temp)
+        for temp in temps:
+            if temp is not None:
+                try:
+                    os.remove(temp)
+                except FileNotFoundError:
+                    pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.finish()
+        elif not self._closed:
+            self.abort()
+
+    def __repr__(self):
+        return f"<BundleWriter {self.prefix!r}, {len(self._entries)} entries>"
+
+
+# --- object graph ---------------------------------------------------------------
+
+_ATTRIBUTES = "/.ATTRIBUTES/"
+_SLOT = ".OPTIMIZER_SLOT"
+VARIABLE_VALUE = "VARIABLE_VALUE"
+SAVE_COUNTER_KEY = "save_counter/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def _unescape(component, name):
+    """An escaped object-path component back to the local name it stands for."""
+    out = []
+    i = 0
+    while i < len(component):
+        c = component[i]
+        if c == ".":
+            code = component[i + 1:i + 2]
+            if code not in (".", "S"):
+                raise FormatError(
+                    f"tensor {name!r}: {component!r} is not an escaped object-path component "
+                    "('.' must be written '..' and '/' as '.S'); pass object_graph=False to "
+                    "store names as they are")
+            out.append("." if code == "." else "/")
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def _parse_object_name(name):
+    """An object path or checkpoint key -> (key, object path parts, slot, attribute).
+
+    `slot` is None or (variable parts, optimizer parts, slot name part).
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"tensor names must be str, got {type(name).__name__} {name!r}")
+    path, sep, attribute = name.partition(_ATTRIBUTES)
+    if not sep:
+        attribute = VARIABLE_VALUE
+    parts = path.split("/")
+    if "" in parts or not attribute:
+        raise FormatError(f"tensor {name!r} is not an object path such as "
+                          "'model/layer_with_weights-0/kernel'; pass object_graph=False to "
+                          "store names as they are")
+    slot = None
+    if _SLOT in parts:
+        at = parts.index(_SLOT)
+        if at == 0 or len(parts) - at < 3:
+            raise FormatError(f"tensor {name!r}: expected '<variable path>/{_SLOT}/"
+                              "<optimizer path>/<slot name>'")
+        slot = (tuple(parts[:at]), tuple(parts[at + 1:-1]), parts[-1])
+    return f"{path}{_ATTRIBUTES}{attribute}", tuple(parts), slot, attribute
+
+
+def build_object_graph(names, full_names=None):
+    """A TrackableObjectGraph for object paths / checkpoint keys, and their keys.
+
+    Returns (graph, {name: checkpoint key}). Each path component becomes a
+    child edge from the root; `.OPTIMIZER_SLOT` paths become slot variables
+    of their optimizer. `full_names` maps names or keys to the TF1-style
+    variable names to record (default: the object path).
+    """
+    full_names = full_names or {}
+    graph = protos.TrackableObjectGraph()
+    graph.nodes.add()
+    ids = {(): 0}
+
+    def node(parts, name):
+        if parts not in ids:
+            parent = node(parts[:-1], name)
+            ids[parts] = len(graph.nodes)
+            graph.nodes.add()
+            graph.nodes[parent].children.add(node_id=ids[parts],
+                                             local_name=_unescape(parts[-1], name))
+        return ids[parts]
+
+    keys = {}
+    taken = set()
+    for name in names:
+        key, parts, slot, attribute = _parse_object_name(name)
+        if key in taken:
+            raise FormatError(f"tensor {name!r}: another name also stands for {key!r}")
+        keys[name] = key
+        taken.add(key)
+        if slot is None:
+            node_id = node(parts, name)
+        else:
+            variable, optimizer, slot_name = slot
+            node_id = ids.get(parts)
+            if node_id is None:  # slot variables hang off their optimizer, not a parent
+                node_id = ids[parts] = len(graph.nodes)
+                graph.nodes.add()
+                graph.nodes[node(optimizer, name)].slot_variables.add(
+                    original_variable_node_id=node(variable, name),
+                    slot_name=_unescape(slot_name, name), slot_variable_node_id=node_id)
+        graph.nodes[node_id].attributes.add(
+            name=_unescape(attribute, name), checkpoint_key=key,
+            full_name=full_names.get(name, full_names.get(key, key.partition(_ATTRIBUTES)[0])))
+    for n in graph.nodes:
+        n.has_checkpoint_values.value = True
+    return graph, keys
+
+
+def _given_graph(value):
+    """A TrackableObjectGraph from what a reader returned for OBJECT_GRAPH_KEY."""
+    raw = value.item() if isinstance(value, np.ndarray) else value
+    graph = protos.TrackableObjectGraph()
+    try:
+        graph.ParseFromString(bytes(raw))
+    except Exception:
+        raise FormatError(f"{OBJECT_GRAPH_KEY} is not a serialized TrackableObjectGraph") from None
+    return graph
+
+
+def save_checkpoint(prefix, tensors, *, object_graph=True, dtypes=None, full_names=None,
+                    save_counter=None, num_shards=None, max_shard_size=None, sync=True):
+    """Write `tensors` (name -> array) as a TF2 checkpoint at `prefix`; returns `prefix`.
+
+    With `object_graph=True` names are object paths as `CheckpointReader.object_paths()`
+    reports them ("model/layer_with_weights-0/kernel", optimizer slots as
+    "<variable path>/.OPTIMIZER_SLOT/optimizer/m") or full checkpoint keys
+    ("…/.ATTRIBUTES/VARIABLE_VALUE"), and a `_CHECKPOINTABLE_OBJECT_GRAPH`
+    is written so that `tf.train.Checkpoint(...).restore(prefix)` finds them.
+    A graph already in `tensors` (as `load_checkpoint` returns it) is kept
+    when it names exactly the other tensors; otherwise the graph is rebuilt,
+    keeping its recorded full names. `save_counter=N` stores N as
+    tf.train.Checkpoint's counter. With `object_graph=False` names are
+    written unchanged. `dtypes` maps names to the dtype to store instead of
+    the one numpy reports (needed for qint types).
+
+    Tensors are written in the mapping's order, the object graph last.
+    """
+    tensors = dict(tensors)
+    dtypes = dict(dtypes or {})
+    if save_counter is not None:
+        tensors.pop("save_counter", None)
+        tensors[SAVE_COUNTER_KEY] = np.int64(save_counter)
+    graph = None
+    if object_graph:
+        given = tensors.pop(OBJECT_GRAPH_KEY, None)
+        given = None if given is None else _given_graph(given)
+        names = {a.checkpoint_key: a.full_name for n in given.nodes for a in n.attributes} if given else {}
+        if given is not None and set(names) == set(tensors):
+            graph = given
+        else:
+            graph, keys = build_object_graph(tensors, {**names, **(full_names or {})})
+            tensors = {keys[name]: value for name, value in tensors.items()}
+            dtypes = {keys.get(name, name): dtype for name, dtype in dtypes.items()}
+    with BundleWriter(prefix, num_shards=num_shards, max_shard_size=max_shard_size,
+                      sync=sync) as writer:
+        for name, value in tensors.items():
+            writer.add(name, value, dtypes.get(name))
+        if graph is not None:
+            writer.add(OBJECT_GRAPH_KEY, np.array(graph.SerializeToString(), dtype=object))
+    return os.fspath(prefix)
+
+
+# --- checkpoint directories -------------------------------------------------------
+
+def _delete_checkpoint(prefix):
+    for path in [prefix + ".index"] + glob.glob(glob.escape(prefix) + ".data-?????-of-?????"):
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+
+
+class CheckpointManager:
+    """Numbered checkpoints in a directory, like `tf.train.CheckpointManager`.
+
+    `save(tensors)` writes `<directory>/<checkpoint_name>-<N>`, records it in
+    the `checkpoint` state file (which `tf.train.latest_checkpoint` reads)
+    and deletes the oldest checkpoints beyond `max_to_keep` (None keeps all).
+    An existing state file is picked up: numbering and rotation continue.
+    """
+
+    def __init__(self, directory, max_to_keep=5, checkpoint_name="ckpt"):
+        if max_to_keep is not None and max_to_keep < 1:
+            raise ValueError(f"max_to_keep must be positive or None, got {max_to_keep}")
+        self.directory = os.fspath(directory)
+        self.max_to_keep = max_to_keep
+        self.checkpoint_name = checkpoint_name
+        self._checkpoints = {}  # prefix -> timestamp, oldest first
+        now = time.time()
+        state = read_state(self.directory) if os.path.isdir(self.directory) else None
+        if state is None:
+            self._last_preserved = now
+            self._latest = None
+        else:
+            self._last_preserved = min(state.last_preserved_timestamp, now)
+            self._latest = os.path.join(self.directory, state.model_checkpoint_path)
+            stamps = list(state.all_model_checkpoint_timestamps) or \
+                [self._last_preserved] * len(state.all_model_checkpoint_paths)
+            for path, stamp in zip(state.all_model_checkpoint_paths, stamps):
+                self._checkpoints[os.path.join(self.directory, path)] = min(stamp, now)
+
+    @property
+    def checkpoints(self):
+        """Prefixes of the kept checkpoints, oldest first."""
+        return list(self._checkpoints)
+
+    @property
+    def latest_checkpoint(self):
+        return self._latest
+
+    def _next_number(self):
+        numbers = [int(m.group(1)) for p in [self._latest, *self._checkpoints] if p
+                   for m in [re.search(r"-(\d+)$", p)] if m]
+        return max(numbers, default=0) + 1
+
+    def save(self, tensors, checkpoint_number=None, **save_options):
+        """Write the next checkpoint and update the state file; returns its prefix.
+
+        `save_options` go to `save_checkpoint`; with an object graph the
+        checkpoint number is also stored as tf.train.Checkpoint's save_counter.
+        """
+        number = self._next_number() if checkpoint_number is None else int(checkpoint_number)
+        prefix = os.path.join(self.directory, f"{self.checkpoint_name}-{number}")
+        if save_options.get("object_graph", True):
+            save_options.setdefault("save_counter", number)
+        save_checkpoint(prefix, tensors, **save_options)
+        self._checkpoints.pop(prefix, None)  # re-saving a number makes it the newest
+        self._checkpoints[prefix] = time.time()
+        self._latest = prefix
+        if self.max_to_keep is not None:
+            while len(self._checkpoints) > self.max_to_keep:
+                oldest = next(iter(self._checkpoints))
+                del self._checkpoints[oldest]
+                _delete_checkpoint(oldest)
+        self._write_state()
+        return prefix
+
+    def _write_state(self):
+        state = protos.CheckpointState(
+            model_checkpoint_path=os.path.relpath(self._latest, self.directory),
+            all_model_checkpoint_paths=[os.path.relpath(p, self.directory)
+                                        for p in self._checkpoints],
+            all_model_checkpoint_timestamps=list(self._checkpoints.values()),
+            last_preserved_timestamp=self._last_preserved)
+        path = os.path.join(self.directory, STATE_FILENAME)
+        temp = f"{path}.tmp{secrets.token_hex(16)}"
+        try:
+            with open(temp, "w", encoding="utf-8") as f:
+                f.write(text_format.MessageToString(state))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temp, path)
+        except BaseException:
+            try:
+                os.remove(temp)
+            except FileNotFoundError:
+                pass
+            raise
