@@ -349,6 +349,9 @@ cdef list _block_entries(const unsigned char* p, Py_ssize_t n, object where):
 def block_entries(block, where):
     """Every (key, value) of a block, in order; values are bytes."""
     cdef Py_buffer view
+    if type(block) is bytes:   # the common case: no buffer request needed
+        return _block_entries(<const unsigned char*>PyBytes_AS_STRING(block),
+                              PyBytes_GET_SIZE(block), where)
     PyObject_GetBuffer(block, &view, PyBUF_SIMPLE)
     try:
         return _block_entries(<const unsigned char*>view.buf, view.len, where)
@@ -404,6 +407,9 @@ cdef object _block_seek(const unsigned char* p, Py_ssize_t n, object target, obj
 def block_seek(block, target, where):
     """(key, value) of the first entry whose key is >= `target`, or None."""
     cdef Py_buffer view
+    if type(block) is bytes:   # the common case: no buffer request needed
+        return _block_seek(<const unsigned char*>PyBytes_AS_STRING(block),
+                           PyBytes_GET_SIZE(block), target, where)
     PyObject_GetBuffer(block, &view, PyBUF_SIMPLE)
     try:
         return _block_seek(<const unsigned char*>view.buf, view.len, target, where)
@@ -577,6 +583,9 @@ def decode_entry(buf, where):
     here; the bundle layer checks them against the files.
     """
     cdef Py_buffer view
+    if type(buf) is bytes:   # the common case: no buffer request needed
+        return _decode_entry(<const unsigned char*>PyBytes_AS_STRING(buf),
+                             PyBytes_GET_SIZE(buf), where)
     PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
     try:
         return _decode_entry(<const unsigned char*>view.buf, view.len, where)
@@ -598,15 +607,18 @@ cdef list _decode_entries(const unsigned char* p, Py_ssize_t n, object where):
             pos += non_shared
             if key.len != 0 and key.data[0] != 0:
                 k = PyBytes_FromStringAndSize(<char*>key.data, key.len)
+                error = None
                 try:
                     entry = _decode_entry(p + pos, value_len, where)
-                except FormatError:
-                    # Rare: report exactly what _pure reports. Damage to the
-                    # block itself comes first (it parses the block before the
-                    # entries), then the entry error with the entry named.
+                except FormatError as exc:
+                    error = exc
+                if error is not None:
+                    # Rare, so only now: report what _pure reports. It parses the
+                    # whole block before the entries, so damage to the block comes
+                    # first; then the entry's error, with the entry named.
                     _block_entries(p, n, where)
-                    _decode_entry(p + pos, value_len, _entry_where(where, k))
-                    raise
+                    raise type(error)(_entry_where(where, k)
+                                      + str(error)[len(f"{where}"):])
                 out.append(_atomic((k, entry)))
             pos += value_len
     finally:
@@ -625,6 +637,9 @@ def decode_entries(block, where):
     in an entry name it after `where`.
     """
     cdef Py_buffer view
+    if type(block) is bytes:   # the common case: no buffer request needed
+        return _decode_entries(<const unsigned char*>PyBytes_AS_STRING(block),
+                               PyBytes_GET_SIZE(block), where)
     PyObject_GetBuffer(block, &view, PyBUF_SIMPLE)
     try:
         return _decode_entries(<const unsigned char*>view.buf, view.len, where)

@@ -429,3 +429,38 @@ def test_dlpack_of_read_only_views():
         view.__dlpack__(max_version=(1, 0))              # a DLPack 1.0 consumer
         again = np.from_dlpack(view)
         assert not again.flags.writeable and np.shares_memory(again, view)
+
+
+# --- registration scope and cleanup -------------------------------------------------------
+
+def test_only_the_pages_of_the_requested_tensors_are_registered(tmp_path):
+    writer = pytest.importorskip("tfformats.writer", reason="tfformats.writer not there yet")
+    arrays = {f"t{i}": np.full(1 << 18, i, dtype=np.float32) for i in range(4)}   # 1 MiB each
+    prefix = writer.save_checkpoint(str(tmp_path / "ckpt"), arrays)
+    with tfformats.open_checkpoint(prefix) as reader:
+        name = next(n for n in reader if n.startswith("t2"))
+        out, stats, backend = host_upload(reader, [name], chunk_size=1 << 16)
+        assert stats["registered_bytes"] <= (1 << 20) + 2 * cuda.PAGE
+        assert stats["registered_bytes"] % cuda.PAGE == 0
+        assert_matches_host(reader, out)
+        out, stats, _ = host_upload(reader)
+        assert stats["registered_bytes"] >= 4 << 20
+        assert_matches_host(reader, out)
+
+
+@pytest.mark.parametrize("register", [True, False], ids=["registered", "staged"])
+def test_failure_mid_upload_unregisters_and_drains(register):
+    class Failing(cuda.HostBackend):
+        def copy(self, dst, byte_offset, src, stream):
+            if self.counts["copied_bytes"] > 100:
+                raise RuntimeError("copy engine on fire")
+            super().copy(dst, byte_offset, src, stream)
+
+    backend = Failing(delay=0.0005)
+    with tfformats.open_checkpoint(SHARDED) as reader:
+        with pytest.raises(RuntimeError, match="on fire"):
+            cuda.upload(reader, backend=backend, chunk_size=16, register=register,
+                        staging_buffers=2)
+    assert not backend.registered
+    assert all(s._last is None or s._last.done() for s in backend._streams)
+    backend.close()

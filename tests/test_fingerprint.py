@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from tfformats import _farmhash, _pure
 from tfformats import fingerprint as fpmod
 from tfformats import protos
 from tfformats.errors import CheckpointNotFoundError, FormatError, UnsupportedError
@@ -45,11 +46,11 @@ def fields(data):
     """Top-level (field number, raw value bytes) pairs of a serialized message."""
     out, pos = [], 0
     while pos < len(data):
-        tag, pos = fpmod._varint(data, pos)
+        tag, pos = _pure.decode_varint(data, pos, "test")
         start = pos
-        pos = fpmod._skip(data, pos, tag & 7)
+        pos = _farmhash._skip(data, pos, tag & 7)
         if tag & 7 == 2:
-            n, start = fpmod._varint(data, start)
+            n, start = _pure.decode_varint(data, start, "test")
         out.append((tag >> 3, data[start:pos]))
     return out
 
@@ -190,7 +191,7 @@ def test_int_map_keys_ascending():
             if num == number:
                 key = [v for n, v in fields(entry) if n == 1]
                 out.append(key[0])  # a varint field's raw bytes
-        return [fpmod._varint(k, 0)[0] for k in out]
+        return [_pure.decode_varint(k, 0, "test")[0] for k in out]
 
     assert int_keys(7) == [0, 1, 2]
     assert int_keys(8) == [0, 1, 2]
@@ -242,7 +243,7 @@ def test_native_reorder_matches_pure():
             plan = fpmod._plan(msg.DESCRIPTOR)
             a = bytearray(msg.SerializeToString(deterministic=True))
             b = bytearray(a)
-            fpmod._reorder_map_entries_py(a, plan)
+            _pure.reorder_map_entries(a, plan)
             _native.reorder_map_entries(b, plan)
             assert a == b
 

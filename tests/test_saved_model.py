@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import tfformats
-from tfformats import fingerprint, protos
+from tfformats import fingerprint
 from tfformats import saved_model as sm_module
 from tfformats.errors import (CheckpointNotFoundError, FormatError, TensorNotFoundError,
                               UnsupportedError)

@@ -6,14 +6,36 @@ from .checkpoint import (CheckpointReader, latest_checkpoint, list_variables, lo
 from .dtypes import DType, as_dtype
 from .errors import (ChecksumError, CheckpointNotFoundError, DeviceError, FormatError,
                      TensorNotFoundError, TFFormatsError, UnsupportedError)
-from .writer import BundleWriter, CheckpointManager, save_checkpoint
-from .convert import (checkpoint_to_npz, checkpoint_to_safetensors, npz_to_checkpoint,
-                      safetensors_to_checkpoint)
-from .saved_model import SavedModel, load_saved_model
-from .graph import graph_constants, load_graph_def
-from .tensor_proto import from_numpy as make_tensor_proto, to_numpy as make_ndarray
 
 __version__ = "0.1.0"
+
+# Writing, SavedModels and converters load on first use, so that reading a
+# checkpoint (and `tfformats ls`) does not pay for them at start-up.
+_LAZY = {
+    "BundleWriter": ("writer", "BundleWriter"),
+    "CheckpointManager": ("writer", "CheckpointManager"),
+    "save_checkpoint": ("writer", "save_checkpoint"),
+    "checkpoint_to_npz": ("convert", "checkpoint_to_npz"),
+    "checkpoint_to_safetensors": ("convert", "checkpoint_to_safetensors"),
+    "npz_to_checkpoint": ("convert", "npz_to_checkpoint"),
+    "safetensors_to_checkpoint": ("convert", "safetensors_to_checkpoint"),
+    "SavedModel": ("saved_model", "SavedModel"),
+    "load_saved_model": ("saved_model", "load_saved_model"),
+    "graph_constants": ("graph", "graph_constants"),
+    "load_graph_def": ("graph", "load_graph_def"),
+    "make_tensor_proto": ("tensor_proto", "from_numpy"),
+    "make_ndarray": ("tensor_proto", "to_numpy"),
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(f".{module}", __name__), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tfformats' has no attribute {name!r}")
 
 
 def implementation():
@@ -25,10 +47,5 @@ __all__ = [
     "CheckpointNotFoundError", "CheckpointReader", "ChecksumError", "DType", "DeviceError",
     "FormatError", "TFFormatsError", "TensorNotFoundError", "UnsupportedError", "as_dtype",
     "implementation", "latest_checkpoint", "list_variables", "load_checkpoint",
-    "open_checkpoint",
-    "BundleWriter", "CheckpointManager", "save_checkpoint",
-    "checkpoint_to_npz", "checkpoint_to_safetensors", "npz_to_checkpoint",
-    "safetensors_to_checkpoint",
-    "SavedModel", "load_saved_model", "graph_constants", "load_graph_def",
-    "make_tensor_proto", "make_ndarray",
+    "open_checkpoint", *_LAZY,
 ]

@@ -10,7 +10,7 @@ import struct
 
 import crc32c as _crc32c
 
-from ._farmhash import fingerprint64, fingerprint_cat64  # noqa: F401  (re-exported)
+from ._farmhash import fingerprint64, fingerprint_cat64, reorder_map_entries  # noqa: F401
 from .errors import ChecksumError, FormatError
 
 MASK_DELTA = 0xA282EAD8

@@ -59,7 +59,7 @@ class BundleReader:
         self.num_shards = header.num_shards
         self.big_endian = header.endianness == protos.BundleHeaderProto.BIG
         self._swap = self.big_endian != (sys.byteorder == "big")
-        self._entries = None   # name -> Entry, filled by a full scan on demand
+        self._decoded = None   # name -> decode_entry tuple, from a scan on demand
         self._shards = {}
 
     def _check_version(self, version):
@@ -73,10 +73,10 @@ class BundleReader:
 
     # --- entries -------------------------------------------------------------
 
-    def _decode(self, key, raw):
-        name = _key_name(key)
+    def _entry(self, name, decoded):
+        """An Entry from decode_entry's tuple, checked before anything uses it."""
         where = f"{self._index_path}: entry {name!r}"
-        enum, shape, shard, offset, size, crc, parts = hot.decode_entry(raw, where)
+        enum, shape, shard, offset, size, crc, parts = decoded
         dtype = dtypes.from_enum(enum, name)
         if shape is None:
             raise FormatError(f"{where}: shape of unknown rank")
@@ -92,27 +92,35 @@ class BundleReader:
                 raise FormatError(f"{where}: slice {part} does not fit shape {list(shape)}")
         return Entry(name, dtype, shape, shard, offset, size, crc, parts)
 
-    def _scan(self):
-        if self._entries is None:
-            entries = {}
-            for key, raw in self._table.items():
-                if key != HEADER_KEY and not slices.is_slice_key(key):
-                    entry = self._decode(key, raw)
-                    entries[entry.name] = entry
-            self._entries = entries
-        return self._entries
+    def _decode(self, key, raw):
+        name = _key_name(key)
+        return self._entry(name, hot.decode_entry(raw, f"{self._index_path}: entry {name!r}"))
+
+    def decoded_entries(self):
+        """name -> decode_entry tuple of every tensor, from one scan of the index.
+
+        Listing uses these as they are (a shape from a damaged index may be
+        odd, but nothing is allocated from it); reads go through `entry()`,
+        which checks every field first.
+        """
+        if self._decoded is None:
+            decoded = {}
+            for block, where in self._table.data_blocks():
+                for key, value in hot.decode_entries(block, where):
+                    decoded[key.decode("utf-8", "surrogateescape")] = value
+            self._decoded = decoded
+        return self._decoded
 
     def entries(self):
         """name -> Entry for every tensor, partitioned parts folded into their tensor."""
-        return self._scan()
+        return {name: self._entry(name, d) for name, d in self.decoded_entries().items()}
 
     def entry(self, name):
         """The Entry of `name`; a lookup when the index has not been scanned."""
-        if self._entries is not None:
-            try:
-                return self._entries[name]
-            except KeyError:
-                pass
+        if self._decoded is not None:
+            decoded = self._decoded.get(name)
+            if decoded is not None:
+                return self._entry(name, decoded)
         else:
             key = name.encode("utf-8", "surrogateescape") if isinstance(name, str) else name
             if key != HEADER_KEY and not slices.is_slice_key(key):

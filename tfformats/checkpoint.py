@@ -9,9 +9,7 @@ import re
 from collections import namedtuple
 from collections.abc import Mapping
 
-from google.protobuf import text_format
-
-from . import fileio, protos
+from . import dtypes, fileio, protos
 from .bundle import BundleReader
 from .errors import CheckpointNotFoundError, FormatError
 
@@ -38,6 +36,8 @@ def read_state(directory, filename=STATE_FILENAME):
             text = f.read()
     except FileNotFoundError:
         return None
+    from google.protobuf import text_format
+
     state = protos.CheckpointState()
     try:
         text_format.Merge(text, state)
@@ -165,10 +165,10 @@ class CheckpointReader(Mapping):
         return self._bundle.read(name)
 
     def __iter__(self):
-        return iter(sorted(self._bundle.entries()))
+        return iter(sorted(self._bundle.decoded_entries()))
 
     def __len__(self):
-        return len(self._bundle.entries())
+        return len(self._bundle.decoded_entries())
 
     def __contains__(self, name):
         return self.has_tensor(name)
@@ -184,10 +184,11 @@ class CheckpointReader(Mapping):
         return self._bundle.entry(name)
 
     def get_variable_to_shape_map(self):
-        return {n: list(e.shape) for n, e in self._bundle.entries().items()}
+        return {n: None if d[1] is None else list(d[1])
+                for n, d in self._bundle.decoded_entries().items()}
 
     def get_variable_to_dtype_map(self):
-        return {n: e.dtype for n, e in self._bundle.entries().items()}
+        return {n: dtypes.from_enum(d[0], n) for n, d in self._bundle.decoded_entries().items()}
 
     def has_tensor(self, name):
         try:

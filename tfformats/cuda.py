@@ -35,6 +35,7 @@ tested on machines without a GPU).
 
 import collections
 import math
+import mmap
 import os
 import re
 import threading
@@ -53,7 +54,7 @@ __all__ = [
 
 MiB = 1 << 20
 DEFAULT_CHUNK = 32 * MiB
-PAGE = getattr(os, "sysconf", lambda _: 4096)("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+PAGE = mmap.PAGESIZE
 HOST_REGISTER_READ_ONLY = 8   # cudaHostRegisterReadOnly (CUDA >= 11.1)
 INSTALL_HINT = "pip install tfformats[cuda]"
 
@@ -467,6 +468,11 @@ def _bundle_of(reader):
     return bundle
 
 
+def _span(hosts, chunk):
+    host, base = hosts[id(chunk.source)]
+    return host[chunk.lo - base:chunk.hi - base]
+
+
 def _contiguous_offset(bounds, shape, itemsize):
     """Byte offset of a slice region in a C-order array if the region is one run, else None."""
     k = 0
@@ -604,7 +610,7 @@ class Uploader:
         try:
             direct, staged = self._register_sources(chunks, hosts, handles)
             for c in direct:
-                src = hosts[id(c.source)][c.lo:c.hi]
+                src = _span(hosts, c)
                 if c.check is not None:
                     crc_futures.append((c, pool.submit(hot.crc32c, src)))
                 backend.copy(c.dst, c.dst_offset, src, stream)
@@ -628,43 +634,43 @@ class Uploader:
         self.stats["verified"] += len(self._checks)
         return out
 
-    def _host_of(self, source, hosts):
-        key = id(source)
-        if key not in hosts:
-            hosts[key] = _host_bytes(source.view(0, source.size()))
-        return hosts[key]
-
     def _register_sources(self, chunks, hosts, handles):
-        """Split chunks into (direct from registered memory, staged)."""
-        spans = {}
+        """Split chunks into (direct from registered memory, staged).
+
+        `hosts` gets, per source, (uint8 view of the bytes the chunks need, the
+        file offset where that view starts).
+        """
+        spans, sources = {}, {}
         for c in chunks:
             if c.source is not None:
-                self._host_of(c.source, hosts)
                 lo, hi = spans.get(id(c.source), (c.lo, c.hi))
                 spans[id(c.source)] = (min(lo, c.lo), max(hi, c.hi))
+                sources[id(c.source)] = c.source
+        for key, (lo, hi) in spans.items():
+            hosts[key] = (_host_bytes(sources[key].view(lo, hi - lo)), lo)
         registered = set()
         for key, (lo, hi) in spans.items() if self.register else ():
-            host = hosts[key]
-            base = _address(host)
-            if base % PAGE == 0:
-                # A memory map: register the whole pages holding the span (the map
-                # itself covers whole pages, so rounding up past the end is safe).
-                lo -= lo % PAGE
-                hi = -(-hi // PAGE) * PAGE
-            if hi <= lo:
+            host, _ = hosts[key]
+            start, stop = _address(host), _address(host) + host.nbytes
+            if (start - lo) % PAGE == 0:
+                # A memory map (addresses and file offsets agree modulo the page
+                # size): register whole pages; the map itself covers whole pages.
+                start -= start % PAGE
+                stop = -(-stop // PAGE) * PAGE
+            if stop <= start:
                 continue
-            handle = self.backend.register(base + lo, hi - lo)
+            handle = self.backend.register(start, stop - start)
             if handle is None:
                 self.stats["registrations_refused"] += 1
                 continue
             handles.append(handle)
             registered.add(key)
             self.stats["registered_sources"] += 1
-            self.stats["registered_bytes"] += hi - lo
+            self.stats["registered_bytes"] += stop - start
         direct, staged = [], []
         for c in chunks:
             if c.source is None:
-                hosts[id(c.host)] = c.host
+                hosts[id(c.host)] = (c.host, 0)
                 staged.append(c._replace(source=c.host))
             elif id(c.source) in registered:
                 direct.append(c)
@@ -686,7 +692,7 @@ class Uploader:
             if event is not None:
                 backend.wait(event)   # the previous copy out of this buffer has landed
             n = c.hi - c.lo
-            np.copyto(buf[:n], hosts[id(c.source)][c.lo:c.hi])
+            np.copyto(buf[:n], _span(hosts, c))
             return hot.crc32c(buf[:n]) if verify and c.check is not None else None
 
         def issue(c, b, fut):

@@ -25,6 +25,10 @@ from google.protobuf import text_format
 
 from . import protos
 from ._impl import hot
+from ._farmhash import (KEY_BYTES as _KEY_BYTES, KEY_SIGNED32 as _KEY_SIGNED32,
+                        KEY_SIGNED64 as _KEY_SIGNED64, KEY_UNSIGNED as _KEY_UNSIGNED,
+                        KEY_ZIGZAG as _KEY_ZIGZAG, MAP_ACTION as _MAP,
+                        MESSAGE_ACTION as _MSG)
 from .errors import CheckpointNotFoundError, FormatError, UnsupportedError
 
 FINGERPRINT_FILENAME = "fingerprint.pb"
@@ -50,9 +54,7 @@ _CALL_OPS = ("PartitionedCall", "StatefulPartitionedCall")
 
 # --- canonical (C++ deterministic) serialization ------------------------------
 
-# Map key kinds, shared with the native walker (native/farmhash.pxi): how a
-# key's raw wire value (varint or little-endian fixed) sorts as C++ sorts it.
-_KEY_BYTES, _KEY_UNSIGNED, _KEY_SIGNED32, _KEY_SIGNED64, _KEY_ZIGZAG = range(5)
+# How C++ orders each kind of map key (see tfformats._farmhash).
 _KEY_KIND = {
     _FD.TYPE_STRING: _KEY_BYTES, _FD.TYPE_BYTES: _KEY_BYTES,
     _FD.TYPE_UINT32: _KEY_UNSIGNED, _FD.TYPE_UINT64: _KEY_UNSIGNED,
@@ -63,21 +65,6 @@ _KEY_KIND = {
     _FD.TYPE_SINT32: _KEY_ZIGZAG, _FD.TYPE_SINT64: _KEY_ZIGZAG,
 }
 
-
-def _signed32(v):
-    v &= 0xFFFFFFFF
-    return v - (1 << 32) if v >> 31 else v
-
-
-_INT_ORDER = {
-    _KEY_UNSIGNED: lambda v: v,
-    _KEY_SIGNED32: _signed32,
-    _KEY_SIGNED64: lambda v: v - (1 << 64) if v >> 63 else v,
-    _KEY_ZIGZAG: lambda v: (v >> 1) ^ -(v & 1),
-}
-
-_MSG = 0  # plan action: recurse into a sub-message
-_MAP = 1  # plan action: put the entries of a map field in C++ order
 
 _plans = {}  # message descriptor -> plan dict, or None when nothing to fix
 
@@ -132,141 +119,6 @@ def _plan(desc):
     return _plans[desc]
 
 
-def _varint(buf, pos):
-    result = shift = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, pos
-        shift += 7
-
-
-def _skip(buf, pos, wire):
-    """Position after a field value of wire type `wire` starting at `pos`."""
-    if wire == 0:
-        while buf[pos] & 0x80:
-            pos += 1
-        return pos + 1
-    if wire == 2:
-        n, pos = _varint(buf, pos)
-        return pos + n
-    if wire == 1:
-        return pos + 8
-    if wire == 5:
-        return pos + 4
-    if wire == 3:  # group: skip fields up to the matching end-group tag
-        while True:
-            tag, pos = _varint(buf, pos)
-            if tag & 7 == 4:
-                return pos
-            pos = _skip(buf, pos, tag & 7)
-    raise FormatError(f"bad wire type {wire} at offset {pos} while serializing")
-
-
-def _reorder_map_entries_py(buf, plan):
-    """Pure-Python twin of the native `reorder_map_entries` (see module doc)."""
-    _fix(buf, 0, len(buf), plan)
-
-
-def _fix(buf, pos, end, plan):
-    """Reorder, in place, the map entries inside buf[pos:end] (one message)."""
-    while pos < end:
-        tag = buf[pos]
-        if tag < 0x80:
-            pos += 1
-        else:
-            tag, pos = _varint(buf, pos)
-        if tag & 7 != 2:
-            pos = _skip(buf, pos, tag & 7)
-            continue
-        start = pos
-        n = buf[pos]
-        if n < 0x80:
-            pos += 1
-        else:
-            n, pos = _varint(buf, pos)
-        stop = pos + n
-        action = plan.get(tag)
-        if action is None:
-            pos = stop
-        elif action[0] == _MSG:
-            _fix(buf, pos, stop, action[1])
-            pos = stop
-        else:
-            pos = _fix_map(buf, start, end, tag, _INT_ORDER.get(action[1]), action[2])
-
-
-def _fix_map(buf, pos, end, tag, key_order, value_plan):
-    """Sort the run of `tag` map entries whose first length prefix is at `pos`.
-
-    Entries of one map field are contiguous in any serializer's output. Sorting
-    moves whole entries, so lengths (and every enclosing length) stay valid.
-    Returns the position after the run.
-    """
-    entries = []
-    run_start = pos - _tag_size(tag)
-    while True:
-        n, body = _varint(buf, pos)
-        stop = body + n
-        key = b"" if key_order is None else 0
-        p = body
-        while p < stop:
-            ftag, p = _varint(buf, p)
-            wire = ftag & 7
-            if ftag >> 3 == 1:
-                if wire == 2:
-                    kn, p = _varint(buf, p)
-                    key = bytes(buf[p:p + kn])
-                    p += kn
-                elif wire == 0:
-                    key, p = _varint(buf, p)
-                elif wire == 1:
-                    key = int.from_bytes(buf[p:p + 8], "little")
-                    p += 8
-                else:
-                    key = int.from_bytes(buf[p:p + 4], "little")
-                    p += 4
-            elif ftag >> 3 == 2 and wire == 2 and value_plan is not None:
-                vn, p = _varint(buf, p)
-                _fix(buf, p, p + vn, value_plan)
-                p += vn
-            else:
-                p = _skip(buf, p, wire)
-        if key_order is not None:
-            key = key_order(key)
-        entries.append((key, run_start if not entries else entry_start, stop))
-        pos = stop
-        if pos >= end:
-            break
-        t, after = _varint(buf, pos)
-        if t != tag:
-            break
-        entry_start = pos
-        pos = after
-    if len(entries) > 1:
-        keys = [e[0] for e in entries]
-        if any(keys[i] > keys[i + 1] for i in range(len(keys) - 1)):
-            entries.sort(key=lambda e: e[0])
-            run_end = pos
-            chunks = b"".join([bytes(buf[s:e]) for _, s, e in entries])
-            buf[run_start:run_end] = chunks
-    return pos
-
-
-def _tag_size(tag):
-    size = 1
-    while tag >= 0x80:
-        tag >>= 7
-        size += 1
-    return size
-
-
-# The native module carries the same walker when it was built (it is ~50x faster).
-_reorder_map_entries = getattr(hot, "reorder_map_entries", None) or _reorder_map_entries_py
-
-
 def canonical_serialize(message):
     """Serialize `message` exactly as C++ `SerializeToStringDeterministic` does.
 
@@ -279,7 +131,7 @@ def canonical_serialize(message):
         return data
     buf = bytearray(data)
     try:
-        _reorder_map_entries(buf, plan)
+        hot.reorder_map_entries(buf, plan)
     except (ValueError, IndexError) as e:  # only if protobuf itself misbehaved
         raise FormatError(f"cannot reorder the map entries of a "
                           f"{message.DESCRIPTOR.full_name}: {e}") from None

@@ -29,7 +29,7 @@ import numpy as np
 from google.protobuf import text_format
 
 from . import dtypes, fingerprint as _fingerprint, protos
-from .checkpoint import OBJECT_GRAPH_KEY, CheckpointReader, object_variables
+from .checkpoint import OBJECT_GRAPH_KEY, CheckpointReader
 from .errors import (CheckpointNotFoundError, FormatError, TensorNotFoundError,
                      UnsupportedError)
 from .graph import parse_message

@@ -9,7 +9,7 @@ import bisect
 import struct
 
 from ._impl import hot
-from .errors import ChecksumError, FormatError
+from .errors import ChecksumError, FormatError, UnsupportedError
 
 MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48
@@ -110,11 +110,15 @@ class Table:
             return None
         return found[1]
 
+    def data_blocks(self):
+        """(contents, where) of every data block, in key order."""
+        for i, (offset, _) in enumerate(self._handles):
+            yield self._data_block(i), f"{self.source.path}: data block at offset {offset}"
+
     def items(self):
         """Every (key, value) in key order, block by block."""
-        for i, (offset, _) in enumerate(self._handles):
-            yield from hot.block_entries(self._data_block(i),
-                                         f"{self.source.path}: data block at offset {offset}")
+        for block, where in self.data_blocks():
+            yield from hot.block_entries(block, where)
 
     def block_count(self):
         return len(self._handles)
@@ -124,6 +128,15 @@ class Table:
 
 def encode_handle(offset, size):
     return hot.encode_varint(offset) + hot.encode_varint(size)
+
+
+def _snappy_compress(data):
+    try:
+        import cramjam
+    except ImportError:
+        raise UnsupportedError("Snappy-compressed tables need the optional extra: "
+                               "`pip install tfformats[snappy]`") from None
+    return bytes(cramjam.snappy.compress_raw(data))
 
 
 def _shortest_separator(start, limit):
@@ -191,15 +204,20 @@ class _BlockBuilder:
 class TableBuilder:
     """Writes a table exactly as TensorFlow's bundle writer does.
 
-    Keys must be added in strictly increasing bytewise order. Blocks are
-    stored uncompressed (bundles never compress, so old readers and builds
-    without Snappy can read them); a data block is cut once it reaches
-    `block_size`, or before an entry at least twice that big.
+    Keys must be added in strictly increasing bytewise order. A data block
+    is cut once it reaches `block_size`, or before an entry at least twice
+    that big. Bundles are stored uncompressed (so old readers and builds
+    without Snappy can read them); `compression=SNAPPY_COMPRESSION` (needs
+    cramjam) writes tables as other TensorFlow tables and old releases did.
     """
 
-    def __init__(self, file, block_size=262144, restart_interval=16):
+    def __init__(self, file, block_size=262144, restart_interval=16,
+                 compression=NO_COMPRESSION):
+        if compression not in (NO_COMPRESSION, SNAPPY_COMPRESSION):
+            raise ValueError(f"unknown table compression type {compression}")
         self._file = file
         self._block_size = block_size
+        self._compression = compression
         self._data = _BlockBuilder(restart_interval)
         self._index = _BlockBuilder(1)
         self._offset = 0
@@ -231,8 +249,13 @@ class TableBuilder:
     def _write_block(self, block):
         contents = block.finish()
         block.reset()
+        kind = NO_COMPRESSION
+        if self._compression == SNAPPY_COMPRESSION:
+            compressed = _snappy_compress(contents)
+            if len(compressed) < len(contents) - len(contents) // 8:  # worth it: >= 12.5%
+                contents, kind = compressed, SNAPPY_COMPRESSION
         handle = encode_handle(self._offset, len(contents))
-        trailer = bytes([NO_COMPRESSION])
+        trailer = bytes([kind])
         crc = hot.mask_crc(hot.crc32c(trailer, hot.crc32c(contents)))
         self._file.write(contents)
         self._file.write(trailer + struct.pack("<I", crc))

@@ -29,8 +29,7 @@ from .dtypes import as_dtype
 from .errors import CheckpointNotFoundError, FormatError, UnsupportedError
 from .sstable import TableBuilder
 
-# Big arrays are written and checksummed in pieces of this size, so a
-# converted copy never exceeds it and the CRC stays hot in cache.
+# Big arrays are converted, checksummed and written in pieces of this size.
 _PIECE = 16 << 20
 _FILE_BUFFER = 8 << 20
 # Pieces at least this big are checksummed on a helper thread while they are
@@ -80,14 +79,16 @@ def _make_dirs(prefix):
 # --- turning values into stored bytes -------------------------------------------
 
 def _array(value, dtype, name):
-    """`value` as an ndarray and the DType to store it as."""
+    """`value` as an ndarray and the DType to store it as (conversion comes later)."""
     if dtype is not None:
         dtype = as_dtype(dtype)
         if dtype.is_string:
             return np.asarray(value, dtype=object), dtype
         if dtype.as_numpy_dtype is None:
             raise UnsupportedError(f"tensor {name!r}: dtype {dtype.name} cannot be written")
-        return np.asarray(value, dtype=dtype.as_numpy_dtype), dtype
+        if not isinstance(value, np.ndarray):
+            value = np.asarray(value, dtype=dtype.as_numpy_dtype)
+        return value, dtype
     array = value if isinstance(value, np.ndarray) else np.asarray(value)
     if array.dtype.kind in "SU" and not isinstance(value, np.ndarray):
         # numpy's fixed-width bytes drop trailing NULs; keep the objects as given
@@ -100,14 +101,28 @@ def _array(value, dtype, name):
     return array, dtype
 
 
-def _numeric_bytes(array, dtype):
-    """A C-contiguous little-endian uint8 view of `array` stored as `dtype`."""
+def _pieces(array, dtype):
+    """The stored bytes of `array` as `dtype`: row-major, little-endian, in pieces.
+
+    Byte-order and dtype conversions happen piece by piece, so a converted
+    copy never exceeds _PIECE bytes (only a non-contiguous array is first
+    copied whole). Contiguous arrays that need no conversion are not copied.
+    """
     target = dtype.as_numpy_dtype.newbyteorder("<")
-    if array.dtype != target:
-        array = array.astype(target)
-    array = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+    flat = np.ascontiguousarray(array).reshape(-1)
     mask = _LOW_BITS.get(dtype.name)
-    return array if mask is None else array & mask
+    step = _PIECE // target.itemsize
+    for start in range(0, flat.size, step):
+        piece = flat[start:start + step]
+        if piece.dtype != target:
+            piece = piece.astype(target)
+        piece = piece.view(np.uint8)
+        yield piece if mask is None else piece & mask
+
+
+def _require_str(name):
+    if not isinstance(name, str):
+        raise TypeError(f"tensor names must be str, got {type(name).__name__} {name!r}")
 
 
 def _string_values(array, name):
@@ -191,8 +206,7 @@ class BundleWriter:
     # names and entries
 
     def _new_key(self, name):
-        if not isinstance(name, str):
-            raise TypeError(f"tensor names must be str, got {type(name).__name__} {name!r}")
+        _require_str(name)
         if self._closed:
             raise FormatError(f"{self.prefix}: the writer is already finished or aborted")
         if not name:
@@ -263,9 +277,8 @@ class BundleWriter:
             data, crc = hot.encode_strings(_string_values(array, name))
             self._store(key, dtype, array.shape, len(data), [data], name, crc)
         else:
-            flat = _numeric_bytes(array, dtype)
-            pieces = (flat[i:i + _PIECE] for i in range(0, flat.size, _PIECE))
-            self._store(key, dtype, array.shape, flat.size, pieces, name)
+            size = array.size * dtype.itemsize
+            self._store(key, dtype, array.shape, size, _pieces(array, dtype), name)
 
     # public API
 
@@ -296,16 +309,17 @@ class BundleWriter:
         if any(d < 0 for d in shape):
             raise FormatError(f"tensor {name!r}: negative dimension in shape {list(shape)}")
         size = math.prod(shape) * dtype.itemsize
-        self._store(key, dtype, shape, size, (self._piece(c, dtype) for c in chunks), name)
+        pieces = (piece for chunk in chunks for piece in self._chunk_pieces(chunk, dtype))
+        self._store(key, dtype, shape, size, pieces, name)
 
     @staticmethod
-    def _piece(chunk, dtype):
+    def _chunk_pieces(chunk, dtype):
         native = dtype.as_numpy_dtype
         if isinstance(chunk, np.ndarray) and chunk.dtype.newbyteorder("<") == native.newbyteorder("<"):
-            return _numeric_bytes(chunk, dtype)
-        piece = np.frombuffer(memoryview(chunk).cast("B"), np.uint8)
+            return _pieces(chunk, dtype)
+        raw = np.frombuffer(memoryview(chunk).cast("B"), np.uint8)
         mask = _LOW_BITS.get(dtype.name)
-        return piece if mask is None else piece & mask
+        return [raw if mask is None else raw & mask]
 
     def add_slice(self, full_name, full_shape, extents, value, dtype=None):
         """Write one part of a partitioned tensor, as TF1 partitioned variables do.
@@ -317,8 +331,7 @@ class BundleWriter:
         """
         full_shape = tuple(int(d) for d in full_shape)
         extents = tuple((int(s), int(n)) for s, n in extents)
-        if not isinstance(full_name, str):
-            self._new_key(full_name)  # raises the TypeError
+        _require_str(full_name)
         if len(extents) != len(full_shape) or any(
                 s < 0 or n < -1 or (n >= 0 and s + n > d) or (n < 0 and s != 0)
                 for (s, n), d in zip(extents, full_shape)):
@@ -449,8 +462,7 @@ def _parse_object_name(name):
 
     `slot` is None or (variable parts, optimizer parts, slot name part).
     """
-    if not isinstance(name, str):
-        raise TypeError(f"tensor names must be str, got {type(name).__name__} {name!r}")
+    _require_str(name)
     path, sep, attribute = name.partition(_ATTRIBUTES)
     if not sep:
         attribute = VARIABLE_VALUE
