@@ -20,6 +20,7 @@ from cpython.list cimport PyList_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
+from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy
 
@@ -606,7 +607,7 @@ cdef list _decode_entries(const unsigned char* p, Py_ssize_t n, object where):
             _key_set(&key, shared, p + pos, non_shared)
             pos += non_shared
             if key.len != 0 and key.data[0] != 0:
-                k = PyBytes_FromStringAndSize(<char*>key.data, key.len)
+                k = PyUnicode_DecodeUTF8(<char*>key.data, key.len, "surrogateescape")
                 error = None
                 try:
                     entry = _decode_entry(p + pos, value_len, where)
@@ -626,14 +627,15 @@ cdef list _decode_entries(const unsigned char* p, Py_ssize_t n, object where):
     return out
 
 
-cdef str _entry_where(object where, bytes key):
-    return f"{where}: entry {key.decode('utf-8', 'surrogateescape')!r}"
+cdef str _entry_where(object where, str name):
+    return f"{where}: entry {name!r}"
 
 
 def decode_entries(block, where):
-    """decode_entry of every tensor entry of a block: a list of (key, entry tuple).
+    """decode_entry of every tensor entry of a block: a list of (name, entry tuple).
 
-    The header entry (key b"") and slice keys (first byte 0) are skipped; errors
+    Names are str (UTF-8, undecodable bytes kept by surrogateescape). The
+    header entry (key b"") and slice keys (first byte 0) are skipped; errors
     in an entry name it after `where`.
     """
     cdef Py_buffer view

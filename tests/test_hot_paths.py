@@ -238,8 +238,8 @@ def test_block_round_trip(hot):
             ((k, v) for k, v in items if k > key), None)
     assert hot.block_seek(block, b"\xff", "b") is None
     entries = hot.decode_entries(block, "b")
-    assert [k for k, _ in entries] == [k for k, _ in items if k]
-    assert all(entry == hot.decode_entry(dict(items)[k], "e") for k, entry in entries)
+    assert [k.encode() for k, _ in entries] == [k for k, _ in items if k]
+    assert all(entry == hot.decode_entry(dict(items)[k.encode()], "e") for k, entry in entries)
 
 
 @pytest.mark.parametrize("hot", IMPLEMENTATIONS)
@@ -261,7 +261,7 @@ def test_decode_entries_skips_header_and_slices_and_names_the_entry(hot):
     with pytest.raises(FormatError, match=r"^blk: entry 'b\\udcff': unsupported protobuf wire type 3$"):
         hot.decode_entries(build_block(items), "blk")
     assert hot.decode_entries(build_block(items[:3]), "blk") == [
-        (b"a", hot.decode_entry(items[2][1], ""))]
+        ("a", hot.decode_entry(items[2][1], ""))]
 
 
 @pytest.mark.parametrize("hot", IMPLEMENTATIONS)

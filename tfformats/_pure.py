@@ -259,16 +259,17 @@ def decode_entry(buf, where):
 
 
 def decode_entries(block, where):
-    """decode_entry of every tensor entry of a block: a list of (key, entry tuple).
+    """decode_entry of every tensor entry of a block: a list of (name, entry tuple).
 
-    The header entry (key b"") and slice keys (first byte 0) are skipped; errors
+    Names are str (UTF-8, undecodable bytes kept by surrogateescape). The
+    header entry (key b"") and slice keys (first byte 0) are skipped; errors
     in an entry name it after `where`.
     """
     out = []
     for key, value in block_entries(block, where):
         if key[:1] != b"" and key[:1] != b"\x00":
             name = key.decode("utf-8", "surrogateescape")
-            out.append((key, decode_entry(value, f"{where}: entry {name!r}")))
+            out.append((name, decode_entry(value, f"{where}: entry {name!r}")))
     return out
 
 

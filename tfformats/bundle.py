@@ -5,6 +5,8 @@ partitioned tensors; it hands out numpy arrays that are read-only zero-copy
 views over the memory-mapped data files unless a copy is asked for.
 """
 
+import contextlib
+import gc
 import math
 import sys
 from collections import namedtuple
@@ -26,6 +28,22 @@ Entry.__doc__ = """One BundleEntryProto: where a tensor lives and what it is.
 
 `shape` is a tuple of ints; `slices` is empty for an ordinary tensor and
 holds one extent tuple per stored part for a partitioned one."""
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Build many small containers without the collector rescanning them all.
+
+    Listing 100,000 entries allocates enough tuples and lists to trigger
+    dozens of collections that find nothing and cost more than the parsing.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def data_filename(prefix, shard, num_shards):
@@ -75,22 +93,28 @@ class BundleReader:
 
     def _entry(self, name, decoded):
         """An Entry from decode_entry's tuple, checked before anything uses it."""
-        where = f"{self._index_path}: entry {name!r}"
         enum, shape, shard, offset, size, crc, parts = decoded
-        dtype = dtypes.from_enum(enum, name)
+        dtype = dtypes.BY_ENUM.get(enum) or dtypes.from_enum(enum, name)
+        if (shape is None or (shape and min(shape) < 0) or offset < 0 or size < 0
+                or (not parts and not 0 <= shard < self.num_shards)
+                or (parts and not _parts_fit(parts, shape))):
+            self._reject(name, decoded)
+        return Entry(name, dtype, shape, shard, offset, size, crc, parts)
+
+    def _reject(self, name, decoded):
+        """Raise the FormatError that says what is wrong with an entry."""
+        where = f"{self._index_path}: entry {name!r}"
+        _, shape, shard, offset, size, _, parts = decoded
         if shape is None:
             raise FormatError(f"{where}: shape of unknown rank")
-        if any(d < 0 for d in shape):
+        if shape and min(shape) < 0:
             raise FormatError(f"{where}: negative dimension in shape {list(shape)}")
-        if not parts and not 0 <= shard < self.num_shards:
-            raise FormatError(f"{where}: shard id {shard} outside 0..{self.num_shards - 1}")
         if offset < 0 or size < 0:
             raise FormatError(f"{where}: negative offset {offset} or size {size}")
-        for part in parts:
-            if len(part) != len(shape) or any(
-                    s < 0 or (n >= 0 and s + n > d) for (s, n), d in zip(part, shape)):
-                raise FormatError(f"{where}: slice {part} does not fit shape {list(shape)}")
-        return Entry(name, dtype, shape, shard, offset, size, crc, parts)
+        if not parts:
+            raise FormatError(f"{where}: shard id {shard} outside 0..{self.num_shards - 1}")
+        bad = next(p for p in parts if not _parts_fit((p,), shape))
+        raise FormatError(f"{where}: slice {bad} does not fit shape {list(shape)}")
 
     def _decode(self, key, raw):
         name = _key_name(key)
@@ -105,15 +129,17 @@ class BundleReader:
         """
         if self._decoded is None:
             decoded = {}
-            for block, where in self._table.data_blocks():
-                for key, value in hot.decode_entries(block, where):
-                    decoded[key.decode("utf-8", "surrogateescape")] = value
+            with gc_paused():
+                for block, where in self._table.data_blocks():
+                    decoded.update(hot.decode_entries(block, where))
             self._decoded = decoded
         return self._decoded
 
     def entries(self):
         """name -> Entry for every tensor, partitioned parts folded into their tensor."""
-        return {name: self._entry(name, d) for name, d in self.decoded_entries().items()}
+        decoded = self.decoded_entries()
+        with gc_paused():
+            return {name: self._entry(name, d) for name, d in decoded.items()}
 
     def entry(self, name):
         """The Entry of `name`; a lookup when the index has not been scanned."""
@@ -261,6 +287,12 @@ class BundleReader:
         for source in self._shards.values():
             source.close()
         self._shards.clear()
+
+
+def _parts_fit(parts, shape):
+    """Whether every slice lies inside `shape` (length -1: the whole dimension)."""
+    return all(len(part) == len(shape) and all(
+        s >= 0 and (n < 0 or s + n <= d) for (s, n), d in zip(part, shape)) for part in parts)
 
 
 def _normalize_index(index, shape):

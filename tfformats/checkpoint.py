@@ -10,7 +10,7 @@ from collections import namedtuple
 from collections.abc import Mapping
 
 from . import dtypes, fileio, protos
-from .bundle import BundleReader
+from .bundle import BundleReader, gc_paused
 from .errors import CheckpointNotFoundError, FormatError
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
@@ -184,11 +184,16 @@ class CheckpointReader(Mapping):
         return self._bundle.entry(name)
 
     def get_variable_to_shape_map(self):
-        return {n: None if d[1] is None else list(d[1])
-                for n, d in self._bundle.decoded_entries().items()}
+        decoded = self._bundle.decoded_entries()
+        with gc_paused():
+            return {n: None if d[1] is None else list(d[1]) for n, d in decoded.items()}
 
     def get_variable_to_dtype_map(self):
-        return {n: dtypes.from_enum(d[0], n) for n, d in self._bundle.decoded_entries().items()}
+        decoded = self._bundle.decoded_entries()
+        try:
+            return {n: dtypes.BY_ENUM[d[0]] for n, d in decoded.items()}
+        except KeyError:  # an unknown enum: let from_enum name the tensor
+            return {n: dtypes.from_enum(d[0], n) for n, d in decoded.items()}
 
     def has_tensor(self, name):
         try:
