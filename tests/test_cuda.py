@@ -70,16 +70,6 @@ def test_parse_device_rejects(spec):
     assert isinstance(info.value, DeviceError) and isinstance(info.value, ValueError)
 
 
-# --- CRC combination -------------------------------------------------------------------
-
-@pytest.mark.parametrize("n1, n2", [(0, 0), (0, 9), (9, 0), (1, 1), (3, 4096), (4096, 3),
-                                    (1000, 1 << 16), (12345, 777)])
-def test_crc32c_combine(n1, n2):
-    rng = np.random.default_rng(n1 * 7 + n2)
-    a, b = rng.bytes(n1), rng.bytes(n2)
-    assert cuda.crc32c_combine(hot.crc32c(a), hot.crc32c(b), n2) == hot.crc32c(a + b)
-
-
 # --- every fixture, bit for bit ----------------------------------------------------------
 
 @pytest.mark.parametrize("register", [True, False], ids=["registered", "staged"])

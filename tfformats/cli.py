@@ -124,7 +124,7 @@ def _listing(reader, pattern=None):
     """
     from fnmatch import fnmatchcase
     bundle = reader._bundle
-    table = bundle.entries()
+    table = bundle.entries(checked=False)
     objects = _object_variables(reader)
     entries = [table[n] for n in sorted(table)]
     if pattern is not None:
@@ -153,7 +153,7 @@ def cmd_ls(args):
                     "object_path": _object_path(var),
                     "attribute": None if var is None else var.attribute,
                     "dtype": entry.dtype.name,
-                    "shape": list(entry.shape),
+                    "shape": None if entry.shape is None else list(entry.shape),
                     "bytes": size,
                     "shard": None if pieces else entry.shard_id,
                     "offset": None if pieces else entry.offset,
@@ -181,7 +181,7 @@ def cmd_ls(args):
             else:
                 paths = ["-"] * len(names)
             kinds = [e.dtype.name for e in entries]
-            shapes = [repr(list(e.shape)) for e in entries]
+            shapes = ["?" if e.shape is None else repr(list(e.shape)) for e in entries]
             nbytes = list(map(str, sizes))
             shards = [str(e.shard_id) if not e.slices else
                       ",".join(str(s) for s in sorted({p.shard_id for p in parts[e.name]}))

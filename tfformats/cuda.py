@@ -45,10 +45,11 @@ import numpy as np
 
 from . import slices
 from ._impl import hot
+from .crc import crc32c_combine
 from .errors import ChecksumError, DeviceError, FormatError, UnsupportedError
 
 __all__ = [
-    "CupyBackend", "HostBackend", "InvalidDeviceError", "Uploader", "crc32c_combine",
+    "CupyBackend", "HostBackend", "InvalidDeviceError", "Uploader",
     "load", "parse_device", "to_device", "upload",
 ]
 
@@ -96,52 +97,6 @@ def parse_device(device):
     if isinstance(ident, (int, np.integer)):
         return parse_device(int(ident))
     raise InvalidDeviceError(f"not a device: {device!r}")
-
-
-# --- CRC-32C combination -----------------------------------------------------------
-# crc(A + B) from crc(A), crc(B) and len(B): multiply crc(A) by x^(8 len(B)) modulo
-# the (reflected) Castagnoli polynomial. Same method as zlib's crc32_combine.
-
-_POLY = 0x82F63B78
-
-
-def _multmodp(a, b):
-    m = 1 << 31
-    p = 0
-    while True:
-        if a & m:
-            p ^= b
-            if not a & (m - 1):
-                return p
-        m >>= 1
-        b = (b >> 1) ^ _POLY if b & 1 else b >> 1
-
-
-def _x2n_table():
-    table = [1 << 30]  # x^1
-    for _ in range(31):
-        table.append(_multmodp(table[-1], table[-1]))
-    return table
-
-
-_X2N = _x2n_table()
-
-
-def _x8nmodp(nbytes):
-    p, k = 1 << 31, 3   # x^0; bit k of the bit count is x^(2^k)
-    while nbytes:
-        if nbytes & 1:
-            p = _multmodp(_X2N[k & 31], p)
-        nbytes >>= 1
-        k += 1
-    return p
-
-
-def crc32c_combine(crc1, crc2, len2):
-    """CRC-32C of A + B given crc1 = CRC(A), crc2 = CRC(B) and len2 = len(B)."""
-    if len2 <= 0:
-        return crc1
-    return _multmodp(_x8nmodp(len2), crc1) ^ crc2
 
 
 # --- backends ------------------------------------------------------------------------

@@ -1,0 +1,78 @@
+"""CRC-32C over big buffers on several cores, and combining partial CRCs.
+
+The CRC functions of both implementations release the GIL on large buffers,
+so pieces of one tensor can be checked on threads and their CRCs combined.
+"""
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from ._impl import hot
+
+# crc(A + B) from crc(A), crc(B) and len(B): appending len(B) bytes multiplies
+# crc(A) by x^(8 len(B)) in GF(2)[x] modulo the Castagnoli polynomial (bit-reflected
+# here, so x^0 is the top bit); then crc(B) is added.
+
+_POLY = 0x82F63B78
+
+
+def _gf2_multiply(a, b):
+    m = 1 << 31
+    p = 0
+    while True:
+        if a & m:
+            p ^= b
+            if not a & (m - 1):
+                return p
+        m >>= 1
+        b = (b >> 1) ^ _POLY if b & 1 else b >> 1
+
+
+def _x_pow_2n_table():
+    table = [1 << 30]  # x^1
+    for _ in range(31):
+        table.append(_gf2_multiply(table[-1], table[-1]))
+    return table
+
+
+_X_POW_2N = _x_pow_2n_table()
+
+
+def _x_pow_8n(nbytes):
+    p, k = 1 << 31, 3   # x^0; bit k of the bit count is x^(2^k)
+    while nbytes:
+        if nbytes & 1:
+            p = _gf2_multiply(_X_POW_2N[k & 31], p)
+        nbytes >>= 1
+        k += 1
+    return p
+
+
+def crc32c_combine(crc1, crc2, len2):
+    """CRC-32C of A + B given crc1 = CRC(A), crc2 = CRC(B) and len2 = len(B)."""
+    if len2 <= 0:
+        return crc1
+    return _gf2_multiply(_x_pow_8n(len2), crc1) ^ crc2
+
+
+# Below this a tensor is checked in one piece: thread hand-offs would cost more.
+PARALLEL_MIN_BYTES = 1 << 20
+_WORKERS = min(4, os.cpu_count() or 1)
+_pool = None
+
+
+def crc32c_parallel(buffer):
+    """CRC-32C of `buffer` (a memoryview), its pieces computed on several cores."""
+    global _pool
+    n = len(buffer)
+    if _WORKERS < 2 or n < PARALLEL_MIN_BYTES:
+        return hot.crc32c(buffer)
+    if _pool is None:
+        _pool = ThreadPoolExecutor(_WORKERS - 1, thread_name_prefix="tfformats-crc")
+    step = -(-n // _WORKERS)
+    cuts = list(range(0, n, step))
+    futures = [_pool.submit(hot.crc32c, buffer[a:a + step]) for a in cuts[1:]]
+    crc = hot.crc32c(buffer[:step])
+    for a, future in zip(cuts[1:], futures):
+        crc = crc32c_combine(crc, future.result(), min(step, n - a))
+    return crc
