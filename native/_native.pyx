@@ -649,6 +649,28 @@ def decode_entries(block, where):
         PyBuffer_Release(&view)
 
 
+def shape_lists(decoded):
+    """{name: list(shape)} from decode_entries results ([(name, entry tuple)]);
+    None where the rank is unknown."""
+    cdef dict out = {}
+    cdef object name, entry, shape
+    for name, entry in <list?>decoded:
+        shape = (<tuple?>entry)[1]
+        out[name] = None if shape is None else list(<tuple?>shape)
+    return out
+
+
+def lookup_column(decoded, Py_ssize_t column, table):
+    """{name: table[entry[column]]} over decode_entries results; KeyError when
+    a value is not in `table`."""
+    cdef dict out = {}
+    cdef dict t = table
+    cdef object name, entry
+    for name, entry in <list?>decoded:
+        out[name] = t[(<tuple?>entry)[column]]
+    return out
+
+
 # --- DT_STRING tensors ------------------------------------------------------------
 
 cdef inline Py_ssize_t _put_length(unsigned char* out, uint64_t n, bint big_endian) noexcept nogil:

@@ -685,3 +685,16 @@ def test_listing_many_entries_parity():
     assert _native.decode_entries(block, "b") == _pure.decode_entries(block, "b")
     for key, value in items[::97]:
         assert _native.block_seek(block, key, "b") == (key, value)
+
+
+@pytest.mark.parametrize("hot", IMPLEMENTATIONS)
+def test_listing_columns(hot):
+    decoded = [entry for block in REAL_BLOCKS for entry in hot.decode_entries(block, "b")]
+    decoded.append(("unknown_rank", (1, None, 0, 0, 0, 0, ())))
+    shapes = hot.shape_lists(decoded)
+    assert shapes == {n: None if d[1] is None else list(d[1]) for n, d in decoded}
+    assert all(type(s) is list for n, s in shapes.items() if n != "unknown_rank")
+    table = {e: f"dtype{e}" for e in range(40)}
+    assert hot.lookup_column(decoded, 0, table) == {n: table[d[0]] for n, d in decoded}
+    with pytest.raises(KeyError):
+        hot.lookup_column(decoded, 0, {})

@@ -273,6 +273,18 @@ def decode_entries(block, where):
     return out
 
 
+def shape_lists(decoded):
+    """{name: list(shape)} from decode_entries results ([(name, entry tuple)]);
+    None where the rank is unknown."""
+    return {n: None if d[1] is None else list(d[1]) for n, d in decoded}
+
+
+def lookup_column(decoded, column, table):
+    """{name: table[entry[column]]} over decode_entries results; KeyError when
+    a value is not in `table`."""
+    return {n: table[d[column]] for n, d in decoded}
+
+
 # --- DT_STRING tensors --------------------------------------------------------
 
 def _length_crc_bytes(length):

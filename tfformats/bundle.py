@@ -78,7 +78,8 @@ class BundleReader:
         self.num_shards = header.num_shards
         self.big_endian = header.endianness == protos.BundleHeaderProto.BIG
         self._swap = self.big_endian != (sys.byteorder == "big")
-        self._decoded = None   # name -> decode_entry tuple, from a scan on demand
+        self._decoded = None   # [(name, decode_entry tuple)], from a scan on demand
+        self._by_name = None   # the same as a dict, built when a read needs it
         self._shards = {}
 
     def _check_version(self, version):
@@ -122,17 +123,17 @@ class BundleReader:
         return self._entry(name, hot.decode_entry(raw, f"{self._index_path}: entry {name!r}"))
 
     def decoded_entries(self):
-        """name -> decode_entry tuple of every tensor, from one scan of the index.
+        """[(name, decode_entry tuple)] of every tensor in key order, from one scan.
 
         Listing uses these as they are (a shape from a damaged index may be
         odd, but nothing is allocated from it); reads go through `entry()`,
         which checks every field first.
         """
         if self._decoded is None:
-            decoded = {}
+            decoded = []
             with gc_paused():
                 for block, where in self._table.data_blocks():
-                    decoded.update(hot.decode_entries(block, where))
+                    decoded += hot.decode_entries(block, where)
             self._decoded = decoded
         return self._decoded
 
@@ -145,16 +146,18 @@ class BundleReader:
         decoded = self.decoded_entries()
         with gc_paused():
             if checked:
-                return {name: self._entry(name, d) for name, d in decoded.items()}
+                return {name: self._entry(name, d) for name, d in decoded}
             try:
-                return {name: Entry(name, dtypes.BY_ENUM[d[0]], *d[1:]) for name, d in decoded.items()}
+                return {name: Entry(name, dtypes.BY_ENUM[d[0]], *d[1:]) for name, d in decoded}
             except KeyError:  # an unknown dtype: let the checked path name it
                 return self.entries()
 
     def entry(self, name):
-        """The Entry of `name`; a lookup when the index has not been scanned."""
+        """The Entry of `name`: from the scan if there was one, else one lookup."""
         if self._decoded is not None:
-            decoded = self._decoded.get(name)
+            if self._by_name is None:
+                self._by_name = dict(self._decoded)
+            decoded = self._by_name.get(name)
             if decoded is not None:
                 return self._entry(name, decoded)
         else:

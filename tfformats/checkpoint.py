@@ -10,6 +10,7 @@ from collections import namedtuple
 from collections.abc import Mapping
 
 from . import dtypes, fileio, protos
+from ._impl import hot
 from .bundle import BundleReader, gc_paused
 from .errors import CheckpointNotFoundError, FormatError
 
@@ -165,7 +166,7 @@ class CheckpointReader(Mapping):
         return self._bundle.read(name)
 
     def __iter__(self):
-        return iter(sorted(self._bundle.decoded_entries()))
+        return (name for name, _ in self._bundle.decoded_entries())  # in key order
 
     def __len__(self):
         return len(self._bundle.decoded_entries())
@@ -186,14 +187,14 @@ class CheckpointReader(Mapping):
     def get_variable_to_shape_map(self):
         decoded = self._bundle.decoded_entries()
         with gc_paused():
-            return {n: None if d[1] is None else list(d[1]) for n, d in decoded.items()}
+            return hot.shape_lists(decoded)
 
     def get_variable_to_dtype_map(self):
         decoded = self._bundle.decoded_entries()
         try:
-            return {n: dtypes.BY_ENUM[d[0]] for n, d in decoded.items()}
+            return hot.lookup_column(decoded, 0, dtypes.BY_ENUM)
         except KeyError:  # an unknown enum: let from_enum name the tensor
-            return {n: dtypes.from_enum(d[0], n) for n, d in decoded.items()}
+            return {n: dtypes.from_enum(d[0], n) for n, d in decoded}
 
     def has_tensor(self, name):
         try:
