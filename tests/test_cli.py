@@ -98,9 +98,9 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal():
 
 
 def _run_on_pty(*args):
-    pty = pytest.importorskip("pty")
-    pytest.importorskip("tqdm")
+    """Run the command with stderr on a pseudo-terminal (POSIX; tqdm is a test dependency)."""
     import fcntl
+    import pty
     import struct
     import termios
     leader, follower = pty.openpty()

@@ -374,7 +374,6 @@ def test_gpu_check_script_on_host_backend(prefix, capsys):
 
 
 def test_gpu_check_script_writes_its_checkpoint(tmp_path, capsys):
-    pytest.importorskip("tfformats.writer", reason="tfformats.writer (save_checkpoint) not there yet")
     rc = _gpu_check().main(["--backend", "host", "--size-gib", "0.005", "--tensors", "9",
                             "--chunk-mib", "1", "--repeat", "1", "--dir", str(tmp_path)])
     out = capsys.readouterr().out
@@ -424,7 +423,7 @@ def test_dlpack_of_read_only_views():
 # --- registration scope and cleanup -------------------------------------------------------
 
 def test_only_the_pages_of_the_requested_tensors_are_registered(tmp_path):
-    writer = pytest.importorskip("tfformats.writer", reason="tfformats.writer not there yet")
+    from tfformats import writer
     arrays = {f"t{i}": np.full(1 << 18, i, dtype=np.float32) for i in range(4)}   # 1 MiB each
     prefix = writer.save_checkpoint(str(tmp_path / "ckpt"), arrays)
     with tfformats.open_checkpoint(prefix) as reader:
