@@ -12,6 +12,7 @@ from tfformats import fingerprint
 from tfformats import saved_model as sm_module
 from tfformats.errors import (CheckpointNotFoundError, FormatError, TensorNotFoundError,
                               UnsupportedError)
+from tfformats.cli import _function_lines, show_all_lines
 from tfformats.saved_model import load_saved_model, parse_keras_metadata
 
 from conftest import FIXTURES, HAVE_TF, requires_tf
@@ -79,41 +80,6 @@ def test_no_fingerprint_is_none():
     assert load_saved_model(FIXTURES / "tf1_builder").fingerprint is None
 
 
-def render_show_all(sm):
-    """`saved_model_cli show --all` from the tfformats API (what the CLI will print)."""
-    lines = []
-    for meta in sorted(sm.meta_graphs, key=lambda m: m.tags):
-        lines += ["", f"MetaGraphDef with tag-set: '{', '.join(meta.tags)}' contains the "
-                  "following SignatureDefs:"]
-        for key, sig in meta.signatures.items():
-            lines += ["", f"signature_def['{key}']:",
-                      "  The given SavedModel SignatureDef contains the following input(s):"]
-            for side, infos in (("inputs", sig.inputs), ("outputs", sig.outputs)):
-                if side == "outputs":
-                    lines.append("  The given SavedModel SignatureDef contains the following "
-                                 "output(s):")
-                for k, info in infos.items():
-                    shape = ("unknown_rank" if info.shape is None else
-                             "(" + ", ".join("-1" if d is None else str(d) for d in info.shape) + ")")
-                    lines += [f"    {side}['{k}'] tensor_info:", f"        dtype: {info.dtype_name}",
-                              f"        shape: {shape}", f"        name: {info.tensor_name}"]
-            lines.append(f"  Method name is: {sig.method_name}")
-        lines.append(f"The MetaGraph with tag set {meta.tags} contains the following ops: OPS")
-    if any(m.is_tf2 for m in sm.meta_graphs):
-        lines += ["", "Concrete Functions:"]
-        for n, (name, concretes) in enumerate(sm.functions().items()):
-            lines += ([""] if n else []) + [f"  Function Name: '{name}'"]
-            for i, cf in enumerate(concretes, 1):
-                lines += [f"    Option #{i}", "      Callable with:"]
-                for j, arg in enumerate(cf.args, 1):
-                    lines.append(f"        Argument #{j}")
-                    if isinstance(arg, sm_module.TensorSpec):
-                        lines.append(f"          {arg.name}: {arg!r}")
-                    else:
-                        lines += [f"          DType: {type(arg).__name__}", f"          Value: {arg}"]
-    return "\n".join(lines)
-
-
 @pytest.mark.parametrize("name", CLI_MODELS)
 def test_api_covers_saved_model_cli_show_all(name):
     sm = load_saved_model(FIXTURES / name)
@@ -121,7 +87,27 @@ def test_api_covers_saved_model_cli_show_all(name):
     ops_line = next(line for line in text.splitlines() if "contains the following ops:" in line)
     ops = ops_line.split("ops: ", 1)[1]
     assert sorted(eval(ops)) == sm.ops()  # a Python set literal, in hash order
-    assert render_show_all(sm).strip() == text.replace(ops, "OPS").strip()
+    in_order = "{" + ", ".join(repr(o) for o in sm.ops()) + "}"
+    # The CLI's layout over this API; it prints the ops sorted.
+    assert "\n".join(show_all_lines(sm)).strip() == text.replace(ops, in_order).strip()
+
+
+def test_show_all_prints_keyword_arguments_by_name():
+    """saved_model_cli iterates the kwargs dict: its keys are what it prints (checked with TF 2.21)."""
+    f32 = tfformats.as_dtype("float32")
+    fn = sm_module.ConcreteFunction("__inference_f_1", [sm_module.TensorSpec("x", [2], f32), False],
+                                    {"scale": sm_module.TensorSpec("scale", [], f32)}, None, [])
+    bounded = sm_module.BoundedTensorSpec("b", [None], f32)
+    shape = sm_module.TensorShape([None, 3])
+    lines = _function_lines({"f": [fn, fn._replace(args=[bounded, shape], kwargs={})]})
+    assert lines[2:] == [
+        "  Function Name: 'f'", "    Option #1", "      Callable with:",
+        "        Argument #1", "          x: TensorSpec(shape=(2,), dtype=tf.float32, name='x')",
+        "        Argument #2", "          DType: bool", "          Value: False",
+        "        Named Argument #1", "          scale",
+        "    Option #2", "      Callable with:",
+        "        Argument #1", "          b: BoundedTensorSpec(shape=(None,), dtype=tf.float32, name='b')",
+        "        Argument #2", "          DType: TensorShape", "          Value: [None, 3, \b\b]"]
 
 
 def test_variables_by_tf_name_path_and_key():
@@ -346,6 +332,23 @@ def test_validate_missing_tensor(tmp_path):
     sm.meta_graphs[0]._signatures = None
     findings = sm.validate()
     assert len(findings) == 1 and "'gone:0'" in findings[0] and "serving_default" in findings[0]
+
+
+def test_findings_dangling_object_graph_references(tmp_path):
+    d = shutil.copytree(FIXTURES / "saved_model_module", tmp_path / "m")
+    os.remove(d / "fingerprint.pb")
+    sm = load_saved_model(d)
+    graph = sm.proto.meta_graphs[0].object_graph_def
+    graph.nodes[0].children.add(node_id=999, local_name="ghost")
+    graph.nodes[0].dependencies.add(node_id=998, local_name="gone")
+    next(iter(graph.concrete_functions.values())).bound_inputs.append(997)
+    (d / "saved_model.pb").write_bytes(sm.serialize())
+    findings = load_saved_model(d).findings()
+    assert {f.check for f in findings} == {"object-graph"}
+    text = " | ".join(f.message for f in findings)
+    assert "'ghost' points to node 999" in text and "'gone' points to node 998" in text
+    assert "captures node 997" in text
+    assert all(m.startswith(f"{d}: meta graph ['serve']: ") for m in load_saved_model(d).validate())
 
 
 def test_validate_missing_asset_and_variables(tmp_path):

@@ -194,219 +194,170 @@ def cmd_ls(args):
 
 
 # --- show --------------------------------------------------------------------------
+# The text layout of `saved_model_cli show`; what is shown comes from tfformats.saved_model.
 
-def _read_saved_model(path):
-    from . import fingerprint
-    path = os.fspath(path)
-    if os.path.isfile(path) and os.path.basename(path) in ("saved_model.pb", "saved_model.pbtxt"):
-        path = os.path.dirname(path) or "."
-    elif not os.path.isdir(path):
-        from .errors import CheckpointNotFoundError
-        raise CheckpointNotFoundError(f"{path}: not a SavedModel directory")
-    return path, fingerprint.read_saved_model(path)
-
-
-def _dtype_enum_names():
-    from . import protos
-    enum = protos.POOL.FindEnumTypeByName("tfformats.DataType")
-    return {v.number: v.name for v in enum.values}
-
-
-def _find_meta_graph(saved_model, directory, tag_set):
+def _find_meta_graph(saved_model, tag_set):
     wanted = {t.strip() for t in tag_set.split(",") if t.strip()}
     if not wanted:
         raise UsageError("--tag_set must contain at least one non-empty tag")
-    for meta_graph in saved_model.meta_graphs:
-        if set(meta_graph.meta_info_def.tags) == wanted:
-            return meta_graph
-    from .errors import TFFormatsError
-    available = ", ".join(repr(",".join(sorted(m.meta_info_def.tags))) for m in saved_model.meta_graphs)
-    raise TFFormatsError(f"{directory}: no MetaGraphDef with tag-set {tag_set!r}; "
-                         f"available tag-sets: {available or 'none'}")
+    try:
+        return saved_model.meta_graph(wanted)
+    except KeyError:
+        from .errors import TFFormatsError
+        available = ", ".join(repr(",".join(sorted(m.tags))) for m in saved_model.meta_graphs)
+        raise TFFormatsError(f"{saved_model.path}: no MetaGraphDef with tag-set {tag_set!r}; "
+                             f"available tag-sets: {available or 'none'}") from None
 
 
 def _signature(meta_graph, key):
-    if key not in meta_graph.signature_def:
+    if key not in meta_graph.signatures:
         from .errors import TFFormatsError
         raise TFFormatsError(f'Could not find signature "{key}". Please choose from: '
-                             f'{", ".join(meta_graph.signature_def.keys())}')
-    return meta_graph.signature_def[key]
+                             f'{", ".join(meta_graph.signatures)}')
+    return meta_graph.signatures[key]
 
 
-def ops_used(graph_def):
-    """Op types a GraphDef uses, following function calls like TF's ops_used_by_graph_def.
-
-    Functions are entered when a node's op names one or when a (Stateful)
-    PartitionedCall's `f` attr does; function names themselves are left out.
-    """
-    functions = {f.signature.name: f for f in graph_def.library.function}
-    used = set()
-    todo = []
-
-    def mark(op):
-        if op not in used and op in functions:
-            todo.append(functions[op])
-        used.add(op)
-
-    def visit(node):
-        mark(node.op)
-        if node.op in ("PartitionedCall", "StatefulPartitionedCall"):
-            mark(node.attr["f"].func.name if "f" in node.attr else "")
-
-    for node in graph_def.node:
-        visit(node)
-    while todo:
-        for node in todo.pop().node_def:
-            visit(node)
-    return sorted(op for op in used if op not in functions)
+def _sorted_meta_graphs(saved_model):
+    return sorted(saved_model.meta_graphs, key=lambda m: m.tags)
 
 
 def _ops_line(meta_graph):
-    ops = ops_used(meta_graph.graph_def)
+    ops = meta_graph.ops()
     text = "{" + ", ".join(repr(o) for o in ops) + "}" if ops else "set()"
-    tags = "[" + ", ".join(repr(t) for t in meta_graph.meta_info_def.tags) + "]"
-    return f"The MetaGraph with tag set {tags} contains the following ops: {text}"
+    return f"The MetaGraph with tag set {meta_graph.tags!r} contains the following ops: {text}"
 
 
-def _tensor_info_lines(info, indent, dtype_names):
+def _tensor_info_lines(info, indent):
     pad = "  " * indent
-    if info.tensor_shape.unknown_rank:
+    if info.shape is None:
         shape = "unknown_rank"
     else:
-        shape = "(" + ", ".join(str(d.size) for d in info.tensor_shape.dim) + ")"
-    return [f"{pad}    dtype: {dtype_names.get(info.dtype, str(info.dtype))}",
+        shape = "(" + ", ".join("-1" if d is None else str(d) for d in info.shape) + ")"
+    return [f"{pad}    dtype: {info.dtype_name}",
             f"{pad}    shape: {shape}",
-            f"{pad}    name: {info.name}"]
+            f"{pad}    name: {info.tensor_name or ''}"]
 
 
-def _signature_lines(signature, indent, dtype_names):
+def _signature_lines(signature, indent):
     pad = "  " * indent
     lines = [f"{pad}The given SavedModel SignatureDef contains the following input(s):"]
-    for key in sorted(signature.inputs):
+    for key, info in signature.inputs.items():
         lines.append(f"{pad}  inputs['{key}'] tensor_info:")
-        lines.extend(_tensor_info_lines(signature.inputs[key], indent + 1, dtype_names))
+        lines.extend(_tensor_info_lines(info, indent + 1))
     lines.append(f"{pad}The given SavedModel SignatureDef contains the following output(s):")
-    for key in sorted(signature.outputs):
+    for key, info in signature.outputs.items():
         lines.append(f"{pad}  outputs['{key}'] tensor_info:")
-        lines.extend(_tensor_info_lines(signature.outputs[key], indent + 1, dtype_names))
+        lines.extend(_tensor_info_lines(info, indent + 1))
     lines.append(f"{pad}Method name is: {signature.method_name}")
     return lines
 
 
-# Python stand-ins for the values of a StructuredValue, printed the way
-# TensorFlow prints the objects it decodes them into.
-
-class _Shape:
-    def __init__(self, proto):
-        self.dims = None if proto.unknown_rank else [None if d.size < 0 else d.size for d in proto.dim]
-
-    def __str__(self):
-        if self.dims is None:
-            return "<unknown>"
-        if len(self.dims) == 1:
-            return f"({self.dims[0]},)"
-        return "(" + ", ".join(str(d) for d in self.dims) + ")"
-
-    def json(self):
-        return self.dims
+def _value_text(value):
+    """One value the way saved_model_cli prints it inside a list or dict."""
+    from .dtypes import DType
+    from .saved_model import NamedTupleValue, TypeSpec
+    if isinstance(value, str):
+        return f"'{value}'"
+    if isinstance(value, DType):
+        return f"<dtype: {value.name!r}>"
+    if isinstance(value, TypeSpec):
+        return f"{_type_spec_class(value)}(...)"
+    if isinstance(value, NamedTupleValue):
+        return f"{value.name}(" + ", ".join(f"{k}={_value_text(v)}" for k, v in value.fields.items()) + ")"
+    return str(value)
 
 
-_TensorShape = type("TensorShape", (_Shape,), {})
+def _type_spec_class(spec):
+    return spec.class_name or spec.type_spec_class
 
 
-class _DType:
-    def __init__(self, enum):
-        self.enum = enum
-
-    @property
-    def name(self):
-        from . import dtypes
-        d = dtypes.BY_ENUM.get(self.enum)
-        return d.name if d is not None else f"dtype_{self.enum}"
-
-    def __str__(self):
-        return f"<dtype: {self.name!r}>"
-
-    def __repr__(self):
-        return f"tf.{self.name}"
-
-    def json(self):
-        return self.name
-
-
-DType = type("DType", (_DType,), {})
-
-
-class TensorSpec:
-    """A TensorSpecProto, printed like tf.TensorSpec."""
-
-    def __init__(self, proto):
-        self.name = proto.name or None
-        self.shape = _Shape(proto.shape)
-        self.dtype = _DType(proto.dtype)
-
-    def __repr__(self):
-        return f"{type(self).__name__}(shape={self.shape}, dtype={self.dtype!r}, name={self.name!r})"
-
-    __str__ = __repr__
-
-    def json(self):
-        return {"kind": type(self).__name__, "name": self.name, "shape": self.shape.json(),
-                "dtype": self.dtype.name}
+def _argument_lines(arguments, kind, indent):
+    """saved_model_cli's _print_args over decoded argument specs (a dict gives its keys)."""
+    from collections.abc import Iterable
+    from .dtypes import DType
+    from .saved_model import NamedTupleValue, TensorSpec, TypeSpec
+    pad = "  " * indent
+    lines = []
+    for index, element in enumerate(arguments, 1):
+        lines.append(f"{pad}{kind} #{index}")
+        if isinstance(element, str):
+            lines.append(f"{pad}  {element}")
+        elif isinstance(element, TensorSpec):
+            lines.append(f"{pad}  {element.name}: {element!r}")
+        elif isinstance(element, TypeSpec):
+            lines.append(f"{pad}  DType: {_type_spec_class(element)}")
+            lines.append(f"{pad}  Value: {_value_text(element)}")
+        elif isinstance(element, DType):
+            lines.append(f"{pad}  DType: DType")
+            lines.append(f"{pad}  Value: {_value_text(element)}")
+        elif isinstance(element, dict):
+            lines.append(f"{pad}  DType: dict")
+            # TF prints "Value: {" then "'k': v, " per item and backspaces over the last ", ".
+            items = "".join(f"'{k}': {_value_text(v)}, " for k, v in element.items())
+            lines.append(f"{pad}  Value: {{{items}\b\b}}")
+        elif isinstance(element, Iterable) and getattr(element, "ndim", 1):
+            values = element.fields.values() if isinstance(element, NamedTupleValue) else element
+            name = element.name if isinstance(element, NamedTupleValue) else type(element).__name__
+            lines.append(f"{pad}  DType: {name}")
+            items = "".join(f"{_value_text(v)}, " for v in values)
+            lines.append(f"{pad}  Value: [{items}\b\b]")
+        else:
+            lines.append(f"{pad}  DType: {type(element).__name__}")
+            lines.append(f"{pad}  Value: {element}")
+    return lines
 
 
-class BoundedTensorSpec(TensorSpec):
-    pass
+def _function_lines(functions):
+    lines = ["", "Concrete Functions:"]
+    for index, (name, options) in enumerate(functions.items()):
+        if index:
+            lines.append("")  # TF starts each function with a newline, the first one on its header line
+        lines.append(f"  Function Name: '{name}'")
+        for number, function in enumerate(options, 1):
+            if function.args:
+                lines.append(f"    Option #{number}")
+                lines.append("      Callable with:")
+                lines.extend(_argument_lines(function.args, "Argument", 4))
+            if function.kwargs:
+                lines.extend(_argument_lines(function.kwargs, "Named Argument", 4))
+    return lines
 
 
-class _TypeSpec:
-    """A TypeSpecProto (ragged, sparse, ...): printed by class name only."""
-
-    def __init__(self, proto):
-        self.class_name = proto.type_spec_class_name or proto.TypeSpecClass.Name(proto.type_spec_class)
-
-    def __str__(self):
-        return f"{self.class_name}(...)"
-
-    def json(self):
-        return {"kind": "TypeSpec", "class": self.class_name}
+def _functions_meta_graph(saved_model):
+    """The meta graph whose object graph lists the functions (the first TF2 one), or None."""
+    return next((m for m in saved_model.meta_graphs if m.is_tf2), None)
 
 
-def _structure(value):
-    """A StructuredValue as nested Python values and the stand-ins above."""
-    kind = value.WhichOneof("kind")
-    if kind is None or kind == "none_value":
-        return None
-    if kind in ("bool_value", "int64_value", "float64_value", "string_value"):
-        return getattr(value, kind)
-    if kind == "list_value":
-        return [_structure(v) for v in value.list_value.values]
-    if kind == "tuple_value":
-        return tuple(_structure(v) for v in value.tuple_value.values)
-    if kind == "dict_value":
-        return {k: _structure(value.dict_value.fields[k]) for k in sorted(value.dict_value.fields)}
-    if kind == "named_tuple_value":
-        from collections import namedtuple
-        nt = value.named_tuple_value
-        cls = namedtuple(nt.name or "namedtuple", [p.key for p in nt.values], rename=True)
-        return cls(*(_structure(p.value) for p in nt.values))
-    if kind == "tensor_shape_value":
-        return _TensorShape(value.tensor_shape_value)
-    if kind == "tensor_dtype_value":
-        return DType(value.tensor_dtype_value)
-    if kind == "tensor_spec_value":
-        return TensorSpec(value.tensor_spec_value)
-    if kind == "bounded_tensor_spec_value":
-        return BoundedTensorSpec(value.bounded_tensor_spec_value)
-    if kind == "type_spec_value":
-        return _TypeSpec(value.type_spec_value)
-    from .tensor_proto import to_numpy
-    return to_numpy(getattr(value, kind), "StructuredValue tensor")
+def show_all_lines(saved_model):
+    """`saved_model_cli show --all` for a tfformats SavedModel, as a list of lines."""
+    lines = []
+    for meta_graph in _sorted_meta_graphs(saved_model):
+        lines.append("")
+        lines.append(f"MetaGraphDef with tag-set: '{', '.join(meta_graph.tags)}' "
+                     "contains the following SignatureDefs:")
+        for key, signature in meta_graph.signatures.items():
+            lines.append("")
+            lines.append(f"signature_def['{key}']:")
+            lines.extend(_signature_lines(signature, 1))
+        lines.append(_ops_line(meta_graph))
+    with_objects = _functions_meta_graph(saved_model)
+    if with_objects is not None:
+        lines.extend(_function_lines(with_objects.functions()))
+    return lines
 
 
 def _structure_json(obj):
-    if hasattr(obj, "json"):
-        return obj.json()
+    from .dtypes import DType
+    from .saved_model import NamedTupleValue, TensorSpec, TypeSpec
+    if isinstance(obj, TensorSpec):
+        return {"kind": type(obj).__name__, "name": obj.name, "shape": obj.shape,
+                "dtype": None if obj.dtype is None else obj.dtype.name}
+    if isinstance(obj, TypeSpec):
+        return {"kind": "TypeSpec", "class": _type_spec_class(obj)}
+    if isinstance(obj, DType):
+        return obj.name
+    if isinstance(obj, NamedTupleValue):
+        return [_structure_json(v) for v in obj.fields.values()]
     if isinstance(obj, dict):
         return {str(k): _structure_json(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -416,170 +367,68 @@ def _structure_json(obj):
     return _json_safe(obj)
 
 
-def _quoted(value):
-    return f"'{value}'" if isinstance(value, str) else str(value)
+def _tensor_info_json(info):
+    return {"dtype": info.dtype_name,
+            "shape": None if info.shape is None else [-1 if d is None else d for d in info.shape],
+            "name": info.tensor_name or ""}
 
 
-def _argument_lines(arguments, kind, indent):
-    pad = "  " * indent
-    lines = []
-    for index, element in enumerate(arguments, 1):
-        lines.append(f"{pad}{kind} #{index}")
-        if isinstance(element, str):
-            lines.append(f"{pad}  {element}")
-        elif isinstance(element, TensorSpec):
-            lines.append(f"{pad}  {element.name}: {element!r}")
-        elif isinstance(element, (list, tuple)):
-            lines.append(f"{pad}  DType: {type(element).__name__}")
-            # TF prints "Value: [" then "v, " per item and backspaces over the last ", ".
-            items = "".join(f"{_quoted(v)}, " for v in element)
-            lines.append(f"{pad}  Value: [{items}\b\b]")
-        elif isinstance(element, dict):
-            lines.append(f"{pad}  DType: dict")
-            items = "".join(f"'{k}': {_quoted(v)}, " for k, v in element.items())
-            lines.append(f"{pad}  Value: {{{items}\b\b}}")
-        else:
-            name = "NoneType" if element is None else type(element).__name__
-            lines.append(f"{pad}  DType: {name}")
-            lines.append(f"{pad}  Value: {element}")
-    return lines
-
-
-def concrete_functions(meta_graph):
-    """[(name, [(concrete function name, args, kwargs)])] for the root's functions.
-
-    What `saved_model_cli show --all` lists under "Concrete Functions:",
-    read from the object graph instead of by loading the model.
-    """
-    graph = meta_graph.object_graph_def
-    if not graph.nodes:
-        return []
-    out = []
-    children = sorted(((c.local_name, c.node_id) for c in graph.nodes[0].children))
-    for name, node_id in children:
-        if not 0 <= node_id < len(graph.nodes):
-            continue
-        node = graph.nodes[node_id]
-        kind = node.WhichOneof("kind")
-        if kind == "function":
-            names = list(node.function.concrete_functions)
-        elif kind == "bare_concrete_function":
-            names = [node.bare_concrete_function.concrete_function_name]
-        else:
-            continue
-        options = []
-        for fn_name in sorted(names):
-            fn = graph.concrete_functions.get(fn_name)
-            args = kwargs = None
-            if fn is not None and fn.HasField("canonicalized_input_signature"):
-                signature = _structure(fn.canonicalized_input_signature)
-                if isinstance(signature, tuple) and len(signature) == 2:
-                    args, kwargs = signature
-            elif kind == "bare_concrete_function":
-                args = list(node.bare_concrete_function.argument_keywords)
-            options.append((fn_name, args, kwargs))
-        out.append((name, options))
-    return out
-
-
-def _function_lines(functions):
-    lines = ["", "Concrete Functions:"]
-    for index, (name, options) in enumerate(functions):
-        if index:
-            lines.append("")  # TF starts each function with a newline, the first one on its header line
-        lines.append(f"  Function Name: '{name}'")
-        for number, (_, args, kwargs) in enumerate(options, 1):
-            if args:
-                lines.append(f"    Option #{number}")
-                lines.append("      Callable with:")
-                lines.extend(_argument_lines(args, "Argument", 4))
-            if kwargs:
-                lines.extend(_argument_lines(kwargs.values() if isinstance(kwargs, dict) else kwargs,
-                                             "Named Argument", 4))
-    return lines
-
-
-def _show_all_lines(saved_model, dtype_names):
-    lines = []
-    meta_graphs = sorted(saved_model.meta_graphs, key=lambda m: list(m.meta_info_def.tags))
-    for meta_graph in meta_graphs:
-        lines.append("")
-        lines.append(f"MetaGraphDef with tag-set: '{', '.join(meta_graph.meta_info_def.tags)}' "
-                     "contains the following SignatureDefs:")
-        for key in sorted(meta_graph.signature_def):
-            lines.append("")
-            lines.append(f"signature_def['{key}']:")
-            lines.extend(_signature_lines(meta_graph.signature_def[key], 1, dtype_names))
-        lines.append(_ops_line(meta_graph))
-    with_objects = [m for m in saved_model.meta_graphs if m.HasField("object_graph_def")]
-    if with_objects:
-        lines.extend(_function_lines(concrete_functions(with_objects[0])))
-    return lines
-
-
-def _tensor_info_json(info, dtype_names):
-    return {"dtype": dtype_names.get(info.dtype, str(info.dtype)),
-            "shape": None if info.tensor_shape.unknown_rank else [d.size for d in info.tensor_shape.dim],
-            "name": info.name}
-
-
-def _signature_json(signature, dtype_names):
+def _signature_json(signature):
     return {"method_name": signature.method_name,
-            "inputs": {k: _tensor_info_json(signature.inputs[k], dtype_names) for k in sorted(signature.inputs)},
-            "outputs": {k: _tensor_info_json(signature.outputs[k], dtype_names) for k in sorted(signature.outputs)}}
+            "inputs": {k: _tensor_info_json(v) for k, v in signature.inputs.items()},
+            "outputs": {k: _tensor_info_json(v) for k, v in signature.outputs.items()}}
 
 
-def _show_json(args, directory, saved_model, dtype_names):
+def _show_json(args, saved_model):
     if args.tag_set is not None and not args.all:
-        meta_graphs = [_find_meta_graph(saved_model, directory, args.tag_set)]
+        meta_graphs = [_find_meta_graph(saved_model, args.tag_set)]
     else:
-        meta_graphs = sorted(saved_model.meta_graphs, key=lambda m: list(m.meta_info_def.tags))
+        meta_graphs = _sorted_meta_graphs(saved_model)
     docs = []
     for meta_graph in meta_graphs:
-        keys = sorted(meta_graph.signature_def)
+        signatures = meta_graph.signatures
         if args.signature_def is not None and not args.all:
-            _signature(meta_graph, args.signature_def)
-            keys = [args.signature_def]
-        doc = {"tags": list(meta_graph.meta_info_def.tags),
-               "signature_defs": {k: _signature_json(meta_graph.signature_def[k], dtype_names) for k in keys}}
+            signatures = {args.signature_def: _signature(meta_graph, args.signature_def)}
+        doc = {"tags": meta_graph.tags,
+               "signature_defs": {k: _signature_json(s) for k, s in signatures.items()}}
         if args.list_ops or args.all:
-            doc["ops"] = ops_used(meta_graph.graph_def)
+            doc["ops"] = meta_graph.ops()
         docs.append(doc)
-    fields = {"path": directory, "meta_graphs": docs}
+    fields = {"path": saved_model.path, "meta_graphs": docs}
     if args.all:
-        with_objects = [m for m in saved_model.meta_graphs if m.HasField("object_graph_def")]
-        fields["concrete_functions"] = None if not with_objects else [
+        with_objects = _functions_meta_graph(saved_model)
+        fields["concrete_functions"] = None if with_objects is None else [
             {"name": name, "options": [
-                {"function": fn, "args": _structure_json(list(a) if a is not None else None),
-                 "kwargs": _structure_json(k)} for fn, a, k in options]}
-            for name, options in concrete_functions(with_objects[0])]
+                {"function": f.name, "args": _structure_json(f.args), "kwargs": _structure_json(f.kwargs)}
+                for f in options]}
+            for name, options in with_objects.functions().items()]
     _emit_json(_json_doc("show", **fields))
     return EXIT_OK
 
 
 def cmd_show(args):
-    directory, saved_model = _read_saved_model(args.dir)
-    dtype_names = _dtype_enum_names()
+    from .saved_model import load_saved_model
+    saved_model = load_saved_model(args.dir)
     if args.json:
-        return _show_json(args, directory, saved_model, dtype_names)
+        return _show_json(args, saved_model)
     lines = []
     if args.all:
-        lines = _show_all_lines(saved_model, dtype_names)
+        lines = show_all_lines(saved_model)
     elif args.tag_set is None:
         if args.list_ops:
             lines.append("--list_ops must be paired with a tag-set or with --all.")
         lines.append("The given SavedModel contains the following tag-sets:")
-        for tags in sorted(sorted(m.meta_info_def.tags) for m in saved_model.meta_graphs):
+        for tags in sorted(sorted(m.tags) for m in saved_model.meta_graphs):
             lines.append(repr(", ".join(tags)))
     else:
-        meta_graph = _find_meta_graph(saved_model, directory, args.tag_set)
+        meta_graph = _find_meta_graph(saved_model, args.tag_set)
         if args.list_ops:
             lines.append(_ops_line(meta_graph))
         if args.signature_def is None:
             lines.append("The given SavedModel MetaGraphDef contains SignatureDefs with the following keys:")
-            lines.extend(f'SignatureDef key: "{k}"' for k in sorted(meta_graph.signature_def))
+            lines.extend(f'SignatureDef key: "{k}"' for k in meta_graph.signatures)
         else:
-            lines.extend(_signature_lines(_signature(meta_graph, args.signature_def), 0, dtype_names))
+            lines.extend(_signature_lines(_signature(meta_graph, args.signature_def), 0))
     sys.stdout.write("\n".join(lines) + "\n")
     return EXIT_OK
 
@@ -865,61 +714,22 @@ def _check_trackable_graph(target, graph, entries, findings, file):
                              file=file, tensor=OBJECT_GRAPH_KEY)
 
 
-def _check_saved_object_graph(target, meta_graph, findings, file):
-    graph = meta_graph.object_graph_def
-    n = len(graph.nodes)
-    functions = graph.concrete_functions
-    library = {f.signature.name for f in meta_graph.graph_def.library.function}
-    for node_id, node in enumerate(graph.nodes):
-        for child in node.children:
-            if not 0 <= child.node_id < n:
-                findings.add(target, "object-graph", f"SavedObjectGraph node {node_id} child "
-                             f"{child.local_name!r} points to node {child.node_id}; the graph has "
-                             f"{n} nodes", file=file)
-        for dep in node.dependencies:
-            if not 0 <= dep.node_id < n:
-                findings.add(target, "object-graph", f"SavedObjectGraph node {node_id} dependency "
-                             f"{dep.local_name!r} points to node {dep.node_id}; the graph has {n} nodes",
-                             file=file)
-        kind = node.WhichOneof("kind")
-        names = []
-        if kind == "function":
-            names = list(node.function.concrete_functions)
-        elif kind == "bare_concrete_function":
-            names = [node.bare_concrete_function.concrete_function_name]
-        for name in names:
-            if name not in functions:
-                findings.add(target, "object-graph", f"SavedObjectGraph node {node_id} names concrete "
-                             f"function {name!r}, which the object graph does not describe", file=file)
-            elif library and name not in library:
-                findings.add(target, "object-graph", f"SavedObjectGraph node {node_id} names function "
-                             f"{name!r}, which is not in the graph's function library", file=file)
-    for name, fn in functions.items():
-        for bound in fn.bound_inputs:
-            if not 0 <= bound < n:
-                findings.add(target, "object-graph", f"concrete function {name!r} captures node {bound}; "
-                             f"the graph has {n} nodes", file=file)
-
-
 def _validate_saved_model(target, directory, findings, args, stats):
     from . import fingerprint, protos
     from .graph import parse_message
     from .errors import TFFormatsError
+    from .saved_model import SAVED_MODEL_PB, SAVED_MODEL_PBTXT, load_saved_model
 
+    pb = os.path.join(directory, SAVED_MODEL_PB)
+    model_file = pb if os.path.exists(pb) else os.path.join(directory, SAVED_MODEL_PBTXT)
     saved_model = None
-    pb = os.path.join(directory, "saved_model.pb")
-    pbtxt = os.path.join(directory, "saved_model.pbtxt")
-    try:
-        if os.path.exists(pb):
-            with open(pb, "rb") as f:
-                saved_model = parse_message(protos.SavedModel, f.read(), pb)
-        elif os.path.exists(pbtxt):
-            with open(pbtxt, "rb") as f:
-                saved_model = parse_message(protos.SavedModel, f.read(), pbtxt, text=True)
-        else:
-            findings.add(target, "proto", "no saved_model.pb or saved_model.pbtxt", file=directory)
-    except (TFFormatsError, OSError) as e:
-        findings.add(target, "proto", e, file=pb if os.path.exists(pb) else pbtxt)
+    if not os.path.exists(model_file):
+        findings.add(target, "proto", "no saved_model.pb or saved_model.pbtxt", file=directory)
+    else:
+        try:
+            saved_model = load_saved_model(directory)
+        except (TFFormatsError, OSError) as e:
+            findings.add(target, "proto", e, file=model_file)
     stats["files"] += saved_model is not None
     for name, cls in (("keras_metadata.pb", protos.SavedMetadata),
                       (fingerprint.FINGERPRINT_FILENAME, protos.FingerprintDef)):
@@ -931,23 +741,15 @@ def _validate_saved_model(target, directory, findings, args, stats):
                 stats["files"] += 1
             except (TFFormatsError, OSError) as e:
                 findings.add(target, "proto", e, file=path)
-    model_file = pb if os.path.exists(pb) else pbtxt
     if saved_model is not None:
-        for meta_graph in saved_model.meta_graphs:
-            if meta_graph.HasField("object_graph_def"):
-                _check_saved_object_graph(target, meta_graph, findings, model_file)
-            for asset in meta_graph.asset_file_def:
-                path = os.path.join(directory, "assets", asset.filename)
-                if not os.path.isfile(path):
-                    findings.add(target, "assets", f"asset {asset.filename!r} (for tensor "
-                                 f"{asset.tensor_info.name!r}) is missing", file=path)
-    fp_path = os.path.join(directory, fingerprint.FINGERPRINT_FILENAME)
-    if os.path.exists(fp_path) and saved_model is not None:
+        # Dangling references, missing assets and variables, the fingerprint.
         try:
-            for message in fingerprint.check_fingerprint(directory):
-                findings.add(target, "fingerprint", message, file=fp_path)
+            for f in saved_model.findings():
+                findings.add(target, f.check, f.message, file=f.file or model_file)
         except TFFormatsError as e:
-            findings.add(target, "fingerprint", e, file=fp_path)
+            findings.add(target, "proto", e, file=model_file)
+        finally:
+            saved_model.close()
     prefix = os.path.join(directory, "variables", "variables")
     if os.path.exists(prefix + ".index"):
         _validate_checkpoint(target, prefix, findings, args, stats)

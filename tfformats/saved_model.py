@@ -31,7 +31,7 @@ from google.protobuf import text_format
 from . import dtypes, fingerprint as _fingerprint, protos
 from .checkpoint import OBJECT_GRAPH_KEY, CheckpointReader
 from .errors import (CheckpointNotFoundError, FormatError, TensorNotFoundError,
-                     UnsupportedError)
+                     TFFormatsError, UnsupportedError)
 from .graph import parse_message
 from .tensor_proto import to_numpy
 
@@ -164,7 +164,19 @@ class TensorSpec(namedtuple("TensorSpec", "name shape dtype")):
             shape = f"({dims},)" if len(self.shape) == 1 else f"({dims})"
         dtype = f"tf.{self.dtype.name}" if self.dtype is not None else "tf.invalid"
         name = "None" if self.name is None else repr(self.name)
-        return f"TensorSpec(shape={shape}, dtype={dtype}, name={name})"
+        return f"{type(self).__name__}(shape={shape}, dtype={dtype}, name={name})"
+
+
+class BoundedTensorSpec(TensorSpec):
+    """A tf.BoundedTensorSpec (its minimum/maximum are not kept); a TensorSpec otherwise."""
+
+    __slots__ = ()
+
+
+class TensorShape(list):
+    """A tf.TensorShape value of known rank: a list of dims, None for an unknown one."""
+
+    __slots__ = ()
 
 
 TypeSpec = namedtuple("TypeSpec", "type_spec_class class_name num_flat_components state")
@@ -180,19 +192,22 @@ def _decode_type_spec(proto):
 
 def decode_structure(value):
     """A StructuredValue as Python: None, numbers, str, lists, tuples, dicts,
-    TensorSpec, TypeSpec, DType, shapes (lists) and numpy arrays."""
+    NamedTupleValue, TensorSpec (BoundedTensorSpec), TypeSpec, DType, shapes
+    (TensorShape, a list; None for an unknown rank) and numpy arrays."""
     kind = value.WhichOneof("kind")
     if kind is None or kind == "none_value":
         return None
     if kind in ("float64_value", "int64_value", "string_value", "bool_value"):
         return getattr(value, kind)
     if kind == "tensor_shape_value":
-        return shape_from_proto(value.tensor_shape_value)
+        dims = shape_from_proto(value.tensor_shape_value)
+        return None if dims is None else TensorShape(dims)
     if kind == "tensor_dtype_value":
         return _dtype_or_none(value.tensor_dtype_value)
     if kind in ("tensor_spec_value", "bounded_tensor_spec_value"):
         spec = getattr(value, kind)
-        return TensorSpec(spec.name or None, shape_from_proto(spec.shape), _dtype_or_none(spec.dtype))
+        cls = TensorSpec if kind == "tensor_spec_value" else BoundedTensorSpec
+        return cls(spec.name or None, shape_from_proto(spec.shape), _dtype_or_none(spec.dtype))
     if kind == "type_spec_value":
         return _decode_type_spec(value.type_spec_value)
     if kind == "list_value":
@@ -328,6 +343,41 @@ def _node_name(tensor_name):
     return head if sep and tail.isdigit() else name
 
 
+def ops_used(graph_def):
+    """Sorted op types a GraphDef uses, as TF's `ops_used_by_graph_def` finds them.
+
+    Library functions are entered when a node's op names one or when a
+    (Stateful)PartitionedCall's `f` attr does, so functions nothing calls are
+    left out; function names themselves are not ops.
+    """
+    functions = {f.signature.name: f for f in graph_def.library.function}
+    used = set()
+    todo = []
+
+    def mark(op):
+        if op not in used and op in functions:
+            todo.append(functions[op])
+        used.add(op)
+
+    def visit(node):
+        mark(node.op)
+        if node.op in ("PartitionedCall", "StatefulPartitionedCall"):
+            mark(node.attr["f"].func.name if "f" in node.attr else "")
+
+    for node in graph_def.node:
+        visit(node)
+    while todo:
+        for node in todo.pop().node_def:
+            visit(node)
+    return sorted(op for op in used if op not in functions)
+
+
+Finding = namedtuple("Finding", "check message file")
+Finding.__doc__ = """One problem `findings()` reports: `check` names the kind ("signature",
+"assets", "object-graph", "variables", "fingerprint"), `message` says what is wrong
+(without the directory in front), `file` is the file concerned or None."""
+
+
 class MetaGraph:
     """One MetaGraphDef of a SavedModel. `proto` is the message itself."""
 
@@ -381,12 +431,9 @@ class MetaGraph:
         return self._signatures
 
     def ops(self):
-        """Sorted names of every op used by the graph and its library functions."""
-        graph = self.proto.graph_def
-        names = {n.op for n in graph.node}
-        for function in graph.library.function:
-            names.update(n.op for n in function.node_def)
-        return sorted(names)
+        """Sorted names of the ops the graph uses, following its function calls
+        (the set `saved_model_cli show --all` prints; see `ops_used`)."""
+        return ops_used(self.proto.graph_def)
 
     # object graph
     def _tree(self):
@@ -418,17 +465,29 @@ class MetaGraph:
         """What `saved_model_cli show --all` lists under "Concrete Functions".
 
         Child name of the root -> its ConcreteFunctions sorted by name, for the
-        root's children that are functions, sorted by child name.
+        root's children that are functions, sorted by child name. A bare
+        concrete function saved without an input signature lists its argument
+        keywords (strings) as `args`, as TensorFlow does for it.
         """
         root = self.object_graph
         if root is None:
             return {}
+        saved = self.proto.object_graph_def.concrete_functions
         out = {}
         for name in sorted(root.children):
             node = root.children[name]
-            if node.kind in ("function", "bare_concrete_function"):
+            if node.kind == "function":
                 out[name] = [self.concrete_functions[f] for f in sorted(node.concrete_functions)
                              if f in self.concrete_functions]
+            elif node.kind == "bare_concrete_function":
+                (f,) = node.concrete_functions
+                fn = self.concrete_functions.get(f)
+                signature = saved[f].canonicalized_input_signature if fn is not None else None
+                if signature is None or signature.WhichOneof("kind") in (None, "none_value"):
+                    keywords = list(node.proto.bare_concrete_function.argument_keywords)
+                    fn = (ConcreteFunction(f, keywords, {}, None, []) if fn is None
+                          else fn._replace(args=keywords, kwargs={}))
+                out[name] = [fn]
         return out
 
     def variable_infos(self):
@@ -477,34 +536,61 @@ class MetaGraph:
             out.append(Asset(asset.filename, path, os.path.isfile(path), asset.tensor_info.name))
         return out
 
-    def validate(self):
-        """Findings (strings) about dangling references inside this meta graph."""
-        findings = []
-        where = f"meta graph {self.tags}"
+    def findings(self):
+        """Finding of every dangling reference inside this meta graph: signature
+        tensors the graph lacks, missing asset files, object-graph references to
+        nodes or concrete functions that are not there."""
+        out = []
         node_names = {n.name for n in self.proto.graph_def.node}
         for key, sig in self.signatures.items():
             for side, infos in (("input", sig.inputs), ("output", sig.outputs)):
                 for info in infos.values():
                     for tensor in info.tensor_names():
                         if _node_name(tensor) not in node_names:
-                            findings.append(f"{where}: signature {key!r} {side} {info.key!r} "
-                                            f"names tensor {tensor!r}, but the graph has no "
-                                            f"node {_node_name(tensor)!r}")
+                            out.append(Finding("signature", f"signature {key!r} {side} {info.key!r} "
+                                               f"names tensor {tensor!r}, but the graph has no "
+                                               f"node {_node_name(tensor)!r}", None))
         for asset in self.assets():
             if not asset.exists:
-                findings.append(f"{where}: asset {asset.filename!r} is missing ({asset.path})")
-        nodes = self._tree()
-        funcs = self.proto.object_graph_def.concrete_functions
-        for node in nodes:
+                out.append(Finding("assets", f"asset {asset.filename!r} (for tensor "
+                                   f"{asset.tensor_name!r}) is missing", asset.path))
+        if self.is_tf2:
+            out.extend(self._object_graph_findings())
+        return out
+
+    def _object_graph_findings(self):
+        out = []
+        graph = self.proto.object_graph_def
+        n = len(graph.nodes)
+        functions = graph.concrete_functions
+        library = {f.signature.name for f in self.proto.graph_def.library.function}
+
+        def add(message):
+            out.append(Finding("object-graph", message, None))
+
+        for node in self._tree():
+            node_id = node.node_id
+            for what, refs in (("child", node.proto.children), ("dependency", node.proto.dependencies)):
+                for ref in refs:
+                    if not 0 <= ref.node_id < n:
+                        add(f"SavedObjectGraph node {node_id} {what} {ref.local_name!r} points to "
+                            f"node {ref.node_id}; the graph has {n} nodes")
             for name in node.concrete_functions:
-                if name not in funcs:
-                    findings.append(f"{where}: object {node.node_id} ({node.path}) refers to "
-                                    f"concrete function {name!r}, which is not saved")
-            for ref in node.proto.children:
-                if not 0 <= ref.node_id < len(nodes):
-                    findings.append(f"{where}: object {node.node_id} child {ref.local_name!r} "
-                                    f"points at node {ref.node_id} of {len(nodes)}")
-        return findings
+                if name not in functions:
+                    add(f"SavedObjectGraph node {node_id} names concrete function {name!r}, "
+                        "which the object graph does not describe")
+                elif library and name not in library:
+                    add(f"SavedObjectGraph node {node_id} names function {name!r}, which is not "
+                        "in the graph's function library")
+        for name, fn in functions.items():
+            for bound in fn.bound_inputs:
+                if not 0 <= bound < n:
+                    add(f"concrete function {name!r} captures node {bound}; the graph has {n} nodes")
+        return out
+
+    def validate(self):
+        """`findings()` as strings, each starting with the meta graph's tags."""
+        return [f"meta graph {self.tags}: {f.message}" for f in self.findings()]
 
     def __repr__(self):
         return f"<MetaGraph tags={self.tags} signatures={list(self.signatures)}>"
@@ -805,31 +891,51 @@ class SavedModel:
             self._variables = SavedModelVariables(self)
         return self._variables
 
-    def validate(self):
-        """Findings (strings) about the directory; empty when all is consistent.
+    def findings(self):
+        """Finding of every inconsistency in the directory; empty when there is none.
 
-        Covers signature tensors missing from the graph, missing assets,
-        dangling object-graph references, variables missing from the bundle,
-        and a fingerprint.pb that does not match the files.
+        Covers what `MetaGraph.findings()` does for each meta graph, variables
+        missing from (or no) variables bundle, and a fingerprint.pb that does
+        not match the files (or cannot be read).
         """
-        findings = []
+        out = []
         for meta in self.meta_graphs:
-            findings.extend(meta.validate())
+            out.extend(meta.findings())
+        return out + self._directory_findings()
+
+    def _directory_findings(self):
+        out = []
         infos = [v for v in self.variable_infos() if v.key is not None] if self.meta_graphs else []
         if infos:
+            index = os.path.join(self.path, VARIABLES_PREFIX) + ".index"
             try:
                 reader = self.variables.reader
-            except CheckpointNotFoundError as e:
-                findings.append(str(e))
+            except CheckpointNotFoundError:
+                out.append(Finding("variables", f"SavedModel has no variables (no {index})", index))
+            except TFFormatsError as e:
+                out.append(Finding("variables", f"variables bundle unreadable ({e})", index))
             else:
                 for info in infos:
                     if info.key not in reader:
-                        findings.append(f"{self.path}: variable {info.name!r} "
-                                        f"({info.path or info.key}) is not in the checkpoint "
-                                        f"under {info.key!r}")
-        if self.format == "pb" and os.path.exists(os.path.join(self.path, FINGERPRINT)):
-            findings.extend(_fingerprint.check_fingerprint(self.path))
-        return findings
+                        out.append(Finding("variables", f"variable {info.name!r} "
+                                           f"({info.path or info.key}) is not in the checkpoint "
+                                           f"under {info.key!r}", index))
+        path = os.path.join(self.path, FINGERPRINT)
+        if self.format == "pb" and os.path.exists(path):
+            try:
+                out.extend(Finding("fingerprint", m, path)
+                           for m in _fingerprint.check_fingerprint(self.path))
+            except TFFormatsError as e:
+                out.append(Finding("fingerprint", str(e), path))
+        return out
+
+    def validate(self):
+        """`findings()` as strings, each starting with the directory (and, for
+        those about a meta graph, its tags)."""
+        out = []
+        for meta in self.meta_graphs:
+            out.extend(f"{self.path}: {m}" for m in meta.validate())
+        return out + [f"{self.path}: {f.message}" for f in self._directory_findings()]
 
     # --- editing ------------------------------------------------------------------
 
