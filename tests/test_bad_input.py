@@ -134,15 +134,16 @@ def test_unsupported_dtype_names_tensor_and_dtype(tmp_path):
 # --- hand-made entries: lengths, offsets and shapes the file cannot back ---------
 
 def write_index(tmp_path, entries, data=b"\x00" * 64, num_shards=1):
-    """A bundle whose index holds exactly `entries` (name -> BundleEntryProto)."""
+    """A bundle whose index holds exactly `entries` (name or key bytes -> BundleEntryProto)."""
     from tfformats.sstable import TableBuilder
     header = protos.BundleHeaderProto(num_shards=num_shards)
     header.version.producer = 1
     with open(tmp_path / "b.index", "wb") as f:
         builder = TableBuilder(f)
         builder.add(b"", header.SerializeToString())
-        for name in sorted(entries):
-            builder.add(name.encode(), entries[name].SerializeToString())
+        keyed = {n if isinstance(n, bytes) else n.encode(): e for n, e in entries.items()}
+        for key in sorted(keyed):
+            builder.add(key, keyed[key].SerializeToString())
         builder.finish()
     for shard in range(num_shards):
         (tmp_path / f"b.data-{shard:05d}-of-{num_shards:05d}").write_bytes(data)
@@ -220,3 +221,28 @@ def test_future_bundle_version_is_refused(tmp_path):
         builder.finish()
     with pytest.raises(tff.UnsupportedError, match="min consumer 3"):
         tff.open_checkpoint(tmp_path / "b")
+
+
+@pytest.mark.parametrize("extents", [
+    [((0, 2),), ((1, 2),)],            # overlap hiding a gap at the end; sizes add up
+    [((0, 1),), ((2, 2),)],            # a gap
+    [((0, 3),), ((0, 3),), ((3, 1),)],  # a duplicate part
+])
+def test_partitioned_parts_must_tile_the_tensor(tmp_path, extents):
+    from tfformats import slices
+    full = make_entry(shape=(4,), size=0)
+    entries = {}
+    offset = 0
+    for ext in extents:
+        full.slices.add().extent.add(start=ext[0][0], length=ext[0][1])
+        length = ext[0][1]
+        entries[slices.slice_key("p", ext)] = make_entry(
+            shape=(length,), offset=offset, size=4 * length)
+        offset += 4 * length
+    entries["p"] = full
+    prefix = write_index(tmp_path, entries)
+    with tff.open_checkpoint(prefix, verify=False) as reader:
+        with pytest.raises(tff.FormatError, match="do not tile"):
+            reader["p"]
+        with pytest.raises(tff.FormatError, match="do not tile"):
+            reader.get_slice("p")[1:3]

@@ -242,27 +242,38 @@ class BundleReader:
         array[:] = values
         return array.reshape(entry.shape)
 
-    def _assemble(self, entry, verify):
-        """Build a partitioned tensor whole from its stored parts."""
+    def _parts(self, entry):
+        """[(bounds, part Entry)] of a partitioned tensor, checked to tile it exactly.
+
+        Gaps would hand out uninitialised memory and overlaps would hide them,
+        so the parts must be disjoint and add up to the whole tensor.
+        """
         dtype = entry.dtype
         if dtype.is_string or dtype.as_numpy_dtype is None:
             raise UnsupportedError(f"{self._index_path}: partitioned tensor {entry.name!r} "
                                    f"has dtype {dtype.name}, which cannot be assembled")
-        parts = [(ext, self._part_entry(entry.name, ext)) for ext in entry.slices]
-        covered = sum(math.prod(p.shape) for _, p in parts)
-        if covered < math.prod(entry.shape):
-            raise FormatError(f"{self._index_path}: the parts of {entry.name!r} cover "
-                              f"{covered} of its {math.prod(entry.shape)} elements")
-        out = np.empty(entry.shape, dtype=dtype.as_numpy_dtype)
-        for extents, part in parts:
+        parts = []
+        for extents in entry.slices:
+            part = self._part_entry(entry.name, extents)
             bounds = slices.resolve(extents, entry.shape)
             want = tuple(b - a for a, b in bounds)
             if part.shape != want or part.dtype != dtype:
                 raise FormatError(f"{self._index_path}: part {list(extents)} of {entry.name!r} "
                                   f"is {part.dtype.name}{list(part.shape)}, expected "
                                   f"{dtype.name}{list(want)}")
+            parts.append((bounds, part))
+        total = math.prod(entry.shape)
+        covered = sum(math.prod(p.shape) for _, p in parts)
+        if covered != total or not slices.disjoint([b for b, _ in parts]):
+            raise FormatError(f"{self._index_path}: the parts of {entry.name!r} do not tile "
+                              f"its shape {list(entry.shape)} exactly")
+        return parts
+
+    def _assemble(self, entry, verify):
+        """Build a partitioned tensor whole from its stored parts."""
+        out = np.empty(entry.shape, dtype=entry.dtype.as_numpy_dtype)
+        for bounds, part in self._parts(entry):
             out[tuple(slice(a, b) for a, b in bounds)] = self.read_entry(part, verify=verify)
-        out.flags.writeable = True
         return out
 
     def read_region(self, name, index):
@@ -279,8 +290,7 @@ class BundleReader:
         if ranges is None:  # fancy indexing: assemble, then index
             return self._assemble(entry, self.verify)[index]
         out = np.empty(tuple(len(r) for r in ranges), dtype=entry.dtype.as_numpy_dtype)
-        for extents in entry.slices:
-            bounds = slices.resolve(extents, entry.shape)
+        for bounds, part in self._parts(entry):
             src, dst = [], []
             for r, (a, b) in zip(ranges, bounds):
                 # Positions k of r with a <= r[k] < b (r has a positive step).
@@ -291,7 +301,6 @@ class BundleReader:
                 src.append(slice(r[k0] - a, r[k1 - 1] - a + 1, r.step))
                 dst.append(slice(k0, k1))
             else:
-                part = self._part_entry(entry.name, extents)
                 out[tuple(dst)] = self.read_entry(part, verify=False)[tuple(src)]
         return out.reshape([len(r) for i, r in enumerate(ranges) if i not in squeeze])
 

@@ -58,6 +58,21 @@ def resolve(extents, full_shape):
                  for (start, length), dim in zip(extents, full_shape))
 
 
+def disjoint(boxes):
+    """Whether no two boxes (((start, stop), ...) per dimension) share an element."""
+    order = sorted(b for b in boxes if all(a < e for a, e in b))  # empty boxes hold nothing
+    if order and not order[0]:  # rank 0: every box is the one element
+        return len(order) == 1
+    # Sorted by first-dimension start, so the inner sweep can stop early.
+    for i, a in enumerate(order):
+        for b in order[i + 1:]:
+            if b[0][0] >= a[0][1]:
+                break
+            if all(bs < ae and as_ < be for (as_, ae), (bs, be) in zip(a, b)):
+                return False
+    return True
+
+
 def covers_all(extents, full_shape):
     return all(length < 0 or (start == 0 and length == dim)
                for (start, length), dim in zip(extents, full_shape))
