@@ -19,10 +19,10 @@ import pytest
 
 import tfformats
 from tfformats import cuda
-from tfformats._impl import hot
-from tfformats.errors import ChecksumError, DeviceError, UnsupportedError
+from tfformats.errors import ChecksumError, DeviceError, FormatError, UnsupportedError
 
 from conftest import FIXTURES, assert_same_tensor, copy_fixture, expected_array, expected_checkpoints
+from test_bad_input import make_entry, write_index
 
 CHECKPOINTS = expected_checkpoints()
 DTYPES = FIXTURES / "dtypes" / "ckpt"
@@ -39,6 +39,7 @@ def host_upload(path_or_reader, names=None, **kwargs):
     finally:
         backend.close()
     assert not backend.registered, "every registration must be undone"
+    assert not backend.counts["pinned_freed_in_flight"], "a staging buffer outlived by its copy"
     return out, stats, backend
 
 
@@ -170,6 +171,28 @@ def test_staging_buffers_fewer_than_chunks_reused_safely():
         assert stats["staged_chunks"] > 10 * stats["staging_buffers"] / 2
         assert backend.counts["pinned_buffers"] == 2
         assert_matches_host(reader, out)
+
+
+def test_staging_buffers_outlive_their_copies():
+    # CuPy's pinned pool reuses a freed buffer at once, so the buffers must be
+    # kept until the stream has drained, not only until the last copy is queued.
+    with tfformats.open_checkpoint(SHARDED) as reader:
+        out, stats, backend = host_upload(reader, chunk_size=16, register=False,
+                                          staging_buffers=2, delay=0.001)
+        assert backend.counts["pinned_buffers"] == 2
+        assert backend.counts["pinned_freed_in_flight"] == 0
+        assert_matches_host(reader, out)
+
+
+def test_host_backend_catches_a_pinned_buffer_freed_in_flight():
+    backend = cuda.HostBackend(delay=0.05)
+    try:
+        buf = backend.pinned(16)
+        backend.copy(np.empty(16, np.uint8), 0, buf, backend.stream())
+        del buf
+        assert backend.counts["pinned_freed_in_flight"] == 1
+    finally:
+        backend.close()
 
 
 def test_host_backend_catches_early_buffer_reuse():
@@ -435,6 +458,80 @@ def test_only_the_pages_of_the_requested_tensors_are_registered(tmp_path):
         out, stats, _ = host_upload(reader)
         assert stats["registered_bytes"] >= 4 << 20
         assert_matches_host(reader, out)
+
+
+def test_overlapping_parts_are_refused_not_left_uninitialised(tmp_path):
+    # Parts [0, 2) and [1, 3) of a 4-element tensor add up to 4 elements but
+    # leave element 3 unwritten; the host reader refuses this, so must we.
+    from tfformats import slices
+    full = make_entry(shape=(4,), size=0)
+    entries = {}
+    for i, (start, length) in enumerate([(0, 2), (1, 2)]):
+        full.slices.add().extent.add(start=start, length=length)
+        entries[slices.slice_key("p", ((start, length),))] = make_entry(
+            shape=(length,), offset=8 * i, size=4 * length)
+    entries["p"] = full
+    prefix = write_index(tmp_path, entries)
+    with tfformats.open_checkpoint(prefix, verify=False) as reader:
+        with pytest.raises(FormatError, match="do not tile"):
+            host_upload(reader, ["p"], verify=False)
+
+
+def test_one_failed_unregistration_still_undoes_the_others():
+    class Failing(cuda.HostBackend):
+        def unregister(self, handle):
+            self.counts["unregister_calls"] += 1
+            if self.counts["unregister_calls"] == 1:
+                raise RuntimeError("unregister failed")
+            super().unregister(handle)
+
+    backend = Failing()
+    try:
+        with tfformats.open_checkpoint(SHARDED) as reader:
+            assert reader._bundle.num_shards > 1
+            with pytest.raises(RuntimeError, match="unregister failed"):
+                cuda.upload(reader, backend=backend)
+        assert backend.counts["unregister_calls"] == reader._bundle.num_shards
+        assert len(backend.registered) == 1   # only the one that failed
+    finally:
+        backend.close()
+
+
+def test_cupy_stream_waits_for_work_queued_on_the_current_stream(monkeypatch):
+    # The device arrays come from CuPy's pool on the current stream, maybe from
+    # blocks that queued work still reads: the non-blocking upload stream must
+    # wait for that work before copying into them.
+    calls = []
+
+    class Stream:
+        def __init__(self, non_blocking=False):
+            calls.append(("new stream", non_blocking))
+
+        def record(self):
+            calls.append("record current")
+            return "event"
+
+        def wait_event(self, event):
+            calls.append(("wait", event))
+
+    class Device:
+        def __init__(self, ordinal):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    current = Stream()
+    calls.clear()
+    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(
+        runtime=types.SimpleNamespace(getDeviceCount=lambda: 1), Device=Device, Stream=Stream,
+        get_current_stream=lambda: current))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    cuda.CupyBackend("cuda:0").stream()
+    assert calls == [("new stream", True), "record current", ("wait", "event")]
 
 
 @pytest.mark.parametrize("register", [True, False], ids=["registered", "staged"])

@@ -38,7 +38,8 @@ import math
 import mmap
 import os
 import re
-import threading
+import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -184,7 +185,12 @@ class CupyBackend:
 
     def stream(self):
         with self._dev:
-            return self.cp.cuda.Stream(non_blocking=True)
+            stream = self.cp.cuda.Stream(non_blocking=True)
+            # The arrays we copy into came from CuPy's pool on the current
+            # stream, maybe from blocks that work queued there still reads; a
+            # non-blocking stream does not wait for it unless told to.
+            stream.wait_event(self.cp.cuda.get_current_stream().record())
+            return stream
 
     def copy(self, dst, byte_offset, src, stream):
         rt = self.cp.cuda.runtime
@@ -231,7 +237,7 @@ class _HostStream:
 
         def op():
             if delay:
-                threading.Event().wait(delay)
+                time.sleep(delay)
             fn(*args)
         self._last = self._pool.submit(op)
         return self._last
@@ -256,7 +262,10 @@ class HostBackend:
     `refuse_register=True` makes every registration fail (as CUDA does for
     some mappings); `supported` limits the dtypes (e.g. to CuPy's); with
     `strict=True` a copy from memory that is neither registered nor pinned
-    is an error, as it would be slow or unsafe on a real device.
+    is an error, as it would be slow or unsafe on a real device. A pinned
+    buffer dropped while a copy from it is still queued is counted in
+    `counts["pinned_freed_in_flight"]`: CuPy's pinned pool would hand that
+    memory to the next allocation.
     """
 
     name = "host"
@@ -273,6 +282,7 @@ class HostBackend:
         self.pinned_ranges = []
         self.counts = collections.Counter()
         self._streams = []
+        self._copies = collections.deque()   # (source address, future) of queued copies
 
     def model(self):
         return "host memory (HostBackend)"
@@ -302,10 +312,21 @@ class HostBackend:
         del self.registered[handle]
 
     def pinned(self, nbytes):
-        buf = np.empty(nbytes, dtype=np.uint8)
-        self.pinned_ranges.append((_address(buf), _address(buf) + nbytes))
+        # Hand out a view: the copies queued from it hold views of `memory`,
+        # not of the buffer, so dropping the buffer is seen, as CuPy would.
+        memory = np.empty(nbytes, dtype=np.uint8)
+        buf = memory[:]
+        span = (_address(memory), _address(memory) + nbytes)
+        self.pinned_ranges.append(span)
         self.counts["pinned_buffers"] += 1
+        weakref.finalize(buf, self._pinned_freed, span)
         return buf
+
+    def _pinned_freed(self, span):
+        self.pinned_ranges.remove(span)
+        lo, hi = span
+        if any(lo <= a < hi and not f.done() for a, f in self._copies):
+            self.counts["pinned_freed_in_flight"] += 1
 
     def stream(self):
         s = _HostStream(self.delay)
@@ -335,9 +356,13 @@ class HostBackend:
             raise RuntimeError(f"copy of {src.nbytes} bytes at {byte_offset} overflows "
                                f"a {flat.nbytes}-byte array")
 
+        src = src[:]   # hold the memory, not the caller's buffer object (see `pinned`)
+
         def op():
             flat[byte_offset:byte_offset + src.nbytes] = src
-        stream.submit(op)
+        while self._copies and self._copies[0][1].done():
+            self._copies.popleft()
+        self._copies.append((_address(src), stream.submit(op)))
 
     def record(self, stream):
         return stream.record()
@@ -421,6 +446,18 @@ def _bundle_of(reader):
     if not hasattr(bundle, "_raw"):
         raise TypeError(f"expected a CheckpointReader or BundleReader, got {type(reader).__name__}")
     return bundle
+
+
+def _unregister_all(backend, handles):
+    """Undo every registration even when one fails, then raise the first failure."""
+    error = None
+    for handle in handles:
+        try:
+            backend.unregister(handle)
+        except Exception as e:
+            error = error or e
+    if error is not None:
+        raise error
 
 
 def _span(hosts, chunk):
@@ -527,18 +564,9 @@ class Uploader:
                                  check, index))
 
     def _plan_parts(self, bundle, entry, npd, dst, chunks, assigns):
-        parts = [(ext, bundle._part_entry(entry.name, ext)) for ext in entry.slices]
-        covered = sum(math.prod(p.shape) for _, p in parts)
-        if covered < math.prod(entry.shape):
-            raise FormatError(f"{bundle._index_path}: the parts of {entry.name!r} cover "
-                              f"{covered} of its {math.prod(entry.shape)} elements")
-        for extents, part in parts:
-            bounds = slices.resolve(extents, entry.shape)
-            want = tuple(b - a for a, b in bounds)
-            if part.shape != want or part.dtype != entry.dtype:
-                raise FormatError(f"{bundle._index_path}: part {list(extents)} of "
-                                  f"{entry.name!r} is {part.dtype.name}{list(part.shape)}, "
-                                  f"expected {entry.dtype.name}{list(want)}")
+        # The host reader's check: the parts must tile the tensor exactly, or
+        # part of the device array would be handed out uninitialised.
+        for extents, (bounds, part) in zip(entry.slices, bundle._parts(entry)):
             part = part._replace(name=f"{entry.name}[{slices.spec_string(extents, entry.shape)}]")
             offset = _contiguous_offset(bounds, entry.shape, npd.itemsize)
             self.stats["parts"] += 1
@@ -559,6 +587,9 @@ class Uploader:
         self.stats["bytes"] += sum(c.hi - c.lo for c in chunks)
         backend = self.backend
         hosts, handles = {}, []
+        # Copies in flight read these, and a freed pinned buffer goes back to
+        # CuPy's pool for reuse: they must outlive the final synchronize.
+        staging_buffers = []
         stream = backend.stream()
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="tfformats-upload")
         crc_futures = []
@@ -570,20 +601,17 @@ class Uploader:
                     crc_futures.append((c, pool.submit(hot.crc32c, src)))
                 backend.copy(c.dst, c.dst_offset, src, stream)
             self.stats["direct_chunks"] += len(direct)
-            self._run_staged(staged, hosts, stream, pool)
+            self._run_staged(staged, hosts, stream, pool, staging_buffers)
             for c, fut in crc_futures:
                 c.check.crcs[c.index] = fut.result()
-            backend.synchronize(stream)
-            for dst, index, tmp in assigns:
+            for dst, index, tmp in assigns:   # queued behind the copies into `tmp`
                 backend.assign(dst, index, tmp, stream)
-            backend.synchronize(stream)
         finally:
             try:
                 backend.synchronize(stream)   # no copy may read memory we are about to free
             finally:
                 pool.shutdown(wait=True)
-                for handle in handles:
-                    backend.unregister(handle)
+                _unregister_all(backend, handles)
         for check in self._checks:
             check.verify()
         self.stats["verified"] += len(self._checks)
@@ -633,22 +661,24 @@ class Uploader:
                 staged.append(c)
         return direct, staged
 
-    def _run_staged(self, staged, hosts, stream, pool):
+    def _run_staged(self, staged, hosts, stream, pool, keep):
+        """Copy `staged` through pinned buffers, which go into `keep`: the
+        caller holds them until the stream is synchronized."""
         if not staged:
             return
         backend = self.backend
         size = min(self.chunk_size, max(c.hi - c.lo for c in staged))
         nbuf = min(self.staging_buffers, len(staged))
         buffers = [backend.pinned(size) for _ in range(nbuf)]
+        keep.extend(buffers)
         events = [None] * nbuf
-        verify = self.verify
 
         def fill(c, buf, event):
             if event is not None:
                 backend.wait(event)   # the previous copy out of this buffer has landed
             n = c.hi - c.lo
             np.copyto(buf[:n], _span(hosts, c))
-            return hot.crc32c(buf[:n]) if verify and c.check is not None else None
+            return hot.crc32c(buf[:n]) if c.check is not None else None
 
         def issue(c, b, fut):
             crc = fut.result()
