@@ -6,7 +6,7 @@ import pytest
 
 from tfformats import dtypes, protos
 from tfformats.errors import FormatError, UnsupportedError
-from tfformats.tensor_proto import MAX_BROADCAST_ELEMENTS, from_numpy, to_numpy, value_field
+from tfformats.tensor_proto import MAX_BROADCAST_BYTES, from_numpy, to_numpy, value_field
 
 from conftest import HAVE_TF, requires_tf
 
@@ -179,11 +179,29 @@ def test_big_fill_is_refused_not_allocated():
         to_numpy(proto)
     # An empty proto claiming many elements is refused the same way.
     with pytest.raises(FormatError):
-        to_numpy(_proto("string", [MAX_BROADCAST_ELEMENTS + 1]))
+        to_numpy(_proto("string", [MAX_BROADCAST_BYTES // 8 + 1]))
     # Small fills are fine and a lower limit can be set.
     assert to_numpy(_proto("float32", [1000], float_val=[1.0])).sum() == 1000
+    assert to_numpy(_proto("float32", [1000], float_val=[1.0]), max_broadcast_bytes=4000).size
     with pytest.raises(FormatError):
-        to_numpy(_proto("float32", [1000], float_val=[1.0]), max_broadcast=10)
+        to_numpy(_proto("float32", [1000], float_val=[1.0]), max_broadcast_bytes=3999)
+
+
+@pytest.mark.parametrize("dtype", ["complex128", "string", "float64", "float32"])
+def test_fill_limit_is_in_bytes(dtype):
+    # 2**31 elements: from 32 GiB (complex128) down to 8 GiB (float32) out of a few bytes.
+    with pytest.raises(FormatError, match="refusing to broadcast"):
+        to_numpy(_proto(dtype, [1 << 31]))
+
+
+def test_empty_shape_numpy_cannot_hold():
+    # Numpy limits the product of the other dimensions even of an empty array:
+    # refuse such a shape by name, not with numpy's bare ValueError.
+    for dtype, shape in [("float32", [0, 2**62, 2**62]), ("float32", [2**63 - 1, 0]),
+                         ("string", [0, 2**62, 4])]:
+        with pytest.raises(UnsupportedError, match="numpy cannot represent"):
+            to_numpy(_proto(dtype, shape), what="Const 'c'")
+    assert to_numpy(_proto("int8", [0, 2**63 - 1])).shape == (0, 2**63 - 1)
 
 
 @pytest.mark.parametrize("proto, message", [

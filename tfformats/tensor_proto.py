@@ -25,17 +25,21 @@ Which typed field holds which dtype (checked against TF 2.21):
 """
 
 import math
+import sys
 
 import numpy as np
 
 from . import dtypes, protos
 from .errors import FormatError, UnsupportedError
 
+_MAX_PROTO_BYTES = (1 << 31) - 1
+
 # A proto may legitimately describe a big tensor with one repeated value (a
 # "fill" constant), so broadcasting cannot be refused outright; but a few
-# bytes must not make us allocate terabytes. Beyond this many elements the
-# proto has to carry the data itself.
-MAX_BROADCAST_ELEMENTS = 1 << 31
+# bytes must not make us allocate gigabytes. A fill may grow to what a proto
+# at protobuf's 2 GiB limit could have held itself, no further; counted in
+# bytes, since 2**31 elements would be 32 GiB of complex128.
+MAX_BROADCAST_BYTES = _MAX_PROTO_BYTES
 
 _INT_VAL = frozenset(["int32", "int16", "int8", "uint8", "uint16", "qint8", "quint8", "qint16",
                       "quint16", "qint32", "int4", "uint4", "int2", "uint2"])
@@ -51,8 +55,7 @@ _CONTENT_TYPES = frozenset([
     "float16", "float32", "float64", "int32", "uint8", "int16", "int8", "int64", "qint8",
     "quint8", "qint16", "quint16", "qint32", "uint32", "uint64", "bfloat16",
 ]) | _FLOAT8_VAL
-
-_MAX_PROTO_BYTES = (1 << 31) - 1
+_SUB_BYTE_BITS = {"int4": 4, "uint4": 4, "int2": 2, "uint2": 2}
 
 
 def value_field(dtype):
@@ -85,12 +88,13 @@ def shape_of(shape_proto, what="TensorProto"):
     return shape
 
 
-def to_numpy(tensor_proto, what="TensorProto", max_broadcast=MAX_BROADCAST_ELEMENTS):
+def to_numpy(tensor_proto, what="TensorProto", max_broadcast_bytes=MAX_BROADCAST_BYTES):
     """The value of a TensorProto as a new numpy array.
 
     Strings come back as an object array of bytes. Raises FormatError for a
-    proto whose shape and data disagree, and UnsupportedError for dtypes with
-    no array form (resource, variant).
+    proto whose shape and data disagree or whose few values would have to be
+    repeated into more than `max_broadcast_bytes`, and UnsupportedError for
+    dtypes (resource, variant) or empty shapes that numpy cannot represent.
     """
     if tensor_proto.dtype == 0:
         raise FormatError(f"{what}: dtype is DT_INVALID")
@@ -100,6 +104,10 @@ def to_numpy(tensor_proto, what="TensorProto", max_broadcast=MAX_BROADCAST_ELEME
     if dtype.as_numpy_dtype is None:
         raise UnsupportedError(f"{what}: dtype {dtype.name} has no numpy form")
     npd = dtype.as_numpy_dtype
+    if count == 0 and math.prod(d for d in shape if d) * npd.itemsize > sys.maxsize:
+        # An empty tensor's other dimensions can be anything in a proto, but
+        # numpy limits their product. (With no zero, the checks below refuse it.)
+        raise UnsupportedError(f"{what}: numpy cannot represent an array of shape {shape}")
     content = tensor_proto.tensor_content
     if content and not dtype.is_string:
         if len(content) != count * npd.itemsize:
@@ -109,9 +117,10 @@ def to_numpy(tensor_proto, what="TensorProto", max_broadcast=MAX_BROADCAST_ELEME
     field = value_field(dtype)
     values = getattr(tensor_proto, field)
     n = len(values) // 2 if field in ("scomplex_val", "dcomplex_val") else len(values)
-    if n < count and count > max_broadcast:
+    if n < count and count * npd.itemsize > max_broadcast_bytes:
         raise FormatError(f"{what}: shape {shape} has {count} elements but the proto holds "
-                          f"only {n} values; refusing to broadcast beyond {max_broadcast}")
+                          f"only {n} values; refusing to broadcast them into more than "
+                          f"{max_broadcast_bytes} bytes")
     if dtype.is_string:
         out = np.empty(count, dtype=object)
         given = list(values[:count])
@@ -142,15 +151,14 @@ def _typed_values(values, field, n, count, npd):
     if field == "int_val":
         # Like C++'s static_cast from int32: out-of-range values wrap.
         raw = np.array(values[:k], dtype=np.int64)
-        if npd.kind in "iu" and npd.itemsize < 8:
+        bits = _SUB_BYTE_BITS.get(npd.name)
+        if bits is None:
             return raw.astype(npd)
-        bits = {"int4": 4, "uint4": 4, "int2": 2, "uint2": 2}.get(npd.name)
-        if bits is not None:  # ml_dtypes sub-byte ints: wrap to the low bits
-            low = raw & ((1 << bits) - 1)
-            if npd.name.startswith("int"):
-                low = np.where(low >> (bits - 1), low - (1 << bits), low)
-            return low.astype(np.int8).astype(npd)
-        return raw.astype(npd)
+        # ml_dtypes' sub-byte ints: keep the low bits here rather than trust its casts.
+        low = raw & ((1 << bits) - 1)
+        if npd.name.startswith("int"):
+            low = np.where(low >> (bits - 1), low - (1 << bits), low)
+        return low.astype(np.int8).astype(npd)
     return np.array(values[:k], dtype=npd)
 
 
@@ -190,7 +198,7 @@ def from_numpy(array, dtype=None):
     elif field in ("scomplex_val", "dcomplex_val"):
         part = np.float32 if field == "scomplex_val" else np.float64
         getattr(proto, field).extend(flat.view(part).tolist())
-    elif field == "int_val" and target.name in ("int4", "uint4", "int2", "uint2"):
+    elif field == "int_val" and target.name in _SUB_BYTE_BITS:
         proto.int_val.extend(flat.astype(np.int32).tolist())
     else:
         getattr(proto, field).extend(flat.tolist())
