@@ -145,6 +145,45 @@ def test_corrupt_files(tmp_path):
         fpmod.read_fingerprint(tmp_path)
 
 
+def test_files_and_directories_in_the_wrong_places(tmp_path, module_copy):
+    a_file = tmp_path / "a_file"
+    a_file.write_bytes(b"")
+    with pytest.raises(CheckpointNotFoundError, match="no SavedModel"):
+        fpmod.compute_fingerprint(a_file)
+    with pytest.raises(CheckpointNotFoundError, match="fingerprint.pb"):
+        fpmod.read_fingerprint(a_file)
+    (module_copy / "fingerprint.pb").unlink()
+    (module_copy / "fingerprint.pb").mkdir()
+    with pytest.raises(FormatError, match="is a directory"):
+        fpmod.read_fingerprint(module_copy)
+    findings = fpmod.check_fingerprint(module_copy)
+    assert len(findings) == 1 and "fingerprint.pb: is a directory" in findings[0]
+    (module_copy / "saved_model.pb").unlink()
+    (module_copy / "saved_model.pb").mkdir()
+    with pytest.raises(FormatError, match="saved_model.pb: is a directory"):
+        fpmod.compute_fingerprint(module_copy)
+
+
+def test_text_saved_model_errors(tmp_path):
+    (tmp_path / "saved_model.pbtxt").write_bytes(b"\xff\xfe not utf-8")
+    with pytest.raises(FormatError, match="saved_model.pbtxt"):
+        fpmod.read_saved_model(tmp_path)
+    (tmp_path / "saved_model.pbtxt").write_text("meta_graphs { nonsense: 1 }")
+    with pytest.raises(FormatError, match="saved_model.pbtxt"):
+        fpmod.read_saved_model(tmp_path)
+
+
+def test_written_fingerprint_is_readable_as_the_umask_allows(module_copy):
+    umask = os.umask(0o022)
+    try:
+        (module_copy / "fingerprint.pb").unlink()
+        fpmod.write_fingerprint(module_copy)
+    finally:
+        os.umask(umask)
+    assert (module_copy / "fingerprint.pb").stat().st_mode & 0o777 == 0o644
+    assert [n for n in os.listdir(module_copy) if ".tmp" in n] == []
+
+
 def test_garbage_fingerprint_is_a_finding(module_copy):
     (module_copy / "fingerprint.pb").write_bytes(b"\xff\xff\xff")
     findings = fpmod.check_fingerprint(module_copy)

@@ -78,6 +78,8 @@ def test_bad_files(tmp_path):
     bad.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(FormatError, match="bad.pb"):
         load_graph_def(bad)
+    with pytest.raises(CheckpointNotFoundError, match="frozen.pb"):
+        load_graph_def(bad / "frozen.pb")   # a file where a directory should be
     txt = tmp_path / "bad.pbtxt"
     txt.write_text("node { name: ")
     with pytest.raises(FormatError, match="bad.pbtxt"):
@@ -102,3 +104,13 @@ def test_only_top_level_constants():
     function.node_def.add(name="inner", op="Const")
     assert list(graph_constants(graph)) == ["c"]
     assert graph_constants(graph)["c"] == np.float32(1.0)
+
+
+def test_ops_may_be_one_name():
+    graph = protos.GraphDef()
+    graph.node.add(name="c", op="Const").attr["value"].tensor.CopyFrom(
+        protos.TensorProto(dtype=1, float_val=[1.0]))
+    graph.node.add(name="h", op="HostConst").attr["value"].tensor.CopyFrom(
+        protos.TensorProto(dtype=1, float_val=[2.0]))
+    assert list(graph_constants(graph, ops="HostConst")) == ["h"]
+    assert list(graph_constants(graph, ops=("Const", "HostConst"))) == ["c", "h"]

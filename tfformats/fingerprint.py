@@ -17,11 +17,8 @@ under both the upb and the pure-Python backends.
 
 import os
 import secrets
-import tempfile
 
 from google.protobuf import descriptor as _descriptor
-from google.protobuf import message as _message
-from google.protobuf import text_format
 
 from . import protos
 from ._impl import hot
@@ -30,6 +27,7 @@ from ._farmhash import (KEY_BYTES as _KEY_BYTES, KEY_SIGNED32 as _KEY_SIGNED32,
                         KEY_ZIGZAG as _KEY_ZIGZAG, MAP_ACTION as _MAP,
                         MESSAGE_ACTION as _MSG)
 from .errors import CheckpointNotFoundError, FormatError, UnsupportedError
+from .graph import parse_message, read_file
 
 FINGERPRINT_FILENAME = "fingerprint.pb"
 SAVED_MODEL_PB = "saved_model.pb"
@@ -279,31 +277,15 @@ def read_saved_model(export_dir):
         raise UnsupportedError(
             f"{os.path.join(export_dir, SAVED_MODEL_CPB)}: "
             "chunked saved_model.cpb is not supported yet")
-    path = os.path.join(export_dir, SAVED_MODEL_PB)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        data = None
-    if data is not None:
+    for name, text in ((SAVED_MODEL_PB, False), (SAVED_MODEL_PBTXT, True)):
+        path = os.path.join(export_dir, name)
         try:
-            return protos.SavedModel.FromString(data)
-        except _message.DecodeError as e:
-            raise FormatError(f"{path}: not a valid SavedModel protobuf ({e})") from None
-    path = os.path.join(export_dir, SAVED_MODEL_PBTXT)
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise CheckpointNotFoundError(
-            f"{export_dir}: no SavedModel here (expected {SAVED_MODEL_PB} or "
-            f"{SAVED_MODEL_PBTXT})") from None
-    except UnicodeDecodeError as e:
-        raise FormatError(f"{path}: not UTF-8 text ({e})") from None
-    try:
-        return text_format.Parse(text, protos.SavedModel())
-    except text_format.ParseError as e:
-        raise FormatError(f"{path}: not a valid SavedModel text proto ({e})") from None
+            data = read_file(path)
+        except CheckpointNotFoundError:
+            continue
+        return parse_message(protos.SavedModel, data, path, text=text)
+    raise CheckpointNotFoundError(f"{export_dir}: no SavedModel here (expected "
+                                  f"{SAVED_MODEL_PB} or {SAVED_MODEL_PBTXT})")
 
 
 def _read_checkpoint_index(export_dir):
@@ -337,15 +319,7 @@ def compute_fingerprint(export_dir):
 def read_fingerprint(export_dir):
     """Parse `<export_dir>/fingerprint.pb`."""
     path = os.path.join(os.fspath(export_dir), FINGERPRINT_FILENAME)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise CheckpointNotFoundError(f"{path}: no fingerprint file") from None
-    try:
-        return protos.FingerprintDef.FromString(data)
-    except _message.DecodeError as e:
-        raise FormatError(f"{path}: not a valid FingerprintDef protobuf ({e})") from None
+    return parse_message(protos.FingerprintDef, read_file(path), path)
 
 
 def write_fingerprint(export_dir, fp=None):
@@ -354,11 +328,14 @@ def write_fingerprint(export_dir, fp=None):
     if fp is None:
         fp = compute_fingerprint(export_dir)
     data = fp.SerializeToString(deterministic=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{FINGERPRINT_FILENAME}.", suffix=".tmp", dir=export_dir)
+    path = os.path.join(export_dir, FINGERPRINT_FILENAME)
+    # Not tempfile.mkstemp: its 0600 mode would stay on the renamed file,
+    # where TensorFlow's writer leaves the umask's 0644.
+    tmp = f"{path}.tmp{secrets.token_hex(16)}"
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:
             f.write(data)
-        os.replace(tmp, os.path.join(export_dir, FINGERPRINT_FILENAME))
+        os.replace(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)

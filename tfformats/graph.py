@@ -44,7 +44,7 @@ def read_file(path):
     try:
         with open(path, "rb") as f:
             return f.read()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # NotADirectory: a parent is a file
         raise CheckpointNotFoundError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise FormatError(f"{path}: is a directory, expected a file") from None
@@ -86,6 +86,8 @@ def graph_constants(graph_def_or_path, ops=("Const",)):
     wire format) or a path. Function-library bodies are not searched.
     """
     graph_def = _as_graph_def(graph_def_or_path)
+    if isinstance(ops, str):  # else `node.op in ops` would match substrings
+        ops = (ops,)
     out = {}
     for node in graph_def.node:
         if node.op in ops and "value" in node.attr:
