@@ -275,7 +275,7 @@ def _fix_map(buf, pos, end, tag, key_order, value_plan):
     Returns the position after the run.
     """
     entries = []
-    run_start = pos - _tag_size(tag)
+    run_start = entry_start = pos - _tag_size(tag)
     while True:
         n, body = _varint(buf, pos)
         stop = body + n
@@ -305,7 +305,7 @@ def _fix_map(buf, pos, end, tag, key_order, value_plan):
                 p = _skip(buf, p, wire)
         if key_order is not None:
             key = key_order(key)
-        entries.append((key, run_start if not entries else entry_start, stop))
+        entries.append((key, entry_start, stop))
         pos = stop
         if pos >= end:
             break
