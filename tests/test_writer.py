@@ -712,3 +712,113 @@ def test_header_bytes_on_disk_are_little_endian(tmp_path):
     save_checkpoint(prefix, {"x": np.array([1.5], ">f8")}, object_graph=False)
     data = Path(prefix + ".data-00000-of-00001").read_bytes()
     assert struct.unpack("<d", data) == (1.5,)
+
+
+# --- failure paths --------------------------------------------------------------------
+
+def test_finish_or_abort_inside_the_with_block(tmp_path):
+    with BundleWriter(str(tmp_path / "a")) as w:
+        w.add("x", 1.0)
+        assert w.finish() == str(tmp_path / "a")   # the block's end must not finish again
+    with BundleWriter(str(tmp_path / "b")) as w:
+        w.add("x", 1.0)
+        w.abort()
+    assert tfformats.load_checkpoint(tmp_path / "a") == {"x": 1.0}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.data-00000-of-00001", "a.index"]
+    with pytest.raises(FormatError, match="already finished"):
+        w.add_slice("p", [4], [(0, 2)], np.zeros(2))
+
+
+def test_add_chunks_refuses_arrays_of_another_dtype(tmp_path):
+    prefix = str(tmp_path / "c")
+    with BundleWriter(prefix) as w:
+        with pytest.raises(UnsupportedError, match="chunk of float64 for a float32 tensor"):
+            w.add_chunks("f64", "float32", [4], [np.arange(2.0)])
+        w.add_chunks("raw", "float32", [2], [np.ones(2, np.float32).view(np.uint8)])
+        w.add_chunks("strided", "int4", [3], [np.array([1, 0, 0xF2, 0, 3], np.uint8)[::2]])
+    r = tfformats.load_checkpoint(prefix)
+    assert r["raw"].tolist() == [1.0, 1.0] and r["strided"].tolist() == [1, 2, 3]
+
+
+def test_failed_index_write_keeps_the_old_checkpoint(tmp_path, monkeypatch):
+    prefix = str(tmp_path / "ckpt")
+    save_checkpoint(prefix, {"w": np.arange(3)}, object_graph=False)
+    before = files_of(prefix)
+
+    def disk_full(self):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(TableBuilder, "finish", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        save_checkpoint(prefix, {"w": np.zeros(5)}, object_graph=False)
+    assert files_of(prefix) == before   # the new data file was never renamed over the old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.data-00000-of-00001", "ckpt.index"]
+
+
+class _FullDisk:
+    """A data file on a full disk: writes, flushes and close all fail."""
+
+    def __init__(self, file):
+        self._file = file
+        self.closed = False
+
+    def _fail(self, *args):
+        raise OSError(28, "No space left on device")
+
+    write = flush = seek = truncate = _fail
+
+    def close(self):
+        self.closed = True
+        self._file.close()
+        self._fail()
+
+
+def test_write_error_that_cannot_be_undone_aborts_the_writer(tmp_path):
+    w = BundleWriter(str(tmp_path / "c"))
+    w.add("a", np.ones(3))
+    w._shards[0].file = _FullDisk(w._shards[0].file)
+    with pytest.raises(OSError, match="No space"):
+        w.add("b", np.ones(3))
+    assert list(tmp_path.iterdir()) == []   # the temporary data file is gone
+    with pytest.raises(FormatError, match="already finished or aborted"):
+        w.add("c", np.ones(3))   # the file's end is unknown: no more tensors
+
+
+def test_checkpoint_manager_with_absolute_paths_in_the_state(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    manager = CheckpointManager("run", max_to_keep=2)
+    manager.save({"w": np.zeros(2)})
+    manager.save({"w": np.ones(2)})
+    state = (tmp_path / "run" / "checkpoint").read_text()
+    (tmp_path / "run" / "checkpoint").write_text(state.replace('"ckpt', f'"{tmp_path}/run/ckpt'))
+    manager = CheckpointManager("run", max_to_keep=2)
+    assert manager.save({"w": np.full(2, 7.0)}, checkpoint_number=2) == os.path.join("run", "ckpt-2")
+    manager.save({"w": np.full(2, 3.0)})   # rotates out ckpt-2's old entry only
+    assert list(read_state("run").all_model_checkpoint_paths) == ["ckpt-2", "ckpt-3"]
+    with tfformats.open_checkpoint("run/ckpt-2") as r:
+        assert r[r.object_paths()["w"]].tolist() == [7, 7]
+
+
+def test_checkpoint_manager_state_with_too_few_timestamps(tmp_path):
+    manager = CheckpointManager(tmp_path, max_to_keep=None)
+    for _ in range(3):
+        manager.save({"w": np.zeros(2)})
+    state = read_state(tmp_path)
+    del state.all_model_checkpoint_timestamps[1:]
+    (tmp_path / "checkpoint").write_text(str(state))
+    again = CheckpointManager(tmp_path, max_to_keep=2)
+    assert len(again.checkpoints) == 3   # none is forgotten (and left undeleted)
+    again.save({"w": np.zeros(2)})
+    assert list(read_state(tmp_path).all_model_checkpoint_paths) == ["ckpt-3", "ckpt-4"]
+    assert not (tmp_path / "ckpt-2.index").exists()
+
+
+def test_checkpoint_manager_records_state_before_deleting(tmp_path, monkeypatch):
+    manager = CheckpointManager(tmp_path, max_to_keep=1)
+    manager.save({"w": np.zeros(2)})
+
+    def crash(prefix):
+        raise KeyboardInterrupt
+    monkeypatch.setattr("tfformats.writer._delete_checkpoint", crash)
+    with pytest.raises(KeyboardInterrupt):
+        manager.save({"w": np.zeros(2)})
+    assert list(read_state(tmp_path).all_model_checkpoint_paths) == ["ckpt-2"]

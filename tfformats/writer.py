@@ -52,6 +52,13 @@ def _temp_name(path):
     return f"{path}.tempstate{secrets.randbits(64)}"
 
 
+def _remove_if_present(path):
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
 def _fsync_dir(directory):
     try:
         fd = os.open(directory, os.O_RDONLY)
@@ -205,10 +212,13 @@ class BundleWriter:
 
     # names and entries
 
-    def _new_key(self, name):
-        _require_str(name)
+    def _check_open(self):
         if self._closed:
             raise FormatError(f"{self.prefix}: the writer is already finished or aborted")
+
+    def _new_key(self, name):
+        _require_str(name)
+        self._check_open()
         if not name:
             raise FormatError("the empty tensor name is reserved for the bundle header")
         key = name.encode("utf-8", "surrogateescape")
@@ -266,8 +276,12 @@ class BundleWriter:
                 raise FormatError(f"tensor {name!r}: chunks hold {shard.position - offset} "
                                   f"bytes, {dtype.name}{list(shape)} needs {size}")
         except BaseException:
-            if not shard.file.closed:
+            try:
                 shard.rewind(offset)
+            except (OSError, ValueError):
+                # Where the data file ends is unknown now (e.g. a full disk),
+                # so later tensors could be recorded at wrong offsets.
+                self.abort()
             raise
         crc = hot.mask_crc(running) if crc is None else crc
         self._entries[key] = self._entry(dtype, shape, shard_id, offset, size, crc)
@@ -295,10 +309,11 @@ class BundleWriter:
     def add_chunks(self, name, dtype, shape, chunks):
         """Write one numeric tensor from an iterable of pieces of its bytes.
 
-        Pieces are bytes-like objects holding consecutive little-endian bytes
-        of the row-major tensor; numpy arrays of the tensor's own dtype are
-        converted to that form. Memory use is one piece at a time. If the
-        pieces do not add up to exactly the tensor's size, nothing is kept.
+        Pieces are bytes-like objects (uint8 arrays included) holding
+        consecutive little-endian bytes of the row-major tensor; numpy arrays
+        of the tensor's own dtype are converted to that form, arrays of other
+        dtypes are refused. Memory use is one piece at a time. If the pieces
+        do not add up to exactly the tensor's size, nothing is kept.
         """
         key = self._new_key(name)
         dtype = as_dtype(dtype)
@@ -309,15 +324,21 @@ class BundleWriter:
         if any(d < 0 for d in shape):
             raise FormatError(f"tensor {name!r}: negative dimension in shape {list(shape)}")
         size = math.prod(shape) * dtype.itemsize
-        pieces = (piece for chunk in chunks for piece in self._chunk_pieces(chunk, dtype))
+        pieces = (piece for chunk in chunks for piece in self._chunk_pieces(chunk, dtype, name))
         self._store(key, dtype, shape, size, pieces, name)
 
     @staticmethod
-    def _chunk_pieces(chunk, dtype):
-        native = dtype.as_numpy_dtype
-        if isinstance(chunk, np.ndarray) and chunk.dtype.newbyteorder("<") == native.newbyteorder("<"):
-            return _pieces(chunk, dtype)
-        raw = np.frombuffer(memoryview(chunk).cast("B"), np.uint8)
+    def _chunk_pieces(chunk, dtype, name):
+        if isinstance(chunk, np.ndarray):
+            if chunk.dtype.newbyteorder("<") == dtype.as_numpy_dtype.newbyteorder("<"):
+                return _pieces(chunk, dtype)
+            if chunk.dtype != np.uint8:
+                # taking a float64 array's bytes as float32 values would store garbage
+                raise UnsupportedError(f"tensor {name!r}: a chunk of {chunk.dtype} for a "
+                                       f"{dtype.name} tensor; pass {dtype.name} arrays or bytes")
+            raw = np.ascontiguousarray(chunk).reshape(-1)
+        else:
+            raw = np.frombuffer(memoryview(chunk).cast("B"), np.uint8)
         mask = _LOW_BITS.get(dtype.name)
         return [raw if mask is None else raw & mask]
 
@@ -329,9 +350,10 @@ class BundleWriter:
         stored under its own ordered-code key. A part covering everything is
         written as a plain tensor.
         """
+        _require_str(full_name)
+        self._check_open()
         full_shape = tuple(int(d) for d in full_shape)
         extents = tuple((int(s), int(n)) for s, n in extents)
-        _require_str(full_name)
         if len(extents) != len(full_shape) or any(
                 s < 0 or n < -1 or (n >= 0 and s + n > d) or (n < 0 and s != 0)
                 for (s, n), d in zip(extents, full_shape)):
@@ -367,16 +389,16 @@ class BundleWriter:
         self._entries[key] = full
 
     def finish(self):
-        """Sync and rename the data files into place, then write the index."""
-        if self._closed:
-            raise FormatError(f"{self.prefix}: the writer is already finished or aborted")
+        """Sync the data files and write the index, then rename them into place.
+
+        The index is complete on disk before any file is renamed, so a
+        failure while writing it (a full disk) leaves the old checkpoint whole.
+        """
+        self._check_open()
         try:
             count = len(self._shards)
             for shard in self._shards:
                 shard.close(self._sync)
-            for i, shard in enumerate(self._shards):
-                os.replace(shard.temp, data_filename(self.prefix, i, count))
-                shard.temp = None
             header = protos.BundleHeaderProto(num_shards=count,
                                               endianness=protos.BundleHeaderProto.LITTLE)
             header.version.producer = BUNDLE_VERSION
@@ -391,6 +413,9 @@ class BundleWriter:
                 f.flush()
                 if self._sync:
                     os.fsync(f.fileno())
+            for i, shard in enumerate(self._shards):
+                os.replace(shard.temp, data_filename(self.prefix, i, count))
+                shard.temp = None
             os.replace(self._index_temp, index_path)
             self._index_temp = None
             if self._sync:
@@ -404,24 +429,24 @@ class BundleWriter:
     def abort(self):
         """Stop writing and delete the temporary files; nothing final changes."""
         self._closed = True
-        temps = [self._index_temp]
         for shard in self._shards:
-            shard.file.close()
-            temps.append(shard.temp)
-        for temp in temps:
+            try:
+                shard.file.close()
+            except OSError:  # flushing data that is being thrown away anyway
+                pass
+        for temp in [self._index_temp] + [shard.temp for shard in self._shards]:
             if temp is not None:
-                try:
-                    os.remove(temp)
-                except FileNotFoundError:
-                    pass
+                _remove_if_present(temp)
 
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        if self._closed:  # finish() or abort() was called inside the block
+            return
         if exc_type is None:
             self.finish()
-        elif not self._closed:
+        else:
             self.abort()
 
     def __repr__(self):
@@ -568,7 +593,8 @@ def save_checkpoint(prefix, tensors, *, object_graph=True, dtypes=None, full_nam
     if object_graph:
         given = tensors.pop(OBJECT_GRAPH_KEY, None)
         given = None if given is None else _given_graph(given)
-        names = {a.checkpoint_key: a.full_name for n in given.nodes for a in n.attributes} if given else {}
+        names = {} if given is None else {
+            a.checkpoint_key: a.full_name for n in given.nodes for a in n.attributes}
         if given is not None and set(names) == set(tensors):
             graph = given
         else:
@@ -588,10 +614,7 @@ def save_checkpoint(prefix, tensors, *, object_graph=True, dtypes=None, full_nam
 
 def _delete_checkpoint(prefix):
     for path in [prefix + ".index"] + glob.glob(glob.escape(prefix) + ".data-?????-of-?????"):
-        try:
-            os.remove(path)
-        except FileNotFoundError:
-            pass
+        _remove_if_present(path)
 
 
 class CheckpointManager:
@@ -617,11 +640,25 @@ class CheckpointManager:
             self._latest = None
         else:
             self._last_preserved = min(state.last_preserved_timestamp, now)
-            self._latest = os.path.join(self.directory, state.model_checkpoint_path)
-            stamps = list(state.all_model_checkpoint_timestamps) or \
-                [self._last_preserved] * len(state.all_model_checkpoint_paths)
-            for path, stamp in zip(state.all_model_checkpoint_paths, stamps):
-                self._checkpoints[os.path.join(self.directory, path)] = min(stamp, now)
+            self._latest = self._prefix_of(state.model_checkpoint_path)
+            paths = state.all_model_checkpoint_paths
+            stamps = list(state.all_model_checkpoint_timestamps)
+            if len(stamps) != len(paths):  # older writers leave them out
+                stamps = [self._last_preserved] * len(paths)
+            for path, stamp in zip(paths, stamps):
+                self._checkpoints[self._prefix_of(path)] = min(stamp, now)
+
+    def _prefix_of(self, path):
+        """A path from the state file, spelt as save() spells the prefixes it makes.
+
+        TF1 savers record absolute paths; unless those match the prefix of a
+        new save, re-saving a number would list one checkpoint twice and
+        rotation would later delete files that are still listed.
+        """
+        prefix = os.path.join(self.directory, path)
+        if os.path.dirname(os.path.abspath(prefix)) == os.path.abspath(self.directory):
+            return os.path.join(self.directory, os.path.basename(prefix))
+        return prefix
 
     @property
     def checkpoints(self):
@@ -651,12 +688,16 @@ class CheckpointManager:
         self._checkpoints.pop(prefix, None)  # re-saving a number makes it the newest
         self._checkpoints[prefix] = time.time()
         self._latest = prefix
-        if self.max_to_keep is not None:
-            while len(self._checkpoints) > self.max_to_keep:
-                oldest = next(iter(self._checkpoints))
-                del self._checkpoints[oldest]
-                _delete_checkpoint(oldest)
+        dropped = []
+        while self.max_to_keep is not None and len(self._checkpoints) > self.max_to_keep:
+            oldest = next(iter(self._checkpoints))
+            del self._checkpoints[oldest]
+            dropped.append(oldest)
+        # The state file stops listing a checkpoint before its files go, so
+        # a crash in between never leaves it naming a deleted checkpoint.
         self._write_state()
+        for oldest in dropped:
+            _delete_checkpoint(oldest)
         return prefix
 
     def _write_state(self):
@@ -667,16 +708,13 @@ class CheckpointManager:
             all_model_checkpoint_timestamps=list(self._checkpoints.values()),
             last_preserved_timestamp=self._last_preserved)
         path = os.path.join(self.directory, STATE_FILENAME)
-        temp = f"{path}.tmp{secrets.token_hex(16)}"
+        temp = _temp_name(path)
         try:
-            with open(temp, "w", encoding="utf-8") as f:
+            with open(temp, "x", encoding="utf-8") as f:
                 f.write(text_format.MessageToString(state))
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(temp, path)
         except BaseException:
-            try:
-                os.remove(temp)
-            except FileNotFoundError:
-                pass
+            _remove_if_present(temp)
             raise
