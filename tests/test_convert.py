@@ -1,7 +1,9 @@
 """Checkpoint <-> safetensors / .npz conversions keep names, dtypes and values."""
 
+import io
 import json
 import struct
+import zipfile
 from pathlib import Path
 
 import ml_dtypes
@@ -137,8 +139,43 @@ def test_damaged_safetensors(tmp_path, damage):
     checkpoint_to_safetensors(src, tmp_path / "m.safetensors")
     path = tmp_path / "m.safetensors"
     path.write_bytes(damage(path.read_bytes()))
-    with pytest.raises(FormatError):
+    with pytest.raises(FormatError, match="m.safetensors"):
         safetensors_to_checkpoint(path, tmp_path / "back")
+
+
+def _safetensors_file(path, header, data=b""):
+    encoded = header if isinstance(header, bytes) else json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + data)
+    return path
+
+
+@pytest.mark.parametrize("header", [
+    b"[" * 100_000,                                                  # nesting, not size
+    {"a": {"dtype": "F32", "shape": "12", "data_offsets": [0, 8]}},  # a string is no shape
+    {"a": {"dtype": "F32", "shape": [1.9], "data_offsets": [0, 4]}},
+    {"a": {"dtype": "F32", "shape": [True], "data_offsets": [0, 4]}},
+    {"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4, 8]}},
+    {"a": {"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]}},
+    {"a": {"dtype": "F32", "shape": [0, 1 << 62, 1 << 62], "data_offsets": [0, 0]}},
+    {"a": [1]},
+    {"__metadata__": [1], "a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}},
+    {"__metadata__": {"tfformats.object_graph": "!!"},
+     "a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}},
+])
+def test_malformed_safetensors_headers(tmp_path, header):
+    path = _safetensors_file(tmp_path / "bad.safetensors", header, bytes(8))
+    with pytest.raises(FormatError, match="bad.safetensors"):
+        safetensors_to_checkpoint(path, tmp_path / "back")
+    assert not (tmp_path / "back.index").exists()
+
+
+def test_safetensors_metadata_name_is_reserved(tmp_path):
+    src = save_checkpoint(tmp_path / "src", {"__metadata__": np.ones(2), "a": np.zeros(1)},
+                          object_graph=False)
+    with pytest.raises(UnsupportedError, match="'__metadata__'.*reserves"):
+        checkpoint_to_safetensors(src, tmp_path / "m.safetensors")
+    assert checkpoint_to_safetensors(src, tmp_path / "m.safetensors",
+                                     skip_unsupported=True) == ["__metadata__"]
 
 
 def test_npz_round_trip_keeps_tf_dtypes(tmp_path):
@@ -171,3 +208,66 @@ def test_npz_keeps_object_graph(tmp_path):
     assert_same_checkpoints(src, tmp_path / "back")
     with tfformats.open_checkpoint(src) as a, tfformats.open_checkpoint(tmp_path / "back") as b:
         assert a[OBJECT_GRAPH_KEY] == b[OBJECT_GRAPH_KEY]
+
+
+def test_npz_names_that_np_savez_takes_as_arguments(tmp_path):
+    src = save_checkpoint(tmp_path / "src", {"file": np.ones(2), "allow_pickle": np.int8(1)},
+                          object_graph=False)
+    checkpoint_to_npz(src, tmp_path / "m")   # the .npz suffix is added, as np.savez does
+    npz_to_checkpoint(tmp_path / "m.npz", tmp_path / "back")
+    assert_same_checkpoints(src, tmp_path / "back")
+
+
+def _npy(array):
+    out = io.BytesIO()
+    np.lib.format.write_array(out, array, allow_pickle=True)
+    return out.getvalue()
+
+
+def _npz_file(path, members):
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def _dtypes_record(kinds):
+    return _npy(np.array(json.dumps(kinds)))
+
+
+def test_npz_big_endian_arrays_with_recorded_dtypes(tmp_path):
+    path = _npz_file(tmp_path / "be.npz", {
+        "x.npy": _npy(np.array([1.5, -2.0], ">f4")),
+        "bf.npy": _npy(np.array([1.5, -2.0], ml_dtypes.bfloat16).view("<u2").astype(">u2")),
+        "__tfformats_dtypes__.npy": _dtypes_record({"x": "float32", "bf": "bfloat16"})})
+    npz_to_checkpoint(path, tmp_path / "back")
+    back = tfformats.load_checkpoint(tmp_path / "back")
+    assert back["x"].tolist() == [1.5, -2.0] and back["bf"].dtype == ml_dtypes.bfloat16
+    assert back["bf"].astype(np.float32).tolist() == [1.5, -2.0]
+
+
+@pytest.mark.parametrize("members", [
+    {"x.npy": _npy(np.array([1, "a"], object))},                     # would need pickle
+    {"x.npy": _npy(np.zeros(1)).replace(b"(1,)", b"(10000000000,)")},  # 80 GB from a tiny file
+    {"x.npy": b"\x93NUMPY\x01\x00"},                                # truncated header
+    {"notes.txt": b"hello"},
+    {"x.npy": _npy(np.zeros(2)), "__tfformats_dtypes__.npy": _dtypes_record(["x"])},
+    {"x.npy": _npy(np.zeros(2)), "__tfformats_dtypes__.npy": _npy(np.zeros(2))},
+    {"x.npy": _npy(np.zeros(2)), "__tfformats_dtypes__.npy": _dtypes_record({"x": "nonsense"})},
+    {"x.npy": _npy(np.zeros(2)), "__tfformats_dtypes__.npy": _dtypes_record({"x": "string"})},
+    {"x.npy": _npy(np.zeros(2, np.float32)),       # same size, other type: no reinterpreting
+     "__tfformats_dtypes__.npy": _dtypes_record({"x": "int32"})},
+])
+def test_malformed_npz(tmp_path, members):
+    path = _npz_file(tmp_path / "bad.npz", members)
+    with pytest.raises(FormatError, match="bad.npz"):
+        npz_to_checkpoint(path, tmp_path / "back")
+    assert not (tmp_path / "back.index").exists()
+
+
+def test_npz_that_is_not_a_zip(tmp_path):
+    np.save(tmp_path / "plain.npy", np.zeros(2))
+    with pytest.raises(FormatError, match="plain.npy: not a .npz file"):
+        npz_to_checkpoint(tmp_path / "plain.npy", tmp_path / "back")
+    with pytest.raises(tfformats.errors.CheckpointNotFoundError, match="no such file"):
+        npz_to_checkpoint(tmp_path / "missing.npz", tmp_path / "back")

@@ -18,13 +18,14 @@ import math
 import mmap
 import os
 import struct
+import zipfile
 
 import numpy as np
 
 from . import dtypes
 from .checkpoint import OBJECT_GRAPH_KEY, CheckpointReader
 from .errors import CheckpointNotFoundError, FormatError, UnsupportedError
-from .writer import save_checkpoint
+from .writer import _pieces, _remove_if_present, _temp_name, save_checkpoint
 
 # TensorFlow dtype name <-> safetensors dtype string (same bit layout).
 _SAFETENSORS = {
@@ -37,7 +38,13 @@ _FROM_SAFETENSORS = {v: k for k, v in _SAFETENSORS.items()}
 _GRAPH_METADATA = "tfformats.object_graph"   # base64 TrackableObjectGraph
 _NPZ_DTYPES = "__tfformats_dtypes__"         # JSON name -> TF dtype name
 _NPZ_GRAPH = "__tfformats_object_graph__"    # uint8 TrackableObjectGraph bytes
+_METADATA = "__metadata__"                   # safetensors' reserved header key
 _MAX_HEADER = 100_000_000                    # safetensors' own limit
+# Deflate expands data at most about 1032 times: a zip member claiming more
+# than that over its stored bytes is lying about its size.
+_MAX_ZIP_RATIO = 1032
+_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}
 
 
 def _unsupported(name, why, skip, skipped):
@@ -71,6 +78,10 @@ def checkpoint_to_safetensors(src, dst, *, skip_unsupported=False):
             if name == OBJECT_GRAPH_KEY:
                 metadata[_GRAPH_METADATA] = base64.b64encode(reader[name].item()).decode()
                 continue
+            if name == _METADATA:
+                _unsupported(name, "safetensors reserves that name for its metadata",
+                             skip_unsupported, skipped)
+                continue
             if dtype.name not in _SAFETENSORS:
                 _unsupported(name, f"safetensors has no {dtype.name} dtype", skip_unsupported,
                              skipped)
@@ -82,38 +93,78 @@ def checkpoint_to_safetensors(src, dst, *, skip_unsupported=False):
             names.append(name)
             offset += size
         if metadata:
-            header["__metadata__"] = metadata
+            header[_METADATA] = metadata
         encoded = json.dumps(header, separators=(",", ":")).encode()
         encoded += b" " * (-len(encoded) % 8)  # data starts 8-byte aligned
-        temp = f"{dst}.tmp{os.getpid()}"
+        temp = _temp_name(os.fspath(dst))
         try:
-            with open(temp, "wb") as f:
+            with open(temp, "xb") as f:
                 f.write(struct.pack("<Q", len(encoded)))
                 f.write(encoded)
                 for name in names:
-                    f.write(np.ascontiguousarray(reader[name]).reshape(-1).view(np.uint8))
+                    # little-endian on any host, one bounded piece at a time
+                    for piece in _pieces(reader[name], reader.dtype(name)):
+                        f.write(piece)
             os.replace(temp, dst)
         except BaseException:
-            if os.path.exists(temp):
-                os.remove(temp)
+            _remove_if_present(temp)
             raise
     return skipped
 
 
 def _safetensors_header(path, buf):
+    """(tensor entries, metadata, where the data starts) of a safetensors file."""
     where = f"{path}: safetensors header"
     if len(buf) < 8:
         raise FormatError(f"{where}: file of {len(buf)} bytes is too short")
     (n,) = struct.unpack_from("<Q", buf, 0)
-    if n > min(_MAX_HEADER, len(buf) - 8):
+    if n > _MAX_HEADER:
+        raise FormatError(f"{where}: claims {n} bytes, more than the limit of {_MAX_HEADER}")
+    if n > len(buf) - 8:
         raise FormatError(f"{where}: claims {n} bytes, the file has {len(buf) - 8} after it")
     try:
         header = json.loads(bytes(buf[8:8 + n]))
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # deep nesting raises RecursionError
         raise FormatError(f"{where}: not JSON ({exc})") from None
     if not isinstance(header, dict):
         raise FormatError(f"{where}: not a JSON object")
-    return header, 8 + n
+    metadata = header.pop(_METADATA, None) or {}
+    if not isinstance(metadata, dict):
+        raise FormatError(f"{where}: {_METADATA} is not a JSON object")
+    return header, metadata, 8 + n
+
+
+def _is_int(x):
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _safetensors_tensor(buf, start, info, where):
+    """The tensor a header entry describes: a view of `buf`, its bounds checked."""
+    try:
+        kind, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+    except (KeyError, TypeError):
+        raise FormatError(f"{where}: header entry {info!r:.200} needs dtype, shape and "
+                          "data_offsets") from None
+    if not isinstance(kind, str) or kind not in _FROM_SAFETENSORS:
+        raise FormatError(f"{where}: dtype {kind!r:.100} is not one of "
+                          f"{', '.join(_FROM_SAFETENSORS)}")
+    if not (isinstance(shape, list) and all(_is_int(d) and d >= 0 for d in shape)):
+        raise FormatError(f"{where}: shape {shape!r:.200} is not a list of sizes")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_int, offsets))):
+        raise FormatError(f"{where}: data_offsets {offsets!r:.200} is not a [begin, end] pair")
+    dtype = dtypes.BY_NAME[_FROM_SAFETENSORS[kind]]
+    begin, end = offsets
+    count = math.prod(shape)
+    if not 0 <= begin <= end <= len(buf) - start or end - begin != count * dtype.itemsize:
+        raise FormatError(f"{where}: {dtype.name}{shape!s:.200} does not match bytes "
+                          f"{begin}..{end} of {len(buf) - start}")
+    numpy_dtype = dtype.as_numpy_dtype.newbyteorder("<")
+    try:
+        flat = np.frombuffer(buf, numpy_dtype, count, start + begin) if count else \
+            np.empty(0, numpy_dtype)
+        return flat.reshape(shape)
+    except ValueError as exc:  # e.g. an empty shape numpy cannot represent
+        raise FormatError(f"{where}: shape {shape!s:.200}: {exc}") from None
 
 
 def safetensors_to_checkpoint(src, dst_prefix):
@@ -130,30 +181,40 @@ def safetensors_to_checkpoint(src, dst_prefix):
     with f:
         size = os.fstat(f.fileno()).st_size
         buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
-    header, start = _safetensors_header(path, buf)
-    metadata = header.pop("__metadata__", None) or {}
-    tensors = {}
-    for name, info in header.items():
-        where = f"{path}: tensor {name!r}"
-        try:
-            dtype = dtypes.BY_NAME[_FROM_SAFETENSORS[info["dtype"]]]
-            shape = [int(d) for d in info["shape"]]
-            begin, end = (int(x) for x in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise FormatError(f"{where}: unsupported or malformed header entry {info!r}") from None
-        count = math.prod(shape)
-        if min(shape, default=0) < 0 or not 0 <= begin <= end <= len(buf) - start or \
-                end - begin != count * dtype.itemsize:
-            raise FormatError(f"{where}: {dtype.name}{shape} does not match bytes "
-                              f"{begin}..{end} of {len(buf) - start}")
-        tensors[name] = np.frombuffer(buf, dtype.as_numpy_dtype, count, start + begin
-                                      ).reshape(shape) if count else np.empty(shape, dtype.as_numpy_dtype)
+    header, metadata, start = _safetensors_header(path, buf)
+    tensors = {name: _safetensors_tensor(buf, start, info, f"{path}: tensor {name!r}")
+               for name, info in header.items()}
     graph = metadata.get(_GRAPH_METADATA)
-    graph = None if graph is None else base64.b64decode(graph)
+    if graph is not None:
+        try:
+            graph = base64.b64decode(graph, validate=True)
+        except (TypeError, ValueError):  # binascii.Error is a ValueError
+            raise FormatError(f"{path}: metadata {_GRAPH_METADATA!r} is not base64") from None
     return _write_back(dst_prefix, tensors, graph)
 
 
 # --- npz --------------------------------------------------------------------------
+
+def _write_npz(dst, arrays):
+    """np.savez(dst, **arrays), written under a temporary name and renamed.
+
+    np.savez itself cannot store tensors named "file" or "allow_pickle"
+    (they collide with its own arguments).
+    """
+    dst = os.fspath(dst)
+    if not dst.endswith(".npz"):
+        dst += ".npz"  # as np.savez does
+    temp = _temp_name(dst)
+    try:
+        with zipfile.ZipFile(temp, "x", allowZip64=True) as archive:
+            for name, array in arrays.items():
+                with archive.open(name + ".npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, array, allow_pickle=False)
+        os.replace(temp, dst)
+    except BaseException:
+        _remove_if_present(temp)
+        raise
+
 
 def checkpoint_to_npz(src, dst, *, skip_unsupported=False):
     """Write every tensor of checkpoint `src` into the `.npz` file `dst`.
@@ -177,10 +238,84 @@ def checkpoint_to_npz(src, dst, *, skip_unsupported=False):
                 kinds[name] = dtype.name
                 # ml_dtypes types are user-defined (isbuiltin 2), and .npy
                 # cannot name them: store their bit patterns.
-                arrays[name] = array if array.dtype.isbuiltin == 1 else array.view(f"u{array.itemsize}")
+                if array.dtype.isbuiltin != 1:
+                    array = array.view(f"u{array.itemsize}")
+                arrays[name] = array
         arrays[_NPZ_DTYPES] = np.array(json.dumps(kinds))
-        np.savez(dst, **arrays)
+        _write_npz(dst, arrays)
     return skipped
+
+
+def _npz_arrays(path):
+    """name -> array for each member of the `.npz` at `path`.
+
+    Each member's `.npy` header is checked against the member's size before
+    the array is allocated, so a small file cannot ask for a huge one.
+    """
+    try:
+        archive = zipfile.ZipFile(path)
+    except FileNotFoundError:
+        raise CheckpointNotFoundError(f"{path}: no such file") from None
+    except (zipfile.BadZipFile, ValueError, EOFError) as exc:
+        raise FormatError(f"{path}: not a .npz file ({exc})") from None
+    file_size = os.path.getsize(path)
+    arrays = {}
+    with archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                raise FormatError(f"{path}: member {info.filename!r:.200} is not a .npy array")
+            name = info.filename[:-len(".npy")]
+            where = f"{path}: array {name!r}"
+            try:
+                with archive.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    if version not in _NPY_HEADER_READERS:
+                        raise UnsupportedError(f"{where}: .npy format version {version}")
+                    shape, _, dtype = _NPY_HEADER_READERS[version](f)
+            except (ValueError, EOFError, zipfile.BadZipFile) as exc:
+                raise FormatError(f"{where}: bad .npy header ({exc})") from None
+            nbytes = math.prod(shape) * dtype.itemsize
+            if (nbytes > info.file_size or info.compress_size > file_size
+                    or info.file_size > _MAX_ZIP_RATIO * info.compress_size):
+                raise FormatError(f"{where}: {dtype}{list(shape)} needs {nbytes} bytes; the "
+                                  f"member claims {info.file_size} from {info.compress_size}")
+            try:
+                with archive.open(info) as f:
+                    arrays[name] = np.lib.format.read_array(f, allow_pickle=False)
+            except (ValueError, EOFError, zipfile.BadZipFile) as exc:  # pickles included
+                raise FormatError(f"{where}: {exc}") from None
+    return arrays
+
+
+def _recorded_dtypes(path, record):
+    """The name -> TensorFlow dtype name map that checkpoint_to_npz stores."""
+    kinds = None
+    if record.dtype.kind == "U" and record.shape == ():
+        try:
+            kinds = json.loads(record.item())
+        except (ValueError, RecursionError):
+            pass
+    if not (isinstance(kinds, dict) and all(isinstance(k, str) for k in kinds.values())):
+        raise FormatError(f"{path}: {_NPZ_DTYPES} is not a JSON object of dtype names")
+    return kinds
+
+
+def _as_recorded(array, kind, where):
+    """`array` as the TensorFlow dtype `kind` that checkpoint_to_npz recorded for it."""
+    try:
+        want = dtypes.as_dtype(kind).as_numpy_dtype
+    except UnsupportedError:
+        raise FormatError(f"{where}: recorded dtype {kind!r:.100} is not a TensorFlow "
+                          "dtype") from None
+    if want is None or want.hasobject:
+        raise FormatError(f"{where}: recorded dtype {kind} cannot come from a .npz file")
+    if not array.dtype.isnative:  # a view below must not reinterpret swapped bytes
+        array = array.astype(array.dtype.newbyteorder("="))
+    if array.dtype == want:
+        return array
+    if want.isbuiltin != 1 and array.dtype == np.dtype(f"u{want.itemsize}"):
+        return array.view(want)  # the bit patterns of an ml_dtypes type
+    raise FormatError(f"{where}: an array of {array.dtype} cannot hold {kind} values")
 
 
 def npz_to_checkpoint(src, dst_prefix):
@@ -189,20 +324,13 @@ def npz_to_checkpoint(src, dst_prefix):
     Dtypes recorded by `checkpoint_to_npz` are restored; other arrays keep
     the dtype numpy reports. Object graphs are handled as for safetensors.
     """
-    with np.load(os.fspath(src), allow_pickle=False) as npz:
-        kinds = json.loads(str(npz[_NPZ_DTYPES])) if _NPZ_DTYPES in npz.files else {}
-        graph = npz[_NPZ_GRAPH].tobytes() if _NPZ_GRAPH in npz.files else None
-        tensors = {}
-        for name in npz.files:
-            if name in (_NPZ_DTYPES, _NPZ_GRAPH):
-                continue
-            array = npz[name]
-            if name in kinds:
-                want = dtypes.as_dtype(kinds[name]).as_numpy_dtype
-                if array.dtype != want:  # bit patterns of an ml_dtypes type
-                    if array.dtype.itemsize != want.itemsize:
-                        raise FormatError(f"{src}: array {name!r} of {array.dtype} cannot hold "
-                                          f"{kinds[name]} values")
-                    array = array.view(want)
-            tensors[name] = array
+    path = os.fspath(src)
+    tensors = _npz_arrays(path)
+    record = tensors.pop(_NPZ_DTYPES, None)
+    kinds = {} if record is None else _recorded_dtypes(path, record)
+    graph = tensors.pop(_NPZ_GRAPH, None)
+    graph = None if graph is None else graph.tobytes()
+    for name, kind in kinds.items():
+        if name in tensors:
+            tensors[name] = _as_recorded(tensors[name], kind, f"{path}: array {name!r}")
     return _write_back(dst_prefix, tensors, graph, kinds)
