@@ -32,18 +32,16 @@ from . import dtypes, fingerprint as _fingerprint, protos
 from .checkpoint import OBJECT_GRAPH_KEY, CheckpointReader
 from .errors import (CheckpointNotFoundError, FormatError, TensorNotFoundError,
                      TFFormatsError, UnsupportedError)
+from .fingerprint import (FINGERPRINT_FILENAME as FINGERPRINT, SAVED_MODEL_CPB, SAVED_MODEL_PB,
+                          SAVED_MODEL_PBTXT)
 from .graph import parse_message
 from .tensor_proto import to_numpy
 
-SAVED_MODEL_PB = "saved_model.pb"
-SAVED_MODEL_PBTXT = "saved_model.pbtxt"
-SAVED_MODEL_CPB = "saved_model.cpb"
 VARIABLES_DIR = "variables"
 VARIABLES_PREFIX = os.path.join(VARIABLES_DIR, "variables")
 ASSETS_DIR = "assets"
 ASSETS_EXTRA_DIR = "assets.extra"
 KERAS_METADATA = "keras_metadata.pb"
-FINGERPRINT = "fingerprint.pb"
 INIT_OP_SIGNATURE_KEY = "__saved_model_init_op"
 SIGNATURES_CHILD = "signatures"
 _VARIABLE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
