@@ -221,7 +221,7 @@ def fingerprint_cat64(a, b):
 # upb backend orders map entries differently (integer keys descending, a
 # string before the strings it is a prefix of), so fingerprint.py serializes
 # with protobuf and then this walker sorts each map's entries in place. Its
-# pure-Python twin is fingerprint._reorder_map_entries_py; `plan` and the key
+# pure-Python twin is tfformats._pure.reorder_map_entries; `plan` and the key
 # kinds are built there (fingerprint._plan). Moving whole entries keeps every
 # length prefix valid, so the buffer never changes size.
 
@@ -231,6 +231,13 @@ cdef enum:
     _KEY_SIGNED32 = 2   # int32, sfixed32
     _KEY_SIGNED64 = 3   # int64, sfixed64
     _KEY_ZIGZAG = 4     # sint32, sint64
+    _MESSAGE_ACTION = 0  # plan action: recurse into a sub-message
+    _MAP_ACTION = 1      # plan action: sort the entries of a map field
+
+# The same codes as Python names, as tfformats._pure exports them.
+KEY_BYTES, KEY_UNSIGNED, KEY_SIGNED32, KEY_SIGNED64, KEY_ZIGZAG = (
+    _KEY_BYTES, _KEY_UNSIGNED, _KEY_SIGNED32, _KEY_SIGNED64, _KEY_ZIGZAG)
+MESSAGE_ACTION, MAP_ACTION = _MESSAGE_ACTION, _MAP_ACTION
 
 
 cdef inline Py_ssize_t _mw_varint(const unsigned char* b, Py_ssize_t pos, Py_ssize_t end,
@@ -308,7 +315,7 @@ cdef Py_ssize_t _mw_fix(unsigned char* b, Py_ssize_t pos, Py_ssize_t end, dict p
         action = plan.get(tag)
         if action is None:
             pos = stop
-        elif action[0] == 0:
+        elif action[0] == _MESSAGE_ACTION:
             _mw_fix(b, pos, stop, <dict>action[1])
             pos = stop
         else:

@@ -22,10 +22,9 @@ from google.protobuf import descriptor as _descriptor
 
 from . import protos
 from ._impl import hot
-from ._farmhash import (KEY_BYTES as _KEY_BYTES, KEY_SIGNED32 as _KEY_SIGNED32,
-                        KEY_SIGNED64 as _KEY_SIGNED64, KEY_UNSIGNED as _KEY_UNSIGNED,
-                        KEY_ZIGZAG as _KEY_ZIGZAG, MAP_ACTION as _MAP,
-                        MESSAGE_ACTION as _MSG)
+from ._pure import (KEY_BYTES as _KEY_BYTES, KEY_SIGNED32 as _KEY_SIGNED32,
+                    KEY_SIGNED64 as _KEY_SIGNED64, KEY_UNSIGNED as _KEY_UNSIGNED,
+                    KEY_ZIGZAG as _KEY_ZIGZAG, MAP_ACTION as _MAP, MESSAGE_ACTION as _MSG)
 from .errors import CheckpointNotFoundError, FormatError, UnsupportedError
 from .graph import parse_message, read_file
 
