@@ -822,3 +822,22 @@ def test_checkpoint_manager_records_state_before_deleting(tmp_path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         manager.save({"w": np.zeros(2)})
     assert list(read_state(tmp_path).all_model_checkpoint_paths) == ["ckpt-2"]
+
+
+@pytest.mark.parametrize("sync, existing, synced", [
+    (None, False, False),   # a new checkpoint: written like TensorFlow, no fsync
+    (None, True, True),     # replacing one: fsync first, so the old one is never lost
+    (True, False, True),
+    (False, True, False),
+])
+def test_sync_policy(tmp_path, monkeypatch, sync, existing, synced):
+    prefix = str(tmp_path / "ckpt")
+    if existing:
+        save_checkpoint(prefix, {"x": np.zeros(3)}, object_graph=False)
+    calls = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real_fsync(fd)))
+    save_checkpoint(prefix, {"x": np.ones(3)}, object_graph=False, sync=sync)
+    assert bool(calls) == synced
+    with tfformats.open_checkpoint(prefix) as reader:
+        assert reader["x"].tolist() == [1.0, 1.0, 1.0]

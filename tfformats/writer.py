@@ -31,7 +31,9 @@ from .sstable import TableBuilder
 
 # Big arrays are converted, checksummed and written in pieces of this size.
 _PIECE = 16 << 20
-_FILE_BUFFER = 8 << 20
+# Small on purpose: writes bigger than the buffer go straight to the file, so
+# tensor bytes are not copied through it first.
+_FILE_BUFFER = 64 << 10
 # Pieces at least this big are checksummed on a helper thread while they are
 # written (both release the GIL), so the CRC costs no wall time.
 _OVERLAP_MIN = 1 << 20
@@ -185,10 +187,14 @@ class BundleWriter:
     `num_shards=N` spreads tensors over N data files (each tensor goes to the
     one with the fewest bytes so far); `max_shard_size` starts a new data file
     before a tensor that would push the current one past that many bytes.
-    `sync=False` skips fsync (faster, but a power cut may lose the data).
+    `sync=None` (the default) fsyncs the files only when they replace those of
+    an existing checkpoint at `prefix`, so a power cut can never lose that
+    one; a new prefix is written as TensorFlow writes it, without fsync (a
+    power cut may lose the new checkpoint, never an older one). `sync=True`
+    always fsyncs, `sync=False` never does.
     """
 
-    def __init__(self, prefix, *, num_shards=None, max_shard_size=None, sync=True):
+    def __init__(self, prefix, *, num_shards=None, max_shard_size=None, sync=None):
         if num_shards is not None and max_shard_size is not None:
             raise ValueError("give num_shards or max_shard_size, not both")
         if num_shards is not None and not 1 <= num_shards <= 99999:
@@ -397,12 +403,16 @@ class BundleWriter:
         self._check_open()
         try:
             count = len(self._shards)
+            index_path = self.prefix + ".index"
+            sync = self._sync
+            if sync is None:
+                sync = any(os.path.exists(p) for p in [index_path] + [
+                    data_filename(self.prefix, i, count) for i in range(count)])
             for shard in self._shards:
-                shard.close(self._sync)
+                shard.close(sync)
             header = protos.BundleHeaderProto(num_shards=count,
                                               endianness=protos.BundleHeaderProto.LITTLE)
             header.version.producer = BUNDLE_VERSION
-            index_path = self.prefix + ".index"
             self._index_temp = _temp_name(index_path)
             with open(self._index_temp, "xb", buffering=_FILE_BUFFER) as f:
                 table = TableBuilder(f)
@@ -411,14 +421,14 @@ class BundleWriter:
                     table.add(key, self._entries[key].SerializeToString())
                 table.finish()
                 f.flush()
-                if self._sync:
+                if sync:
                     os.fsync(f.fileno())
             for i, shard in enumerate(self._shards):
                 os.replace(shard.temp, data_filename(self.prefix, i, count))
                 shard.temp = None
             os.replace(self._index_temp, index_path)
             self._index_temp = None
-            if self._sync:
+            if sync:
                 _fsync_dir(self._directory)
         except BaseException:
             self.abort()
@@ -567,7 +577,7 @@ def _given_graph(value):
 
 
 def save_checkpoint(prefix, tensors, *, object_graph=True, dtypes=None, full_names=None,
-                    save_counter=None, num_shards=None, max_shard_size=None, sync=True):
+                    save_counter=None, num_shards=None, max_shard_size=None, sync=None):
     """Write `tensors` (name -> array) as a TF2 checkpoint at `prefix`; returns `prefix`.
 
     With `object_graph=True` names are object paths as `CheckpointReader.object_paths()`
