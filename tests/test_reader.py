@@ -82,7 +82,7 @@ def test_mapping_and_tensorflow_names():
     with tff.open_checkpoint(DTYPES) as reader:
         names = list(reader)
         assert names == sorted(names) and len(reader) == len(names)
-        assert "float32" in reader and "nope" not in reader
+        assert "float32" in reader and "nope" not in reader and 5 not in reader
         assert reader.has_tensor("int64") and not reader.has_tensor("nope")
         shapes = reader.get_variable_to_shape_map()
         assert shapes["float32_3d"] == [2, 3, 4] and shapes["float32_scalar"] == []

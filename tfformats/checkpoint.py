@@ -197,6 +197,8 @@ class CheckpointReader(Mapping):
             return {n: dtypes.from_enum(d[0], n) for n, d in decoded}
 
     def has_tensor(self, name):
+        if not isinstance(name, str):
+            return False
         try:
             self._bundle.entry(name)
         except KeyError:
