@@ -547,3 +547,12 @@ def test_bench_json():
     assert all(r["mb_per_s"] > 0 for r in doc["results"])
     text = run("bench", FIXTURES / "sharded", "--rounds", "1", check=0).stdout
     assert "MB/S" in text
+
+
+def test_show_accepts_saved_model_cli_spelling_of_the_directory():
+    directory = FIXTURES / "tf1_builder"
+    positional = run("show", directory, "--tag_set", "serve", check=0).stdout
+    assert run("show", "--dir", directory, "--tag_set", "serve", check=0).stdout == positional
+    for args in ([], [directory, "--dir", directory]):
+        proc = run("show", *args, check=2)
+        assert "DIR or --dir DIR" in proc.stderr and "Traceback" not in proc.stderr

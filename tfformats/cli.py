@@ -408,6 +408,9 @@ def _show_json(args, saved_model):
 
 def cmd_show(args):
     from .saved_model import load_saved_model
+    if (args.dir is None) == (args.dir_option is None):
+        raise UsageError("show needs one SavedModel directory: DIR or --dir DIR")
+    args.dir = args.dir or args.dir_option
     saved_model = load_saved_model(args.dir)
     if args.json:
         return _show_json(args, saved_model)
@@ -1163,7 +1166,9 @@ def build_parser():
     add_json(p)
 
     p = command("show", "what `saved_model_cli show` prints, without TensorFlow", cmd_show)
-    p.add_argument("dir", help="SavedModel directory")
+    p.add_argument("dir", nargs="?", help="SavedModel directory")
+    p.add_argument("--dir", dest="dir_option", metavar="DIR",
+                   help="the same, spelled as saved_model_cli spells it")
     p.add_argument("--all", action="store_true", help="everything: all tag-sets, signatures, ops, functions")
     p.add_argument("--tag_set", "--tag-set", metavar="T", help="comma-separated tags of one MetaGraphDef")
     p.add_argument("--signature_def", "--signature-def", metavar="S", help="one SignatureDef key (needs --tag_set)")
