@@ -533,7 +533,9 @@ cdef tuple _decode_slice(const unsigned char* p, Py_ssize_t pos, Py_ssize_t end,
     return _atomic(tuple(extents))
 
 
-cdef tuple _decode_entry(const unsigned char* p, Py_ssize_t end, object where):
+cdef tuple _decode_entry(const unsigned char* p, Py_ssize_t end, object where,
+                         bint listing=False):
+    """The entry tuple; with `listing`, only (dtype, shape), every field still checked."""
     cdef uint64_t tag, field, v, vh
     cdef int wire
     cdef Py_ssize_t pos = 0
@@ -548,6 +550,8 @@ cdef tuple _decode_entry(const unsigned char* p, Py_ssize_t end, object where):
             pos = _varint(p, pos, end, &v, &vh, where)
             if field == 1:
                 dtype = <uint32_t>v
+            elif listing:
+                pass
             elif field == 3:
                 shard_id = _signed(v, vh)
             elif field == 4:
@@ -565,6 +569,8 @@ cdef tuple _decode_entry(const unsigned char* p, Py_ssize_t end, object where):
                 raise FormatError(f"{where}: field {field} runs past the end of the entry")
             if field == 2:
                 shape = _decode_shape(p, pos, pos + <Py_ssize_t>v, where)
+            elif listing:
+                _decode_slice(p, pos, pos + <Py_ssize_t>v, where)   # checked, not kept
             else:
                 if slices is None:
                     slices = []
@@ -572,6 +578,8 @@ cdef tuple _decode_entry(const unsigned char* p, Py_ssize_t end, object where):
             pos += <Py_ssize_t>v
         else:
             pos = _skip_field(p, pos, end, wire, where)
+    if listing:
+        return (dtype, shape)
     return _atomic((dtype, shape, shard_id, offset, size, crc,
                     () if slices is None else _atomic(tuple(slices))))
 
@@ -594,10 +602,14 @@ def decode_entry(buf, where):
         PyBuffer_Release(&view)
 
 
-cdef list _decode_entries(const unsigned char* p, Py_ssize_t n, object where):
+cdef list _decode_entries(const unsigned char* p, Py_ssize_t n, object where,
+                          dict shapes=None, dict dtypes=None, dict table=None):
+    """decode_entries' list; or, given `shapes`, fill the listing maps instead."""
     cdef Py_ssize_t count, end, pos = 0, shared, non_shared, value_len
     cdef _KeyBuf key
     cdef list out = []
+    cdef bint listing = shapes is not None
+    cdef tuple entry
     end = _restarts(p, n, where, &count)
     key.data = NULL
     key.len = key.cap = 0
@@ -610,7 +622,7 @@ cdef list _decode_entries(const unsigned char* p, Py_ssize_t n, object where):
                 k = PyUnicode_DecodeUTF8(<char*>key.data, key.len, "surrogateescape")
                 error = None
                 try:
-                    entry = _decode_entry(p + pos, value_len, where)
+                    entry = _decode_entry(p + pos, value_len, where, listing)
                 except FormatError as exc:
                     error = exc
                 if error is not None:
@@ -620,7 +632,12 @@ cdef list _decode_entries(const unsigned char* p, Py_ssize_t n, object where):
                     _block_entries(p, n, where)
                     raise type(error)(_entry_where(where, k)
                                       + str(error)[len(f"{where}"):])
-                out.append(_atomic((k, entry)))
+                if listing:
+                    shape = entry[1]
+                    shapes[k] = None if shape is None else list(<tuple>shape)
+                    dtypes[k] = table[entry[0]]
+                else:
+                    out.append(_atomic((k, entry)))
             pos += value_len
     finally:
         PyMem_Free(key.data)
@@ -649,26 +666,20 @@ def decode_entries(block, where):
         PyBuffer_Release(&view)
 
 
-def shape_lists(decoded):
-    """{name: list(shape)} from decode_entries results ([(name, entry tuple)]);
-    None where the rank is unknown."""
-    cdef dict out = {}
-    cdef object name, entry, shape
-    for name, entry in <list?>decoded:
-        shape = (<tuple?>entry)[1]
-        out[name] = None if shape is None else list(<tuple?>shape)
-    return out
+def index_listing(block, where, dict shapes, dict dtypes, dict table):
+    """Add every tensor entry of a block to the listing maps: `shapes[name]` =
+    list(shape) (None for unknown rank), `dtypes[name]` = table[dtype enum].
 
-
-def lookup_column(decoded, Py_ssize_t column, table):
-    """{name: table[entry[column]]} over decode_entries results; KeyError when
-    a value is not in `table`."""
-    cdef dict out = {}
-    cdef dict t = table
-    cdef object name, entry
-    for name, entry in <list?>decoded:
-        out[name] = t[(<tuple?>entry)[column]]
-    return out
+    What decode_entries would give, with the same checks and errors, without
+    building the rest of each entry; KeyError when an enum is not in `table`.
+    After an exception the maps may hold some of the block's entries.
+    """
+    cdef Py_buffer view
+    PyObject_GetBuffer(block, &view, PyBUF_SIMPLE)
+    try:
+        _decode_entries(<const unsigned char*>view.buf, view.len, where, shapes, dtypes, table)
+    finally:
+        PyBuffer_Release(&view)
 
 
 # --- DT_STRING tensors ------------------------------------------------------------

@@ -246,3 +246,10 @@ def test_partitioned_parts_must_tile_the_tensor(tmp_path, extents):
             reader["p"]
         with pytest.raises(tff.FormatError, match="do not tile"):
             reader.get_slice("p")[1:3]
+
+
+def test_listing_names_a_tensor_of_unknown_dtype(tmp_path):
+    prefix = write_index(tmp_path, {"t": make_entry(dtype=999)})
+    with tff.open_checkpoint(prefix) as reader:
+        with pytest.raises(tff.UnsupportedError, match="999.*'t'"):
+            reader.get_variable_to_dtype_map()

@@ -271,3 +271,15 @@ def test_live_tensorflow_checkpoint_reads_back_identically(tmp_path):
                 assert list(np.ravel(reader[name])) == list(np.ravel(expected))
             else:
                 assert reader[name].tobytes() == np.asarray(expected).tobytes()
+
+
+def test_listing_maps_are_the_callers_own():
+    with tff.open_checkpoint(DTYPES) as reader:
+        shapes = reader.get_variable_to_shape_map()
+        shapes["float32"].append(99)
+        shapes.clear()
+        dtypes = reader.get_variable_to_dtype_map()
+        again = reader.get_variable_to_shape_map()
+        assert again["float32"] == [2, 3] and again is not shapes
+        assert reader.get_variable_to_dtype_map() == dtypes
+        assert reader.get_variable_to_dtype_map() is not dtypes

@@ -273,16 +273,17 @@ def decode_entries(block, where):
     return out
 
 
-def shape_lists(decoded):
-    """{name: list(shape)} from decode_entries results ([(name, entry tuple)]);
-    None where the rank is unknown."""
-    return {n: None if d[1] is None else list(d[1]) for n, d in decoded}
+def index_listing(block, where, shapes, dtypes, table):
+    """Add every tensor entry of a block to the listing maps: `shapes[name]` =
+    list(shape) (None for unknown rank), `dtypes[name]` = table[dtype enum].
 
-
-def lookup_column(decoded, column, table):
-    """{name: table[entry[column]]} over decode_entries results; KeyError when
-    a value is not in `table`."""
-    return {n: table[d[column]] for n, d in decoded}
+    What decode_entries would give, with the same checks and errors, without
+    building the rest of each entry; KeyError when an enum is not in `table`.
+    After an exception the maps may hold some of the block's entries.
+    """
+    for name, entry in decode_entries(block, where):
+        shapes[name] = None if entry[1] is None else list(entry[1])
+        dtypes[name] = table[entry[0]]
 
 
 # --- DT_STRING tensors --------------------------------------------------------

@@ -137,6 +137,20 @@ class BundleReader:
             self._decoded = decoded
         return self._decoded
 
+    def listing(self):
+        """({name: list(shape)}, {name: DType}) of every tensor, from one pass over
+        the index that builds nothing else (what TensorFlow's listing calls return)."""
+        shapes, kinds = {}, {}
+        try:
+            with gc_paused():
+                for block, where in self._table.data_blocks():
+                    hot.index_listing(block, where, shapes, kinds, dtypes.BY_ENUM)
+        except KeyError:  # an unknown dtype enum: let from_enum name the tensor
+            for name, decoded in self.decoded_entries():
+                dtypes.from_enum(decoded[0], name)
+            raise
+        return shapes, kinds
+
     def entries(self, checked=True):
         """name -> Entry for every tensor, partitioned parts folded into their tensor.
 

@@ -9,9 +9,8 @@ import re
 from collections import namedtuple
 from collections.abc import Mapping
 
-from . import dtypes, fileio, protos
-from ._impl import hot
-from .bundle import BundleReader, gc_paused
+from . import fileio, protos
+from .bundle import BundleReader
 from .errors import CheckpointNotFoundError, FormatError
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
@@ -160,6 +159,7 @@ class CheckpointReader(Mapping):
         self.prefix = resolve_prefix(self.path)
         self._bundle = BundleReader(self.prefix, verify=verify, opener=opener)
         self._objects = None
+        self._spare_listing = None  # (shapes or None, dtypes or None), see _listing
 
     # Mapping
     def __getitem__(self, name):
@@ -185,16 +185,22 @@ class CheckpointReader(Mapping):
         return self._bundle.entry(name)
 
     def get_variable_to_shape_map(self):
-        decoded = self._bundle.decoded_entries()
-        with gc_paused():
-            return hot.shape_lists(decoded)
+        return self._listing(0)
 
     def get_variable_to_dtype_map(self):
-        decoded = self._bundle.decoded_entries()
-        try:
-            return hot.lookup_column(decoded, 0, dtypes.BY_ENUM)
-        except KeyError:  # an unknown enum: let from_enum name the tensor
-            return {n: dtypes.from_enum(d[0], n) for n, d in decoded}
+        return self._listing(1)
+
+    def _listing(self, which):
+        """One of the two listing maps. One pass over the index builds both; the
+        other is kept and handed out by the next call that asks for it, so every
+        caller still gets dicts of its own."""
+        spare = self._spare_listing
+        if spare is not None and spare[which] is not None:
+            self._spare_listing = None
+            return spare[which]
+        maps = self._bundle.listing()
+        self._spare_listing = (None, maps[1]) if which == 0 else (maps[0], None)
+        return maps[which]
 
     def has_tensor(self, name):
         if not isinstance(name, str):
