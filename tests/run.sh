@@ -9,9 +9,9 @@ VENV=${TFFORMATS_TEST_VENV:-.venv-test}
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 PY="$VENV/bin/python"
 "$PY" -m pip install -q --upgrade pip
+# The editable install compiles the extension into the source tree (and again
+# on every run, so edits to native/ are picked up).
 "$PY" -m pip install -q -e ".[test]"
-# An editable install may leave the extension out of the source tree; build it in place.
-"$PY" setup.py -q build_ext --inplace
 
 export TF_CPP_MIN_LOG_LEVEL=3
 echo "== native implementation =="
