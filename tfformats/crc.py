@@ -61,17 +61,27 @@ _WORKERS = min(4, os.cpu_count() or 1)
 _pool = None
 
 
+def _shared_pool():
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max(1, _WORKERS - 1), thread_name_prefix="tfformats-crc")
+    return _pool
+
+
+def crc32c_in_background(data, value=0):
+    """A future for hot.crc32c(data, value), computed on another core (the GIL is
+    released), so a caller can write `data` out meanwhile."""
+    return _shared_pool().submit(hot.crc32c, data, value)
+
+
 def crc32c_parallel(buffer):
     """CRC-32C of `buffer` (a memoryview), its pieces computed on several cores."""
-    global _pool
     n = len(buffer)
     if _WORKERS < 2 or n < PARALLEL_MIN_BYTES:
         return hot.crc32c(buffer)
-    if _pool is None:
-        _pool = ThreadPoolExecutor(_WORKERS - 1, thread_name_prefix="tfformats-crc")
     step = -(-n // _WORKERS)
     cuts = list(range(0, n, step))
-    futures = [_pool.submit(hot.crc32c, buffer[a:a + step]) for a in cuts[1:]]
+    futures = [_shared_pool().submit(hot.crc32c, buffer[a:a + step]) for a in cuts[1:]]
     crc = hot.crc32c(buffer[:step])
     for a, future in zip(cuts[1:], futures):
         crc = crc32c_combine(crc, future.result(), min(step, n - a))

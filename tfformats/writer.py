@@ -16,7 +16,6 @@ import os
 import re
 import secrets
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from google.protobuf import text_format
@@ -25,6 +24,7 @@ from . import protos, slices
 from ._impl import hot
 from .bundle import BUNDLE_VERSION, HEADER_KEY, data_filename
 from .checkpoint import OBJECT_GRAPH_KEY, STATE_FILENAME, read_state
+from .crc import crc32c_in_background
 from .dtypes import as_dtype
 from .errors import CheckpointNotFoundError, FormatError, UnsupportedError
 from .sstable import TableBuilder
@@ -37,17 +37,8 @@ _FILE_BUFFER = 64 << 10
 # Pieces at least this big are checksummed on a helper thread while they are
 # written (both release the GIL), so the CRC costs no wall time.
 _OVERLAP_MIN = 1 << 20
-_crc_thread = None
 # Sub-byte integer types keep one element per byte, value in the low bits.
 _LOW_BITS = {"int4": 0x0F, "uint4": 0x0F, "int2": 0x03, "uint2": 0x03, "float4_e2m1fn": 0x0F}
-
-
-def _crc_in_background(piece, value):
-    """A future for hot.crc32c(piece, value), computed on the shared helper thread."""
-    global _crc_thread
-    if _crc_thread is None:
-        _crc_thread = ThreadPoolExecutor(1, thread_name_prefix="tfformats-crc")
-    return _crc_thread.submit(hot.crc32c, piece, value)
 
 
 def _temp_name(path):
@@ -272,7 +263,7 @@ class BundleWriter:
                 if crc is not None:
                     shard.write(piece)
                 elif len(piece) >= _OVERLAP_MIN:
-                    job = _crc_in_background(piece, running)
+                    job = crc32c_in_background(piece, running)
                     shard.write(piece)
                     running = job.result()
                 else:
