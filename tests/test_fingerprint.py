@@ -181,7 +181,7 @@ def test_written_fingerprint_is_readable_as_the_umask_allows(module_copy):
     finally:
         os.umask(umask)
     assert (module_copy / "fingerprint.pb").stat().st_mode & 0o777 == 0o644
-    assert [n for n in os.listdir(module_copy) if ".tmp" in n] == []
+    assert [n for n in os.listdir(module_copy) if ".tempstate" in n] == []
 
 
 def test_garbage_fingerprint_is_a_finding(module_copy):

@@ -25,7 +25,8 @@ import numpy as np
 from . import dtypes
 from .checkpoint import OBJECT_GRAPH_KEY, CheckpointReader
 from .errors import CheckpointNotFoundError, FormatError, UnsupportedError
-from .writer import _pieces, _remove_if_present, _temp_name, save_checkpoint
+from .fileio import remove_if_present, temp_name
+from .writer import _pieces, save_checkpoint
 
 # TensorFlow dtype name <-> safetensors dtype string (same bit layout).
 _SAFETENSORS = {
@@ -96,7 +97,7 @@ def checkpoint_to_safetensors(src, dst, *, skip_unsupported=False):
             header[_METADATA] = metadata
         encoded = json.dumps(header, separators=(",", ":")).encode()
         encoded += b" " * (-len(encoded) % 8)  # data starts 8-byte aligned
-        temp = _temp_name(os.fspath(dst))
+        temp = temp_name(os.fspath(dst))
         try:
             with open(temp, "xb") as f:
                 f.write(struct.pack("<Q", len(encoded)))
@@ -107,7 +108,7 @@ def checkpoint_to_safetensors(src, dst, *, skip_unsupported=False):
                         f.write(piece)
             os.replace(temp, dst)
         except BaseException:
-            _remove_if_present(temp)
+            remove_if_present(temp)
             raise
     return skipped
 
@@ -204,7 +205,7 @@ def _write_npz(dst, arrays):
     dst = os.fspath(dst)
     if not dst.endswith(".npz"):
         dst += ".npz"  # as np.savez does
-    temp = _temp_name(dst)
+    temp = temp_name(dst)
     try:
         with zipfile.ZipFile(temp, "x", allowZip64=True) as archive:
             for name, array in arrays.items():
@@ -212,7 +213,7 @@ def _write_npz(dst, arrays):
                     np.lib.format.write_array(f, array, allow_pickle=False)
         os.replace(temp, dst)
     except BaseException:
-        _remove_if_present(temp)
+        remove_if_present(temp)
         raise
 
 

@@ -1,4 +1,5 @@
-"""File access: the only layer that touches the filesystem when reading.
+"""File access: the only layer that touches the filesystem when reading,
+and the small helpers every writer uses for atomic writes.
 
 A source has `path`, `size()`, `read(offset, n)` (bytes) and `view(offset, n)`
 (a zero-copy read-only memoryview where possible). Every request is checked
@@ -9,6 +10,7 @@ same four members.
 
 import mmap
 import os
+import secrets
 
 from .errors import CheckpointNotFoundError, FormatError
 
@@ -64,3 +66,34 @@ class LocalFile:
 def open_file(path):
     """The default opener: a memory-mapped local file."""
     return LocalFile(path)
+
+
+# --- atomic writes -------------------------------------------------------------
+
+def temp_name(path):
+    """A fresh temporary name beside `path`, to write it under and rename later."""
+    return f"{path}.tempstate{secrets.randbits(64)}"
+
+
+def remove_if_present(path):
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def write_atomically(path, data, sync):
+    """Write a small file (`data`, bytes) under a temporary name and rename it
+    into place, so readers see the old file or the new one, never a part.
+    `sync` fsyncs it first, so the rename never lands before the bytes do."""
+    temp = temp_name(path)
+    try:
+        with open(temp, "xb") as f:
+            f.write(data)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        remove_if_present(temp)
+        raise

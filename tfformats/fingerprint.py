@@ -26,6 +26,7 @@ from ._pure import (KEY_BYTES as _KEY_BYTES, KEY_SIGNED32 as _KEY_SIGNED32,
                     KEY_SIGNED64 as _KEY_SIGNED64, KEY_UNSIGNED as _KEY_UNSIGNED,
                     KEY_ZIGZAG as _KEY_ZIGZAG, MAP_ACTION as _MAP, MESSAGE_ACTION as _MSG)
 from .errors import CheckpointNotFoundError, FormatError, UnsupportedError
+from .fileio import write_atomically
 from .graph import parse_message, read_file
 
 FINGERPRINT_FILENAME = "fingerprint.pb"
@@ -327,20 +328,8 @@ def write_fingerprint(export_dir, fp=None):
     if fp is None:
         fp = compute_fingerprint(export_dir)
     data = fp.SerializeToString(deterministic=True)
-    path = os.path.join(export_dir, FINGERPRINT_FILENAME)
-    # Not tempfile.mkstemp: its 0600 mode would stay on the renamed file,
-    # where TensorFlow's writer leaves the umask's 0644.
-    tmp = f"{path}.tmp{secrets.token_hex(16)}"
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    # Like TensorFlow's writer: atomic, no fsync, the umask's mode (not mkstemp's 0600).
+    write_atomically(os.path.join(export_dir, FINGERPRINT_FILENAME), data, sync=False)
     return fp
 
 

@@ -14,7 +14,6 @@ import glob
 import math
 import os
 import re
-import secrets
 import time
 
 import numpy as np
@@ -27,6 +26,7 @@ from .checkpoint import OBJECT_GRAPH_KEY, STATE_FILENAME, read_state
 from .crc import crc32c_in_background
 from .dtypes import as_dtype
 from .errors import CheckpointNotFoundError, FormatError, UnsupportedError
+from .fileio import remove_if_present, temp_name, write_atomically
 from .sstable import TableBuilder
 
 # Big arrays are converted, checksummed and written in pieces of this size.
@@ -39,17 +39,6 @@ _FILE_BUFFER = 64 << 10
 _OVERLAP_MIN = 1 << 20
 # Sub-byte integer types keep one element per byte, value in the low bits.
 _LOW_BITS = {"int4": 0x0F, "uint4": 0x0F, "int2": 0x03, "uint2": 0x03, "float4_e2m1fn": 0x0F}
-
-
-def _temp_name(path):
-    return f"{path}.tempstate{secrets.randbits(64)}"
-
-
-def _remove_if_present(path):
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
 
 
 def _fsync_dir(directory):
@@ -142,7 +131,7 @@ class _Shard:
     """One data file being written under a temporary name."""
 
     def __init__(self, prefix, index):
-        self.temp = _temp_name(f"{prefix}.data-{index:05d}")
+        self.temp = temp_name(f"{prefix}.data-{index:05d}")
         self.file = open(self.temp, "xb", buffering=_FILE_BUFFER)
         self.position = 0
 
@@ -404,7 +393,7 @@ class BundleWriter:
             header = protos.BundleHeaderProto(num_shards=count,
                                               endianness=protos.BundleHeaderProto.LITTLE)
             header.version.producer = BUNDLE_VERSION
-            self._index_temp = _temp_name(index_path)
+            self._index_temp = temp_name(index_path)
             with open(self._index_temp, "xb", buffering=_FILE_BUFFER) as f:
                 table = TableBuilder(f)
                 table.add(HEADER_KEY, header.SerializeToString())
@@ -437,7 +426,7 @@ class BundleWriter:
                 pass
         for temp in [self._index_temp] + [shard.temp for shard in self._shards]:
             if temp is not None:
-                _remove_if_present(temp)
+                remove_if_present(temp)
 
     def __enter__(self):
         return self
@@ -615,7 +604,7 @@ def save_checkpoint(prefix, tensors, *, object_graph=True, dtypes=None, full_nam
 
 def _delete_checkpoint(prefix):
     for path in [prefix + ".index"] + glob.glob(glob.escape(prefix) + ".data-?????-of-?????"):
-        _remove_if_present(path)
+        remove_if_present(path)
 
 
 class CheckpointManager:
@@ -708,14 +697,5 @@ class CheckpointManager:
                                         for p in self._checkpoints],
             all_model_checkpoint_timestamps=list(self._checkpoints.values()),
             last_preserved_timestamp=self._last_preserved)
-        path = os.path.join(self.directory, STATE_FILENAME)
-        temp = _temp_name(path)
-        try:
-            with open(temp, "x", encoding="utf-8") as f:
-                f.write(text_format.MessageToString(state))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temp, path)
-        except BaseException:
-            _remove_if_present(temp)
-            raise
+        write_atomically(os.path.join(self.directory, STATE_FILENAME),
+                         text_format.MessageToString(state).encode("utf-8"), sync=True)
