@@ -2,8 +2,9 @@
 
 HostBackend has CupyBackend's interface on host memory with asynchronous
 "streams", so chunking, registration, staging, CRC overlap and partitioned
-assembly are all exercised without a GPU. The few lines that call CuPy itself
-need a GPU; benchmarks/gpu_check.py checks them on one.
+assembly are all exercised without a GPU. CupyBackend, the code that calls
+CuPy, runs here on tests/fake_cupy.py (CuPy 14's names and argument orders on
+host memory, with CUDA's refusals); benchmarks/gpu_check.py checks it on a GPU.
 """
 
 import importlib.util
@@ -21,6 +22,7 @@ import tfformats
 from tfformats import cuda
 from tfformats.errors import ChecksumError, DeviceError, FormatError, UnsupportedError
 
+import fake_cupy as fake_cupy_module
 from conftest import FIXTURES, assert_same_tensor, copy_fixture, expected_array, expected_checkpoints
 from test_bad_input import make_entry, write_index
 
@@ -336,22 +338,14 @@ def test_without_cupy_device_error_names_the_install(monkeypatch):
         cuda.to_device(DTYPES, "float32", "tpu:0")
 
 
-def _fake_cupy(count=None, error=None):
-    def get_count():
-        if error is not None:
-            raise error
-        return count
-    runtime = types.SimpleNamespace(getDeviceCount=get_count)
-    return types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime))
-
-
-@pytest.mark.parametrize("fake, message", [
-    (_fake_cupy(error=RuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")),
+@pytest.mark.parametrize("count, error, message", [
+    (1, RuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected"),
      "no CUDA device found"),
-    (_fake_cupy(count=0), "no CUDA device found"),
-    (_fake_cupy(count=1), r"cuda:1 asked for, but this machine has only 1"),
+    (0, None, "no CUDA device found"),
+    (1, None, r"cuda:1 asked for, but this machine has only 1"),
 ])
-def test_without_gpu_device_error(monkeypatch, fake, message):
+def test_without_gpu_device_error(monkeypatch, count, error, message):
+    fake = fake_cupy_module.make(count=count, count_error=error)
     monkeypatch.setitem(sys.modules, "cupy", fake)
     with tfformats.open_checkpoint(DTYPES) as reader:
         with pytest.raises(DeviceError, match=message):
@@ -550,3 +544,105 @@ def test_failure_mid_upload_unregisters_and_drains(register):
     assert not backend.registered
     assert all(s._last is None or s._last.done() for s in backend._streams)
     backend.close()
+
+
+# --- CupyBackend itself, on fake CuPy (tests/fake_cupy.py) --------------------------------
+
+@pytest.fixture
+def fake_cupy(monkeypatch):
+    module = fake_cupy_module.make(delay=0.0001)
+    monkeypatch.setitem(sys.modules, "cupy", module)
+    yield module
+    module.fake.close()
+    assert not module.fake.violations
+    assert not module.fake.registered, "every registration must be undone"
+
+
+def assert_device_matches_host(reader, out, cupy):
+    for name, array in out.items():
+        host = reader.get_tensor(name)
+        assert isinstance(array, cupy.ndarray), name
+        got = cupy.asnumpy(array)
+        assert got.shape == host.shape and got.dtype.itemsize == host.dtype.itemsize, name
+        assert got.tobytes() == host.tobytes(), name
+
+
+@pytest.mark.parametrize("register", [True, False], ids=["registered", "staged"])
+@pytest.mark.parametrize("chunk_size", [7, cuda.DEFAULT_CHUNK])
+@pytest.mark.parametrize("prefix", [DTYPES, SHARDED, PARTITIONED],
+                         ids=["dtypes", "sharded", "tf1_partitioned"])
+def test_cupy_backend_upload_bit_exact(fake_cupy, prefix, chunk_size, register):
+    stats = {}
+    with tfformats.open_checkpoint(prefix) as reader:
+        out = cuda.upload(reader, device="cuda:0", chunk_size=chunk_size, register=register,
+                          raw_dtypes=True, stats=stats)
+        assert_device_matches_host(reader, out, fake_cupy)
+    counts = fake_cupy.fake.counts
+    assert counts["copies_from_pageable"] == 0
+    if register:
+        assert stats["direct_chunks"] == stats["chunks"] and stats["refusal"] is None
+        assert counts["copies_from_registered"] == stats["chunks"]
+    else:
+        assert stats["staged_chunks"] == stats["chunks"] and counts["hostRegister"] == 0
+        assert counts["copies_from_pinned"] == stats["chunks"]
+    assert counts["device_assigns"] == stats.get("strided_parts", 0)
+
+
+def test_cupy_backend_device_keywords(fake_cupy):
+    with tfformats.open_checkpoint(DTYPES) as reader:
+        array = reader.get_tensor("float32", device="cuda:0")
+        assert isinstance(array, fake_cupy.ndarray)
+        assert fake_cupy.asnumpy(array).tobytes() == reader["float32"].tobytes()
+    out = tfformats.load_checkpoint(FIXTURES / "keras_adam" / "ckpt-1", device="gpu:0")
+    with tfformats.open_checkpoint(FIXTURES / "keras_adam" / "ckpt-1") as reader:
+        assert sorted(out) == sorted(reader)
+        for name in reader:
+            if reader.dtype(name).is_string:
+                assert isinstance(out[name], np.ndarray)
+            else:
+                assert fake_cupy.asnumpy(out[name]).tobytes() == reader[name].tobytes()
+
+
+def test_cupy_backend_crc_mismatch(fake_cupy, tmp_path):
+    prefix, entry, path = _corrupt(tmp_path, DTYPES, "float64", at=9)
+    with tfformats.open_checkpoint(prefix) as reader:
+        for register in (True, False):
+            with pytest.raises(ChecksumError, match=f"'float64' at offset {entry.offset}"):
+                cuda.upload(reader, register=register, raw_dtypes=True)
+
+
+def test_cupy_backend_without_read_only_registration(monkeypatch):
+    # The device says it cannot register read-only memory: no hostRegister call
+    # (a refused one would leave CUDA's last error set), staged copies instead.
+    module = fake_cupy_module.make(read_only_supported=False)
+    monkeypatch.setitem(sys.modules, "cupy", module)
+    stats = {}
+    try:
+        with tfformats.open_checkpoint(SHARDED) as reader:
+            out = cuda.upload(reader, stats=stats, chunk_size=64)
+            assert_device_matches_host(reader, out, module)
+    finally:
+        module.fake.close()
+    assert module.fake.counts["hostRegister"] == 0
+    assert stats["registrations_refused"] > 0 and stats["staged_chunks"] == stats["chunks"]
+    assert "cudaDevAttrHostRegisterReadOnlySupported" in stats["refusal"]
+    assert not module.fake.violations
+
+
+def test_cupy_backend_out_of_memory(monkeypatch):
+    module = fake_cupy_module.make(memory_limit=16)
+    monkeypatch.setitem(sys.modules, "cupy", module)
+    try:
+        with pytest.raises(DeviceError, match="out of memory on cuda:0"):
+            cuda.upload(DTYPES, raw_dtypes=True)
+    finally:
+        module.fake.close()
+
+
+def test_gpu_check_script_on_fake_cupy(fake_cupy, tmp_path, capsys):
+    rc = _gpu_check().main(["--size-gib", "0.004", "--tensors", "7", "--chunk-mib", "1",
+                            "--repeat", "1", "--dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "fake GPU" in out and "all 7 uploaded tensors equal" in out
+    assert "path: direct" in out and "path: staged" in out and "% of the pinned copy" in out

@@ -164,8 +164,22 @@ class CupyBackend:
             except self.cp.cuda.memory.OutOfMemoryError as e:
                 raise DeviceError(f"out of memory on {self.device}: {e}") from None
 
+    def _can_register_read_only(self):
+        # Asking first keeps a refusal we could predict out of CUDA's
+        # last-error state, which other libraries in the process may check.
+        rt = self.cp.cuda.runtime
+        attr = getattr(rt, "cudaDevAttrHostRegisterReadOnlySupported", 113)
+        try:
+            return bool(rt.deviceGetAttribute(attr, self.ordinal))
+        except Exception:   # an older CuPy or driver: let hostRegister tell
+            return True
+
     def register(self, address, nbytes):
         rt = self.cp.cuda.runtime
+        if not self._can_register_read_only():
+            self.refusal = (f"{self.device} cannot register read-only host memory "
+                            "(cudaDevAttrHostRegisterReadOnlySupported is 0)")
+            return None
         with self._dev:
             try:
                 rt.hostRegister(address, nbytes, HOST_REGISTER_READ_ONLY)
