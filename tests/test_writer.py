@@ -626,6 +626,78 @@ def test_tf_accepts_checkpoint_manager_state(tmp_path):
     assert tf_manager.save() == str(tmp_path / "ckpt-5")   # TF continues the numbering
 
 
+class _Clock:
+    """Stands in for the `time` module; the test sets `now`, so both managers
+    see the same timestamps however often each reads the clock."""
+
+    def __init__(self, now):
+        self.now = now
+
+    def time(self):
+        return self.now
+
+
+def test_keep_checkpoint_every_n_hours_is_checked(tmp_path, monkeypatch):
+    for bad in (-1, -0.5, float("nan")):
+        with pytest.raises(ValueError, match="keep_checkpoint_every_n_hours"):
+            CheckpointManager(tmp_path, max_to_keep=1, keep_checkpoint_every_n_hours=bad)
+    clock = _Clock(1.7e9)
+    monkeypatch.setattr("tfformats.writer.time", clock)
+    manager = CheckpointManager(tmp_path, 1, 0)   # 0 is off, as in TensorFlow
+    for _ in range(3):
+        clock.now += 7200
+        manager.save({"w": np.zeros(2)})
+    assert sorted(p.name for p in tmp_path.glob("*.index")) == ["ckpt-3.index"]
+    assert read_state(tmp_path).last_preserved_timestamp == 1.7e9 - 1
+
+
+@needs_tf
+@pytest.mark.parametrize("max_to_keep, hours", [(2, 1), (2, 0.5), (3, 1), (None, 1)])
+def test_keep_checkpoint_every_n_hours_matches_tf(tmp_path, monkeypatch, max_to_keep, hours):
+    from tensorflow.python.checkpoint import checkpoint_management
+
+    clock = _Clock(1.7e9)
+    monkeypatch.setattr(checkpoint_management, "time", clock)
+    monkeypatch.setattr("tfformats.writer.time", clock)
+    ours_dir, tf_dir = tmp_path / "ours", tmp_path / "tf"
+    ckpt = tf.train.Checkpoint(v=tf.Variable(np.zeros(2, np.float32)))
+
+    def managers():
+        return (CheckpointManager(ours_dir, max_to_keep, keep_checkpoint_every_n_hours=hours),
+                tf.train.CheckpointManager(ckpt, str(tf_dir), max_to_keep,
+                                           keep_checkpoint_every_n_hours=hours))
+
+    def compare():
+        assert sorted(p.name for p in ours_dir.iterdir()) == sorted(p.name for p in tf_dir.iterdir())
+        ours_state, tf_state = read_state(ours_dir), read_state(tf_dir)
+        assert ours_state.model_checkpoint_path == os.path.basename(tf_state.model_checkpoint_path)
+        assert (list(ours_state.all_model_checkpoint_paths)
+                == [os.path.basename(p) for p in tf_state.all_model_checkpoint_paths])
+        assert (list(ours_state.all_model_checkpoint_timestamps)
+                == list(tf_state.all_model_checkpoint_timestamps))
+        assert ours_state.last_preserved_timestamp == tf_state.last_preserved_timestamp
+        assert ([os.path.basename(p) for p in ours.checkpoints]
+                == [os.path.basename(p) for p in theirs.checkpoints])
+
+    ours, theirs = managers()
+    for i in range(8):
+        clock.now += 1200   # 20 minutes: with 1 hour, every third one is kept, exactly on time
+        ours.save({"v": np.full(2, i, np.float32)})
+        theirs.save()
+        compare()
+    on_disk = sorted(p.name for p in ours_dir.glob("*.index"))
+    if max_to_keep == 2 and hours == 1:
+        assert on_disk == ["ckpt-3.index", "ckpt-6.index", "ckpt-7.index", "ckpt-8.index"]
+    clock.now += 600
+    ours, theirs = managers()   # both pick up the state file and carry on
+    for i in range(5):
+        clock.now += 1200
+        ours.save({"v": np.full(2, i, np.float32)})
+        theirs.save()
+        compare()
+    assert ours.latest_checkpoint == str(ours_dir / "ckpt-13")
+
+
 # --- TensorFlow restores what we write --------------------------------------------------
 
 def _tf_keras_model():

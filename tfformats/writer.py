@@ -613,20 +613,33 @@ class CheckpointManager:
     `save(tensors)` writes `<directory>/<checkpoint_name>-<N>`, records it in
     the `checkpoint` state file (which `tf.train.latest_checkpoint` reads)
     and deletes the oldest checkpoints beyond `max_to_keep` (None keeps all).
+    With `keep_checkpoint_every_n_hours`, a checkpoint leaving that window is
+    kept on disk instead when it is at least that many hours newer than the
+    last one so kept; kept ones are no longer listed (as in TensorFlow, so
+    the state file does not grow forever). None or 0 keeps none this way.
     An existing state file is picked up: numbering and rotation continue.
     """
 
-    def __init__(self, directory, max_to_keep=5, checkpoint_name="ckpt"):
+    def __init__(self, directory, max_to_keep=5, keep_checkpoint_every_n_hours=None,
+                 checkpoint_name="ckpt"):
         if max_to_keep is not None and max_to_keep < 1:
             raise ValueError(f"max_to_keep must be positive or None, got {max_to_keep}")
+        # TensorFlow does not check this; a negative value would silently keep
+        # every checkpoint, so it is refused here. 0 means off, as in TF.
+        if keep_checkpoint_every_n_hours is not None and not keep_checkpoint_every_n_hours >= 0:
+            raise ValueError("keep_checkpoint_every_n_hours must be >= 0 or None, "
+                             f"got {keep_checkpoint_every_n_hours}")
         self.directory = os.fspath(directory)
         self.max_to_keep = max_to_keep
+        self.keep_checkpoint_every_n_hours = keep_checkpoint_every_n_hours
         self.checkpoint_name = checkpoint_name
         self._checkpoints = {}  # prefix -> timestamp, oldest first
         now = time.time()
         state = read_state(self.directory) if os.path.isdir(self.directory) else None
         if state is None:
-            self._last_preserved = now
+            # One second back, as TF does, so the hours are counted from the
+            # same moment and the state file records the same value.
+            self._last_preserved = now - 1.0
             self._latest = None
         else:
             self._last_preserved = min(state.last_preserved_timestamp, now)
@@ -679,12 +692,19 @@ class CheckpointManager:
         self._checkpoints[prefix] = time.time()
         self._latest = prefix
         dropped = []
+        hours = self.keep_checkpoint_every_n_hours
         while self.max_to_keep is not None and len(self._checkpoints) > self.max_to_keep:
             oldest = next(iter(self._checkpoints))
-            del self._checkpoints[oldest]
-            dropped.append(oldest)
-        # The state file stops listing a checkpoint before its files go, so
-        # a crash in between never leaves it naming a deleted checkpoint.
+            stamp = self._checkpoints.pop(oldest)
+            # Written as TF's test is (stamp minus the interval, >=) so that
+            # float rounding at the boundary decides the same way.
+            if hours and stamp - hours * 3600.0 >= self._last_preserved:
+                self._last_preserved = stamp  # kept on disk, no longer listed
+            else:
+                dropped.append(oldest)
+        # The state file stops listing a checkpoint (and records a new
+        # last_preserved_timestamp) before any files go, so a crash in
+        # between never leaves it naming a deleted checkpoint.
         self._write_state()
         for oldest in dropped:
             _delete_checkpoint(oldest)
