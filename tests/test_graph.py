@@ -11,10 +11,19 @@ from tfformats import protos
 from tfformats.errors import CheckpointNotFoundError, FormatError
 from tfformats.graph import graph_constants, load_graph_def
 
-from conftest import FIXTURES, requires_tf
+from conftest import FIXTURES, assert_same_tensor, expected_array, requires_tf
 
 FROZEN = FIXTURES / "frozen_graph" / "frozen.pb"
 EXPECTED = json.loads((FIXTURES / "frozen_graph" / "expected.json").read_text())
+# A tf.function graph: outer's body at the top level, middle and inner (nested
+# tf.functions) in its library, each with a Const named "c".
+FUNCTION_GRAPH = FIXTURES / "function_graph" / "graph.pb"
+FUNCTION_EXPECTED = json.loads(
+    (FIXTURES / "function_graph" / "expected_constants.json").read_text())
+
+
+def expected_key(spec):
+    return spec["node"] if spec["function"] is None else f"{spec['function']}/{spec['node']}"
 
 
 def check_against_expected(consts):
@@ -96,14 +105,104 @@ def test_bad_constant_names_node(tmp_path):
         graph_constants(graph)
 
 
-def test_only_top_level_constants():
+def test_functions_false_reads_only_top_level():
     graph = protos.GraphDef()
     graph.node.add(name="c", op="Const").attr["value"].tensor.CopyFrom(
         protos.TensorProto(dtype=1, float_val=[1.0]))
     function = graph.library.function.add()
-    function.node_def.add(name="inner", op="Const")
-    assert list(graph_constants(graph)) == ["c"]
-    assert graph_constants(graph)["c"] == np.float32(1.0)
+    function.signature.name = "f"
+    function.node_def.add(name="c", op="Const").attr["value"].tensor.CopyFrom(
+        protos.TensorProto(dtype=3, int_val=[2]))
+    assert graph_constants(graph, functions=False) == {"c": np.float32(1.0)}
+    assert graph_constants(graph) == {"c": np.float32(1.0), "f/c": np.int32(2)}
+
+
+def check_function_graph(consts):
+    assert list(consts) == [expected_key(spec) for spec in FUNCTION_EXPECTED["consts"]]
+    for spec in FUNCTION_EXPECTED["consts"]:
+        assert_same_tensor(consts[expected_key(spec)], expected_array(spec))
+
+
+def test_function_constants_match_tf():
+    check_function_graph(graph_constants(FUNCTION_GRAPH))
+    check_function_graph(graph_constants(load_graph_def(FUNCTION_GRAPH)))
+
+
+@requires_tf
+def test_function_constants_of_tensorflow_graph_def():
+    from tensorflow.core.framework import graph_pb2
+
+    check_function_graph(graph_constants(graph_pb2.GraphDef.FromString(
+        FUNCTION_GRAPH.read_bytes())))
+
+
+def test_function_constant_keys():
+    consts = graph_constants(FUNCTION_GRAPH)
+    middle, inner = FUNCTION_EXPECTED["functions"]
+    assert middle.startswith("__inference_middle_") and inner.startswith("__inference_inner_")
+    # The three constants named "c" stay apart.
+    assert {"c", f"{middle}/c", f"{inner}/c"} <= set(consts)
+    assert consts["c"].shape == (2,) and consts[f"{middle}/c"].shape == ()
+    assert consts[f"{inner}/c"].shape == (2, 3, 2)
+    assert list(consts[f"{inner}/tag"]) == [b"in", "ïnner".encode()]
+    assert set(graph_constants(FUNCTION_GRAPH, functions=False)) == {"c", "label"}
+    fields = {f for c in FUNCTION_EXPECTED["consts"] if c["function"] for f in c["fields"]}
+    assert {"tensor_content", "float_val", "int64_val", "string_val"} <= fields
+
+
+def test_bad_function_constant_names_function_and_node(tmp_path):
+    graph = load_graph_def(FUNCTION_GRAPH)
+    inner = FUNCTION_EXPECTED["functions"][1]
+    function = next(f for f in graph.library.function if f.signature.name == inner)
+    node = next(n for n in function.node_def if n.name == "ids")
+    node.attr["value"].tensor.tensor_content = b"\0" * 5
+    path = tmp_path / "broken.pb"
+    path.write_bytes(graph.SerializeToString())
+    with pytest.raises(FormatError, match=rf"broken\.pb: Const node 'ids' of function '{inner}'"):
+        graph_constants(path)
+    with pytest.raises(FormatError, match=rf"^Const node 'ids' of function '{inner}'"):
+        graph_constants(graph)
+    assert "c" in graph_constants(path, functions=False)
+
+
+def test_function_key_clash_raises():
+    graph = protos.GraphDef()
+    graph.node.add(name="f/c", op="Const").attr["value"].tensor.CopyFrom(
+        protos.TensorProto(dtype=1, float_val=[1.0]))
+    function = graph.library.function.add()
+    function.signature.name = "f"
+    function.node_def.add(name="c", op="Const").attr["value"].tensor.CopyFrom(
+        protos.TensorProto(dtype=1, float_val=[2.0]))
+    with pytest.raises(FormatError, match="'f/c' is already taken"):
+        graph_constants(graph)
+
+
+def test_placeholder_value_is_skipped():
+    graph = protos.GraphDef()
+    function = graph.library.function.add()
+    function.signature.name = "f"
+    function.node_def.add(name="c", op="Const").attr["value"].placeholder = "value"
+    assert graph_constants(graph) == {}
+
+
+@requires_tf
+def test_saved_model_function_constants_match_tf():
+    import tensorflow as tf
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from tfformats import load_saved_model
+
+    path = FIXTURES / "saved_model_module"
+    consts = graph_constants(load_saved_model(path).meta_graph().graph_def)
+    graph = saved_model_pb2.SavedModel.FromString(
+        (path / "saved_model.pb").read_bytes()).meta_graphs[0].graph_def
+    want = {n.name: n for n in graph.node if n.op == "Const"}
+    want.update((f"{f.signature.name}/{n.name}", n)
+                for f in graph.library.function for n in f.node_def if n.op == "Const")
+    assert list(consts) == list(want)
+    assert any("/" in key for key in want)
+    for key, node in want.items():
+        assert_same_tensor(consts[key], tf.make_ndarray(node.attr["value"].tensor))
 
 
 def test_ops_may_be_one_name():

@@ -1,8 +1,9 @@
 """GraphDef files (`frozen.pb`, `graph.pbtxt`) and the constants they hold.
 
 A frozen graph keeps its weights as `Const` nodes whose `value` attr is a
-TensorProto; `graph_constants` turns those into numpy arrays. Only the
-top-level nodes are read, not the bodies of functions in `library`.
+TensorProto; `graph_constants` turns those into numpy arrays. TF2 graphs
+(SavedModels, `tf.function` graphs) keep most constants in the bodies of the
+functions in `library`; those are read too, keyed "<function name>/<node name>".
 """
 
 import os
@@ -79,21 +80,47 @@ def _looks_like_text(data):
     return head.lstrip().startswith((b"node", b"library", b"versions", b"#"))
 
 
-def graph_constants(graph_def_or_path, ops=("Const",)):
-    """node name -> numpy array for every top-level `Const` node of a GraphDef.
+def graph_constants(graph_def_or_path, ops=("Const",), functions=True):
+    """name -> numpy array for every `Const` node of a GraphDef.
 
     Accepts a GraphDef message (ours or TensorFlow's: anything with the same
-    wire format) or a path. Function-library bodies are not searched.
+    wire format) or a path. Top-level nodes are keyed by node name. With
+    `functions=True` (the default) the bodies of all functions in `library`
+    are read too, called or not (a nested `tf.function` is a function of its
+    own there), keyed "<function signature name>/<node name>". Such a key
+    cannot clash with a top-level name for TF's "__inference_..." functions,
+    as node names cannot start with "_"; should a hand-made graph clash
+    anyway (or repeat a function name), FormatError is raised rather than
+    one value hiding the other.
+    Constants whose value is a function attr placeholder are skipped.
     """
+    where = f"{os.fspath(graph_def_or_path)}: " if isinstance(
+        graph_def_or_path, (str, os.PathLike)) else ""
     graph_def = _as_graph_def(graph_def_or_path)
     if isinstance(ops, str):  # else `node.op in ops` would match substrings
         ops = (ops,)
     out = {}
     for node in graph_def.node:
-        if node.op in ops and "value" in node.attr:
+        if _is_constant(node, ops):
             out[node.name] = to_numpy(node.attr["value"].tensor,
-                                      what=f"Const node {node.name!r}")
+                                      what=f"{where}Const node {node.name!r}")
+    for function in (graph_def.library.function if functions else ()):
+        fname = function.signature.name
+        for node in function.node_def:
+            if not _is_constant(node, ops):
+                continue
+            key = f"{fname}/{node.name}"
+            if key in out:
+                raise FormatError(f"{where}Const node {node.name!r} of function {fname!r}: "
+                                  f"its key {key!r} is already taken")
+            out[key] = to_numpy(node.attr["value"].tensor,
+                                what=f"{where}Const node {node.name!r} of function {fname!r}")
     return out
+
+
+def _is_constant(node, ops):
+    return (node.op in ops and "value" in node.attr
+            and node.attr["value"].WhichOneof("value") != "placeholder")
 
 
 def _as_graph_def(value):
