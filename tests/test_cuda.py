@@ -409,18 +409,38 @@ def test_gpu_check_script_without_cupy_exits_cleanly():
 
 # --- DLPack ------------------------------------------------------------------------------
 
-def test_dlpack_torch_zero_copy_of_a_private_copy():
-    torch = pytest.importorskip("torch", reason="torch not installed (optional)")
+def _tensorflow_from_dlpack(array):
+    import tensorflow as tf
+    return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+
+
+def _torch_from_dlpack(array):
+    import torch
+    return torch.from_dlpack(array)
+
+
+# TensorFlow is a test dependency, so CI always takes this path; torch is
+# checked too wherever it is installed.
+DLPACK_CONSUMERS = {"numpy": np.from_dlpack, "tensorflow": _tensorflow_from_dlpack}
+if importlib.util.find_spec("torch"):
+    DLPACK_CONSUMERS["torch"] = _torch_from_dlpack
+
+
+@pytest.mark.parametrize("from_dlpack", DLPACK_CONSUMERS.values(), ids=DLPACK_CONSUMERS.keys())
+def test_dlpack_zero_copy_of_a_private_copy(from_dlpack):
     with tfformats.open_checkpoint(DTYPES) as reader:
-        for name in ["float32", "int64", "complex64", "bool", "float16"]:
+        for name in ["float32", "int64", "complex64", "bool", "float16", "uint8"]:
             array = reader.get_tensor(name, copy=True)
-            tensor = torch.from_dlpack(array)
-            assert tensor.data_ptr() == array.ctypes.data            # zero-copy
-            assert tensor.numpy().tobytes() == reader[name].tobytes()
-        # bfloat16 (and the ml_dtypes types) are not DLPack types: pass the bits
+            tensor = from_dlpack(array)
+            assert np.asarray(tensor).tobytes() == reader[name].tobytes()
+            array[...] = 1   # the consumer sees our memory, not a copy of it
+            assert np.asarray(tensor).tobytes() == np.ones_like(array).tobytes(), name
+        # bfloat16 (and the other ml_dtypes types) are not DLPack types: pass the bits
         array = reader.get_tensor("bfloat16", copy=True)
-        tensor = torch.from_dlpack(array.view(np.uint16)).view(torch.bfloat16)
-        assert tensor.float().numpy().tolist() == array.astype(np.float32).tolist()
+        with pytest.raises(BufferError):
+            array.__dlpack__()
+        bits = np.asarray(from_dlpack(array.view(np.uint16)))
+        assert bits.tobytes() == reader["bfloat16"].tobytes()
 
 
 def test_dlpack_of_read_only_views():
