@@ -105,14 +105,19 @@ def test_bad_constant_names_node(tmp_path):
         graph_constants(graph)
 
 
-def test_functions_false_reads_only_top_level():
+def _graph_with_function(top_name, top_value, function_value):
+    """A GraphDef with Const `top_name` and function "f" holding Const "c"."""
     graph = protos.GraphDef()
-    graph.node.add(name="c", op="Const").attr["value"].tensor.CopyFrom(
-        protos.TensorProto(dtype=1, float_val=[1.0]))
+    graph.node.add(name=top_name, op="Const").attr["value"].tensor.CopyFrom(top_value)
     function = graph.library.function.add()
     function.signature.name = "f"
-    function.node_def.add(name="c", op="Const").attr["value"].tensor.CopyFrom(
-        protos.TensorProto(dtype=3, int_val=[2]))
+    function.node_def.add(name="c", op="Const").attr["value"].tensor.CopyFrom(function_value)
+    return graph
+
+
+def test_functions_false_reads_only_top_level():
+    graph = _graph_with_function("c", protos.TensorProto(dtype=1, float_val=[1.0]),
+                                 protos.TensorProto(dtype=3, int_val=[2]))
     assert graph_constants(graph, functions=False) == {"c": np.float32(1.0)}
     assert graph_constants(graph) == {"c": np.float32(1.0), "f/c": np.int32(2)}
 
@@ -166,13 +171,8 @@ def test_bad_function_constant_names_function_and_node(tmp_path):
 
 
 def test_function_key_clash_raises():
-    graph = protos.GraphDef()
-    graph.node.add(name="f/c", op="Const").attr["value"].tensor.CopyFrom(
-        protos.TensorProto(dtype=1, float_val=[1.0]))
-    function = graph.library.function.add()
-    function.signature.name = "f"
-    function.node_def.add(name="c", op="Const").attr["value"].tensor.CopyFrom(
-        protos.TensorProto(dtype=1, float_val=[2.0]))
+    graph = _graph_with_function("f/c", protos.TensorProto(dtype=1, float_val=[1.0]),
+                                 protos.TensorProto(dtype=1, float_val=[2.0]))
     with pytest.raises(FormatError, match="'f/c' is already taken"):
         graph_constants(graph)
 
