@@ -10,6 +10,8 @@ It writes a float32 checkpoint of many tensors with `tfformats.writer.save_check
 every tensor with CRC verification on, compares each one bit for bit with the
 host read, and prints the achieved GB/s next to CuPy's own pinned
 host-to-device copy of the same number of bytes, measured in the same run.
+The registered path is timed with several registration window sizes (the
+default first: the 90% target is judged on it), then the staging fallback.
 Exit status 1 when any tensor differs. `--backend host` runs the same
 scheduler into host memory (no GPU needed; the test suite uses it).
 """
@@ -63,11 +65,12 @@ def warm(reader):
     return total, time.perf_counter() - t
 
 
-def timed_upload(reader, args, backend, register):
+def timed_upload(reader, args, backend, window_mib):
     stats = {}
     t = time.perf_counter()
     out = cuda.upload(reader, device=args.device, verify=True, backend=backend,
-                      chunk_size=args.chunk_mib << 20, workers=args.workers, register=register,
+                      chunk_size=args.chunk_mib << 20, workers=args.workers,
+                      register=window_mib is not None, register_window=(window_mib or 1) << 20,
                       raw_dtypes=True, stats=stats)
     return out, time.perf_counter() - t, stats
 
@@ -129,6 +132,10 @@ def main(argv=None):
     p.add_argument("--size-gib", type=float, default=1.0)
     p.add_argument("--tensors", type=int, default=96)
     p.add_argument("--chunk-mib", type=int, default=32)
+    p.add_argument("--window-mib", type=lambda v: [int(w) for w in v.split(",")],
+                   default=[cuda.DEFAULT_WINDOW >> 20, 16, 256, 1024],
+                   help="registration window sizes to time, the default first "
+                        "(comma-separated MiB)")
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--device", default="cuda:0")
@@ -163,12 +170,13 @@ def main(argv=None):
             nbytes, secs = warm(reader)
             print(f"host read + CRC (warms the page cache): {nbytes / GB:.4g} GB in {secs:.3f} s")
             base = pinned_baseline(backend, max(nbytes, 1), args.repeat)
-            modes = [("registered mmap", True)] + ([] if args.no_staged else
-                                                     [("staged (register=False)", False)])
-            for label, register in modes:
+            # The first window size is the default, the one the target is judged on.
+            modes = [(f"registered, {w} MiB windows", w) for w in args.window_mib]
+            modes += [] if args.no_staged else [("staged (register=False)", None)]
+            for label, window_mib in modes:
                 best, stats = float("inf"), None
                 for i in range(args.repeat):
-                    out, secs, stats = timed_upload(reader, args, backend, register)
+                    out, secs, stats = timed_upload(reader, args, backend, window_mib)
                     best = min(best, secs)
                     if i == 0:
                         checked = len(out)
@@ -178,23 +186,24 @@ def main(argv=None):
                             print(f"MISMATCH ({label}): {len(bad)} tensors differ, "
                                   f"e.g. {bad[:5]}")
                     free(out, backend)
-                path = ("direct" if stats.get("direct_chunks") else "staged") + \
+                path = (f"direct, {stats['registered_windows']} windows"
+                        if stats.get("direct_chunks") else "staged") + \
                     (f", registration refused: {stats['refusal']}"
                      if stats.get("registrations_refused") else "")
                 share = base / best
                 shares.setdefault(label, share)
-                print(f"{'upload, CRC on, ' + label:40s}: {nbytes / best / GB:7.2f} GB/s "
+                print(f"{'upload, CRC on, ' + label:46s}: {nbytes / best / GB:7.2f} GB/s "
                       f"= {share:.0%} of the pinned copy ({best * 1e3:.1f} ms best of "
                       f"{args.repeat}; {stats.get('chunks', 0)} chunks, path: {path})")
             what = ("host memcpy (HostBackend stand-in)" if args.backend == "host"
                     else "CuPy pinned host->device copy")
-            print(f"{what + ', same bytes':40s}: {nbytes / base / GB:7.2f} GB/s "
+            print(f"{what + ', same bytes':46s}: {nbytes / base / GB:7.2f} GB/s "
                   f"({base * 1e3:.1f} ms)")
             print("bit-for-bit comparison: " + ("FAILED" if failed else
                                                 f"all {checked} uploaded tensors equal"))
-            best_share = max(shares.values())
-            print(f"target, >= 90% of the pinned copy with CRC on: "
-                  f"{'met' if best_share >= 0.9 else 'NOT met'} ({best_share:.0%})")
+            label, share = next(iter(shares.items()))
+            print(f"target, >= 90% of the pinned copy with CRC on ({label}): "
+                  f"{'met' if share >= 0.9 else 'NOT met'} ({share:.0%})")
         return 1 if failed else 0
     finally:
         if tmp:

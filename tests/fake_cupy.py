@@ -72,6 +72,7 @@ class State:
         self.streams = {}                  # ptr -> Stream
         self.in_flight = collections.deque()   # (src lo, src hi, future)
         self.local = threading.local()
+        self.lock = threading.Lock()   # registration runs on several threads
         self.ids = itertools.count(0x1000)
         self.null_stream = None
 
@@ -246,6 +247,10 @@ def make(count=1, delay=0.0, read_only_supported=True, count_error=None, memory_
         raise CUDARuntimeError(f"the fake does not know attribute {attrib}")
 
     def hostRegister(ptr, size, flags):
+        with state.lock:
+            _host_register(ptr, size, flags)
+
+    def _host_register(ptr, size, flags):
         state.counts["hostRegister"] += 1
         hi = ptr + size
         if flags & ~0xF or not size:
@@ -270,6 +275,10 @@ def make(count=1, delay=0.0, read_only_supported=True, count_error=None, memory_
         state.registered[ptr] = hi
 
     def hostUnregister(ptr):
+        with state.lock:
+            _host_unregister(ptr)
+
+    def _host_unregister(ptr):
         if ptr not in state.registered:
             raise CUDARuntimeError("cudaErrorHostMemoryNotRegistered: pointer does not "
                                    "correspond to a registered memory region")

@@ -8,6 +8,7 @@ host memory, with CUDA's refusals); benchmarks/gpu_check.py checks it on a GPU.
 """
 
 import importlib.util
+import itertools
 import math
 import os
 import pathlib
@@ -102,7 +103,7 @@ def test_upload_fixture_bit_exact(prefix, tensors, chunk_size, register):
 def test_registered_region_is_page_aligned_and_covers_the_tensors():
     with tfformats.open_checkpoint(SHARDED) as reader:
         out, stats, backend = host_upload(reader)
-        assert stats["registered_sources"] == reader._bundle.num_shards
+        assert stats["registered_windows"] == reader._bundle.num_shards   # small shards
         assert stats["registered_bytes"] % cuda.PAGE == 0
 
 
@@ -474,6 +475,59 @@ def test_only_the_pages_of_the_requested_tensors_are_registered(tmp_path):
         assert_matches_host(reader, out)
 
 
+@pytest.fixture(scope="module")
+def six_mib(tmp_path_factory):
+    from tfformats import writer
+    rng = np.random.default_rng(5)
+    arrays = {f"t{i}": rng.random(1 << 18, dtype=np.float32) for i in range(6)}   # 1 MiB each
+    return writer.save_checkpoint(str(tmp_path_factory.mktemp("six") / "ckpt"), arrays)
+
+
+def test_registration_windows_bound_pinned_memory(six_mib):
+    window = 256 << 10
+    with tfformats.open_checkpoint(six_mib) as reader:
+        backend = cuda.HostBackend(delay=0.0001)
+        out, stats, _ = host_upload(reader, chunk_size=100_000, register_window=window,
+                                    backend=backend)
+        assert_matches_host(reader, out)
+    assert stats["registered_windows"] >= 24 and not stats.get("registrations_refused")
+    assert stats["direct_chunks"] == stats["chunks"]
+    # windows are disjoint pages (HostBackend refuses overlaps, as CUDA does), and no
+    # more than WINDOWS_AHEAD of them are pinned at once
+    assert 2 * window < backend.counts["most_registered_bytes"] <= cuda.WINDOWS_AHEAD * window
+    assert stats["registered_bytes"] <= (6 << 20) + stats["registered_windows"] * cuda.PAGE
+
+
+def test_registration_window_refused_midway(six_mib):
+    with tfformats.open_checkpoint(six_mib) as reader:
+        backend = cuda.HostBackend(delay=0.0001)
+        real, calls = backend.register, itertools.count(1)
+
+        def register(address, nbytes):   # runs on two threads: next() is atomic
+            return None if next(calls) in (2, 5) else real(address, nbytes)
+        backend.register = register
+        out, stats, _ = host_upload(reader, chunk_size=1 << 17, register_window=1 << 20,
+                                    backend=backend)
+        assert_matches_host(reader, out)
+    assert stats["registrations_refused"] == 2 and stats["registered_windows"] == 4
+    assert stats["direct_chunks"] and stats["staged_chunks"]
+
+
+def test_failure_while_windows_are_registered_ahead(six_mib):
+    class Failing(cuda.HostBackend):
+        def copy(self, dst, byte_offset, src, stream):
+            if self.counts["copied_bytes"] > 3 << 20:
+                raise RuntimeError("copy engine on fire")
+            super().copy(dst, byte_offset, src, stream)
+
+    backend = Failing(delay=0.0001)
+    with tfformats.open_checkpoint(six_mib) as reader:
+        with pytest.raises(RuntimeError, match="on fire"):
+            cuda.upload(reader, backend=backend, chunk_size=1 << 17, register_window=1 << 19)
+    assert not backend.registered and backend.counts["register_calls"] > 6
+    backend.close()
+
+
 def test_overlapping_parts_are_refused_not_left_uninitialised(tmp_path):
     # Parts [0, 2) and [1, 3) of a 4-element tensor add up to 4 elements but
     # leave element 3 unwritten; the host reader refuses this, so must we.
@@ -505,8 +559,9 @@ def test_one_failed_unregistration_still_undoes_the_others():
             assert reader._bundle.num_shards > 1
             with pytest.raises(RuntimeError, match="unregister failed"):
                 cuda.upload(reader, backend=backend)
-        assert backend.counts["unregister_calls"] == reader._bundle.num_shards
-        assert len(backend.registered) == 1   # only the one that failed
+        # one unregistration tried per registration, and only the failed one left
+        assert backend.counts["unregister_calls"] == backend.counts["register_calls"] > 1
+        assert len(backend.registered) == 1
     finally:
         backend.close()
 
@@ -595,7 +650,7 @@ def test_cupy_backend_upload_bit_exact(fake_cupy, prefix, chunk_size, register):
     stats = {}
     with tfformats.open_checkpoint(prefix) as reader:
         out = cuda.upload(reader, device="cuda:0", chunk_size=chunk_size, register=register,
-                          raw_dtypes=True, stats=stats)
+                          register_window=cuda.PAGE, raw_dtypes=True, stats=stats)
         assert_device_matches_host(reader, out, fake_cupy)
     counts = fake_cupy.fake.counts
     assert counts["copies_from_pageable"] == 0

@@ -9,12 +9,16 @@ of tfformats never imports it (`pip install tfformats[cuda]` adds it).
 
 How the bytes travel (see `Uploader`):
 
-* Direct: every data shard is memory-mapped read-only. The page-aligned span
-  of the mapping that the requested tensors live in is registered once with
-  `cudaHostRegister(..., cudaHostRegisterReadOnly)`, which pins those page
-  cache pages, and each tensor is copied in chunks straight from the mapping
-  with `cudaMemcpyAsync` on one stream: no host-side copy at all, so the
-  transfer runs at the pinned-memory (PCIe) ceiling.
+* Direct: every data shard is memory-mapped read-only. The mapping is
+  registered with `cudaHostRegister(..., cudaHostRegisterReadOnly)`, which
+  pins those page cache pages, and each tensor is copied in chunks straight
+  from the mapping with `cudaMemcpyAsync` on one stream: no host-side copy at
+  all, so the transfer runs at the pinned-memory (PCIe) ceiling. Registering
+  costs about as much per byte as the copy itself (and reads the pages in
+  from disk when the cache is cold), so it is done in page-aligned windows
+  on two threads ahead of the copies, and a window is unregistered once its
+  copies have landed: registration overlaps the transfers, and only a few
+  windows are pinned at any time however big the checkpoint.
 * Staged (fallback, when registration is refused or disabled): a few pinned
   staging buffers are filled from the mapping by several threads, one chunk
   each, and every filled buffer is copied to the device asynchronously while
@@ -38,6 +42,7 @@ import math
 import mmap
 import os
 import re
+import threading
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -56,6 +61,9 @@ __all__ = [
 
 MiB = 1 << 20
 DEFAULT_CHUNK = 32 * MiB
+DEFAULT_WINDOW = 64 * MiB   # bytes of a memory map registered at once
+WINDOWS_AHEAD = 4           # windows registered or registering at any time
+REGISTER_THREADS = 2
 PAGE = mmap.PAGESIZE
 HOST_REGISTER_READ_ONLY = 8   # cudaHostRegisterReadOnly (CUDA >= 11.1)
 INSTALL_HINT = "pip install tfformats[cuda]"
@@ -295,6 +303,7 @@ class HostBackend:
         self.registered = {}      # handle -> (start, stop)
         self.pinned_ranges = []
         self.counts = collections.Counter()
+        self._lock = threading.Lock()
         self._streams = []
         self._copies = collections.deque()   # (source address, future) of queued copies
 
@@ -311,19 +320,24 @@ class HostBackend:
         return np.empty(shape, dtype=dtype)
 
     def register(self, address, nbytes):
-        self.counts["register_calls"] += 1
-        if self.refuse_register:
-            return None
-        for lo, hi in self.registered.values():
-            if lo < address + nbytes and address < hi:
-                return None   # CUDA refuses overlapping registrations too
-        handle = (address, nbytes)
-        self.registered[handle] = (address, address + nbytes)
-        self.counts["registered_bytes"] += nbytes
-        return handle
+        with self._lock:   # called from several threads, as CUDA allows
+            self.counts["register_calls"] += 1
+            if self.refuse_register:
+                return None
+            for lo, hi in self.registered.values():
+                if lo < address + nbytes and address < hi:
+                    return None   # CUDA refuses overlapping registrations too
+            handle = (address, nbytes)
+            self.registered[handle] = (address, address + nbytes)
+            self.counts["registered_bytes"] += nbytes
+            self.counts["most_registered_bytes"] = max(
+                self.counts["most_registered_bytes"],
+                sum(hi - lo for lo, hi in self.registered.values()))
+            return handle
 
     def unregister(self, handle):
-        del self.registered[handle]
+        with self._lock:
+            del self.registered[handle]
 
     def pinned(self, nbytes):
         # Hand out a view: the copies queued from it hold views of `memory`,
@@ -453,6 +467,8 @@ class _Check:
 
 # A chunk: copy host[lo:hi] (a uint8 view of `source`) to byte `dst_offset` of `dst`.
 _Chunk = collections.namedtuple("_Chunk", "source host lo hi dst dst_offset check index")
+# Host memory registered in one call (addresses), and the chunks copied from it.
+_Window = collections.namedtuple("_Window", "start nbytes chunks")
 
 
 def _bundle_of(reader):
@@ -498,16 +514,21 @@ class Uploader:
 
     `chunk_size` bytes per copy/CRC unit; `workers` CRC and staging threads;
     `staging_buffers` pinned buffers of `chunk_size` for the fallback;
-    `register=False` forces the staging path. After `run`, `stats` says what
-    happened (bytes, chunks, direct/staged chunks, registered sources, ...).
+    `register=False` forces the staging path; `register_window` bytes of a
+    memory map are registered at once. After `run`, `stats` says what
+    happened (bytes, chunks, direct/staged chunks, registered windows, ...).
     """
 
     def __init__(self, backend, chunk_size=DEFAULT_CHUNK, workers=None, staging_buffers=None,
-                 register=True, verify=True, raw_dtypes=False):
+                 register=True, verify=True, raw_dtypes=False, register_window=DEFAULT_WINDOW):
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        if register_window < 1:
+            raise ValueError(f"register_window must be positive, got {register_window}")
         self.backend = backend
         self.chunk_size = int(chunk_size)
+        # Whole pages, so that the windows of one memory map never share a page.
+        self.window = -(-int(register_window) // PAGE) * PAGE
         self.workers = workers or max(1, min(8, os.cpu_count() or 1))
         self.staging_buffers = staging_buffers or max(2, self.workers)
         self.register = register
@@ -570,12 +591,14 @@ class Uploader:
     def _add(self, chunks, source, host, lo, n, dst, dst_offset, check):
         if check is not None and n == 0:
             check.crcs[check.add_chunk(0)] = 0   # an empty tensor's CRC is 0
-        step = self.chunk_size
-        for at in range(0, n, step):
-            m = min(step, n - at)
-            index = check.add_chunk(m) if check is not None else None
-            chunks.append(_Chunk(source, host, lo + at, lo + at + m, dst, dst_offset + at,
-                                 check, index))
+        at, end = lo, lo + n
+        while at < end:
+            stop = min(at + self.chunk_size, end)
+            if source is not None:   # a chunk never straddles two registration windows
+                stop = min(stop, (at // self.window + 1) * self.window)
+            index = check.add_chunk(stop - at) if check is not None else None
+            chunks.append(_Chunk(source, host, at, stop, dst, dst_offset + at - lo, check, index))
+            at = stop
 
     def _plan_parts(self, bundle, entry, npd, dst, chunks, assigns):
         # The host reader's check: the parts must tile the tensor exactly, or
@@ -608,13 +631,8 @@ class Uploader:
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="tfformats-upload")
         crc_futures = []
         try:
-            direct, staged = self._register_sources(chunks, hosts, handles)
-            for c in direct:
-                src = _span(hosts, c)
-                if c.check is not None:
-                    crc_futures.append((c, pool.submit(hot.crc32c, src)))
-                backend.copy(c.dst, c.dst_offset, src, stream)
-            self.stats["direct_chunks"] += len(direct)
+            windows, staged = self._windows(chunks, hosts)
+            self._run_direct(windows, hosts, stream, pool, crc_futures, staged, handles)
             self._run_staged(staged, hosts, stream, pool, staging_buffers)
             for c, fut in crc_futures:
                 c.check.crcs[c.index] = fut.result()
@@ -631,11 +649,12 @@ class Uploader:
         self.stats["verified"] += len(self._checks)
         return out
 
-    def _register_sources(self, chunks, hosts, handles):
-        """Split chunks into (direct from registered memory, staged).
+    def _windows(self, chunks, hosts):
+        """Group the chunks of memory-mapped sources into registration windows.
 
-        `hosts` gets, per source, (uint8 view of the bytes the chunks need, the
-        file offset where that view starts).
+        Returns (windows in file order, chunks to stage). `hosts` gets, per
+        source, (uint8 view of the bytes the chunks need, the file offset
+        where that view starts).
         """
         spans, sources = {}, {}
         for c in chunks:
@@ -645,35 +664,84 @@ class Uploader:
                 sources[id(c.source)] = c.source
         for key, (lo, hi) in spans.items():
             hosts[key] = (_host_bytes(sources[key].view(lo, hi - lo)), lo)
-        registered = set()
-        for key, (lo, hi) in spans.items() if self.register else ():
-            host, _ = hosts[key]
-            start, stop = _address(host), _address(host) + host.nbytes
-            if (start - lo) % PAGE == 0:
-                # A memory map (addresses and file offsets agree modulo the page
-                # size): register whole pages; the map itself covers whole pages.
-                start -= start % PAGE
-                stop = -(-stop // PAGE) * PAGE
-            if stop <= start:
-                continue
-            handle = self.backend.register(start, stop - start)
-            if handle is None:
-                self.stats["registrations_refused"] += 1
-                continue
-            handles.append(handle)
-            registered.add(key)
-            self.stats["registered_sources"] += 1
-            self.stats["registered_bytes"] += stop - start
-        direct, staged = [], []
+        groups, staged = {}, []
         for c in chunks:
             if c.source is None:
                 hosts[id(c.host)] = (c.host, 0)
                 staged.append(c._replace(source=c.host))
-            elif id(c.source) in registered:
-                direct.append(c)
+            elif self.register:
+                groups.setdefault((id(c.source), c.lo // self.window), []).append(c)
             else:
                 staged.append(c)
-        return direct, staged
+        order = {key: i for i, key in enumerate(spans)}
+        windows = []
+        for key, k in sorted(groups, key=lambda g: (order[g[0]], g[1])):
+            group = groups[key, k]
+            host, base = hosts[key]
+            start = _address(host) + min(c.lo for c in group) - base
+            stop = _address(host) + max(c.hi for c in group) - base
+            if (_address(host) - base) % PAGE == 0:
+                # A memory map (addresses and file offsets agree modulo the page
+                # size): register whole pages. The map covers whole pages, and
+                # windows start on page boundaries, so no two share a page.
+                start -= start % PAGE
+                stop = -(-stop // PAGE) * PAGE
+            windows.append(_Window(start, stop - start, group))
+        return windows, staged
+
+    def _run_direct(self, windows, hosts, stream, pool, crc_futures, staged, handles):
+        """Register windows ahead on other threads, copy straight from them,
+        and unregister each once its copies have landed. Chunks of a refused
+        window go to `staged`; `handles` holds what is still registered."""
+        if not windows:
+            return
+        backend = self.backend
+        upcoming = iter(windows)
+        ahead = collections.deque()   # (window, future of its registration handle)
+        live = collections.deque()    # (handle, event recorded after its copies)
+        registrar = ThreadPoolExecutor(REGISTER_THREADS, thread_name_prefix="tfformats-register")
+
+        def top_up():
+            while len(ahead) + len(live) < WINDOWS_AHEAD:
+                window = next(upcoming, None)
+                if window is None:
+                    return
+                ahead.append((window, registrar.submit(backend.register, window.start,
+                                                       window.nbytes)))
+        try:
+            top_up()
+            while ahead:
+                window, registration = ahead.popleft()
+                handle = registration.result()
+                if handle is None:
+                    self.stats["registrations_refused"] += 1
+                    staged.extend(window.chunks)
+                    top_up()
+                    continue
+                handles.append(handle)
+                self.stats["registered_windows"] += 1
+                self.stats["registered_bytes"] += window.nbytes
+                for c in window.chunks:
+                    src = _span(hosts, c)
+                    if c.check is not None:
+                        crc_futures.append((c, pool.submit(hot.crc32c, src)))
+                    backend.copy(c.dst, c.dst_offset, src, stream)
+                self.stats["direct_chunks"] += len(window.chunks)
+                live.append((handle, backend.record(stream)))
+                # Room for the next registration: wait for the oldest window's
+                # copies (the newest keep the copy engine busy meanwhile).
+                while len(live) > 1 and len(live) + len(ahead) >= WINDOWS_AHEAD:
+                    old, event = live.popleft()
+                    backend.wait(event)
+                    handles.remove(old)
+                    backend.unregister(old)
+                top_up()
+        finally:
+            registrar.shutdown(wait=True, cancel_futures=True)
+            for _, registration in ahead:   # on error: undo what got registered
+                if not registration.cancelled() and registration.exception() is None \
+                        and registration.result() is not None:
+                    handles.append(registration.result())
 
     def _run_staged(self, staged, hosts, stream, pool, keep):
         """Copy `staged` through pinned buffers, which go into `keep`: the
@@ -732,8 +800,8 @@ def _select(bundle, names):
 
 
 def upload(reader, names=None, device="cuda:0", verify=True, *, chunk_size=DEFAULT_CHUNK,
-           workers=None, staging_buffers=None, register=True, raw_dtypes=False, backend=None,
-           stats=None):
+           workers=None, staging_buffers=None, register=True, register_window=DEFAULT_WINDOW,
+           raw_dtypes=False, backend=None, stats=None):
     """Upload tensors of a checkpoint to a GPU: name -> cupy.ndarray.
 
     `reader` is a CheckpointReader or BundleReader (or a path to open).
@@ -747,7 +815,8 @@ def upload(reader, names=None, device="cuda:0", verify=True, *, chunk_size=DEFAU
 
     Tuning: `chunk_size` (bytes per copy), `workers` (CRC and staging
     threads), `staging_buffers`, `register=False` (skip cudaHostRegister,
-    always stage). `backend="host"` runs the same scheduler into host memory
+    always stage), `register_window` (bytes registered per call; at most
+    WINDOWS_AHEAD windows are pinned at once). `backend="host"` runs the same scheduler into host memory
     (tests, machines without a GPU). Pass a dict as `stats` to get counters.
     """
     owned = None
@@ -758,7 +827,8 @@ def upload(reader, names=None, device="cuda:0", verify=True, *, chunk_size=DEFAU
         dev = make_backend(device, backend)
         bundle = _bundle_of(reader)
         up = Uploader(dev, chunk_size=chunk_size, workers=workers,
-                      staging_buffers=staging_buffers, register=register, verify=verify,
+                      staging_buffers=staging_buffers, register=register,
+                      register_window=register_window, verify=verify,
                       raw_dtypes=raw_dtypes)
         try:
             return up.run(bundle, _select(bundle, names))
