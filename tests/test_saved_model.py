@@ -21,7 +21,7 @@ if HAVE_TF:
     import tensorflow as tf
 
 MODELS = ["saved_model_module", "keras3_export", "tf_keras_savedmodel", "tf1_builder",
-          "tf1_builder_pbtxt"]
+          "tf1_builder_pbtxt", "tf1_builder_partitioned"]
 CLI_MODELS = [m for m in MODELS if (FIXTURES / m / "saved_model_cli_show_all.txt").exists()]
 
 
@@ -472,6 +472,83 @@ def test_pbtxt_saved_as_pbtxt(tmp_path):
     assert out.variables["w"].tolist() == [[1, 1]] * 3
 
 
+PARTITIONED = "tf1_builder_partitioned"
+
+
+def partitioned_manifest():
+    """What the generator recorded: the partitions and what TF's loader restored."""
+    return json.loads((FIXTURES / "manifest.json").read_text())[PARTITIONED]
+
+
+def partitioned_edits():
+    """Values for `part` [7, 4] and `b` [4], exact in float32 arithmetic."""
+    return {"part": (np.arange(28, dtype=np.float32).reshape(7, 4) % 5 - 2) / 4,
+            "b": np.array([-3, 0.5, 1, 8], np.float32)}
+
+
+def test_tf1_partitioned_variable_is_read_whole():
+    sm = load_saved_model(FIXTURES / PARTITIONED)
+    check = partitioned_manifest()["load_check"]
+    assert sorted(sm.variables) == ["b", "part"]
+    assert sm.variables["part"].tolist() == check["part"]
+    assert sm.variables["b"].tolist() == check["b"]
+    entry = sm.variables.reader._bundle.entry("part")
+    assert entry.slices == (((0, 3), (0, 4)), ((3, 2), (0, 4)), ((5, 2), (0, 4)))
+    # each partition's VariableDef points at the full tensor it is a slice of
+    infos = sm.meta_graph().variable_infos()
+    assert {i.name: i.key for i in infos} == {
+        "part/part_0": "part", "part/part_1": "part", "part/part_2": "part", "b": "b"}
+    assert sm.validate() == []
+
+
+def test_partitioned_edit_checks():
+    """An edit names the whole tensor, as the reader lists it, and must match it."""
+    sm = load_saved_model(FIXTURES / PARTITIONED)
+    with pytest.raises(FormatError, match=r"shape \[7, 4\]"):
+        sm.variables["part"] = np.zeros((3, 4), np.float32)
+    with pytest.raises(FormatError, match="float64"):
+        sm.variables["part"] = np.zeros((7, 4))
+    with pytest.raises(KeyError):  # a partition is not a tensor of the bundle
+        sm.variables["part/part_0"] = np.zeros((3, 4), np.float32)
+    sm.variables["part:0"] = partitioned_edits()["part"].tolist()
+    assert sm.variables["part"].dtype == np.float32
+
+
+def _stored_order(bundle):
+    """Names of the stored pieces (plain tensors, parts by extents) in data-file order."""
+    pieces = []
+    for name, entry in bundle.entries().items():
+        if entry.slices:
+            pieces += [(p.shard_id, p.offset, (name, ext))
+                       for ext, (_, p) in zip(entry.slices, bundle._parts(entry))]
+        else:
+            pieces.append((entry.shard_id, entry.offset, (name, None)))
+    return [piece for _, _, piece in sorted(pieces)]
+
+
+@pytest.mark.parametrize("edit", ["part", "b"])
+def test_edit_keeps_partitioning(tmp_path, edit):
+    src = load_saved_model(FIXTURES / PARTITIONED)
+    check = partitioned_manifest()["load_check"]
+    want = {name: np.array(check[name], np.float32) for name in ("part", "b")}
+    want[edit] = partitioned_edits()[edit]
+    src.variables[edit] = want[edit]
+    out = src.save(tmp_path / "out")
+    old, new = src.variables.reader._bundle, out.variables.reader._bundle
+    old_entries, new_entries = old.entries(), new.entries()
+    assert list(new_entries) == list(old_entries)
+    for name, entry in old_entries.items():
+        assert new_entries[name].slices == entry.slices
+        assert (new_entries[name].dtype, new_entries[name].shape) == (entry.dtype, entry.shape)
+        np.testing.assert_array_equal(out.variables[name], want[name])
+    assert _stored_order(new) == _stored_order(old)
+    # Each part holds its own slice of the value.
+    entry = new_entries["part"]
+    for bounds, part in new._parts(entry):
+        np.testing.assert_array_equal(new.read_entry(part),
+                                      want["part"][tuple(slice(a, b) for a, b in bounds)])
+
+
 # --- TensorFlow loads what we write --------------------------------------------------
 
 @requires_tf
@@ -551,3 +628,30 @@ def test_tf1_loader_runs_edited_model(tmp_path, name):
         tf.compat.v1.saved_model.loader.load(session, ["serve"], str(tmp_path / "out"))
         y = session.run("y:0", {"x:0": [[3.0, 4.0, 5.0]]})
     assert y.tolist() == [[4.0, 6.0]]
+
+
+@requires_tf
+@pytest.mark.parametrize("edit", ["part", "b"])
+def test_tf1_loader_runs_edited_partitioned_model(tmp_path, edit):
+    manifest = partitioned_manifest()
+    check = manifest["load_check"]
+    want = {name: np.array(check[name], np.float32) for name in ("part", "b")}
+    want[edit] = partitioned_edits()[edit]
+    sm = load_saved_model(FIXTURES / PARTITIONED)
+    sm.variables[edit] = want[edit]
+    sm.save(tmp_path / "out")
+    x = np.array(check["x"], np.float32)
+    v1 = tf.compat.v1
+    with v1.Session(graph=tf.Graph()) as session:
+        v1.saved_model.loader.load(session, ["serve"], str(tmp_path / "out"))
+        restored = {v.name: session.run(v) for v in v1.global_variables()}
+        y = session.run("y:0", {"x:0": x})
+    parts = [restored.pop(p["name"]) for p in manifest["part_partitions"]]
+    assert list(restored) == ["b:0"]
+    assert [list(p.shape) for p in parts] == [p["shape"] for p in manifest["part_partitions"]]
+    np.testing.assert_array_equal(np.concatenate(parts), want["part"])
+    np.testing.assert_array_equal(restored["b:0"], want["b"])
+    np.testing.assert_allclose(y, x @ want["part"] + want["b"], rtol=1e-6)
+    assert not np.allclose(y, check["y"])  # the edit shows in the signature's output
+    whole = tf.train.load_checkpoint(str(tmp_path / "out" / "variables" / "variables"))
+    np.testing.assert_array_equal(whole.get_tensor("part"), want["part"])

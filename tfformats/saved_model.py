@@ -16,7 +16,8 @@ Editing. `set_variable`, `rename_signature`, `remove_signature` and
 SavedModel (built in a temporary directory, then renamed into place) that
 TensorFlow loads: the bundle keeps every key of the original, including the
 object graph, with only the edited tensors replaced, and `fingerprint.pb` is
-recomputed.
+recomputed. A TF1 partitioned variable is edited whole, under its full name
+(`part`, not `part/part_0`), and saved with its original partitioning.
 """
 
 import os
@@ -522,7 +523,10 @@ class MetaGraph:
                     attr = node.attr
                     dtype = _dtype_or_none(attr["dtype"].type) if "dtype" in attr else None
                     shape = shape_from_proto(attr["shape"].shape) if "shape" in attr else None
-                out.append(VariableInfo(name, None, name, dtype, shape,
+                # A partition of a TF1 partitioned variable is stored as a
+                # slice of the full tensor, under the full tensor's key.
+                key = vdef.save_slice_info_def.full_name or name
+                out.append(VariableInfo(name, None, key, dtype, shape,
                                         vdef.variable_name in trainable or vdef.trainable, None))
         return out
 
@@ -1090,10 +1094,17 @@ class SavedModel:
         from .writer import BundleWriter  # the writer is only needed to edit
 
         reader = self.variables.reader
-        entries = reader._bundle.entries()
-        if any(e.slices for e in entries.values()):
-            raise UnsupportedError(f"{self.path}: the variables contain partitioned tensors; "
-                                   "replacing values there is not supported")
+        bundle = reader._bundle
+        # (stored entry, tensor entry, extents, bounds): a partitioned tensor
+        # contributes one item per part, extents None marks a plain tensor.
+        # Parts are checked to tile their tensor before anything is written.
+        items = []
+        for entry in bundle.entries().values():
+            if entry.slices:
+                items.extend((part, entry, extents, bounds) for extents, (bounds, part)
+                             in zip(entry.slices, bundle._parts(entry)))
+            else:
+                items.append((entry, entry, None, None))
         os.makedirs(dst)
         for name in os.listdir(src):  # anything besides the bundle itself
             if not name.startswith("variables."):
@@ -1101,13 +1112,23 @@ class SavedModel:
                 (shutil.copytree if os.path.isdir(full) else shutil.copy2)(
                     full, os.path.join(dst, name))
         # Added in the original data-file order, as TF did when it saved; the
-        # stored dtype is kept (an int8 array stays qint8 where it was).
+        # stored dtype is kept (an int8 array stays qint8 where it was), and a
+        # partitioned tensor keeps its parts: the same keys TF wrote, and each
+        # TF1 restore op (one per partition) still finds its slice stored whole.
         with BundleWriter(os.path.join(out, VARIABLES_PREFIX)) as writer:
-            for entry in sorted(entries.values(), key=lambda e: (e.shard_id, e.offset, e.name)):
+            for stored, entry, extents, bounds in sorted(
+                    items, key=lambda i: (i[0].shard_id, i[0].offset, i[0].name)):
                 value = self._edits.get(entry.name)
+                if extents is None:
+                    if value is None:
+                        value = reader.get_tensor(entry.name)
+                    writer.add(entry.name, value, dtype=entry.dtype)
+                    continue
                 if value is None:
-                    value = reader.get_tensor(entry.name)
-                writer.add(entry.name, value, dtype=entry.dtype)
+                    value = bundle.read_entry(stored, verify=bundle.verify)
+                else:
+                    value = value[tuple(slice(a, b) for a, b in bounds)]
+                writer.add_slice(entry.name, entry.shape, extents, value, dtype=entry.dtype)
 
     def close(self):
         if self._variables is not None:
