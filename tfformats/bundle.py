@@ -13,7 +13,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from . import dtypes, fileio, protos, slices
+from . import dtypes, fileio, slices, wire
 from ._impl import hot
 from .crc import crc32c_parallel
 from .errors import (ChecksumError, CheckpointNotFoundError, FormatError,
@@ -67,27 +67,23 @@ class BundleReader:
         raw = self._table.get(HEADER_KEY)
         if raw is None:
             raise FormatError(f"{self._index_path}: no bundle header entry; not a tensor bundle")
-        header = protos.BundleHeaderProto()
-        try:
-            header.ParseFromString(raw)
-        except Exception:
-            raise FormatError(f"{self._index_path}: corrupt bundle header") from None
-        self._check_version(header.version)
+        header = wire.parse_bundle_header(raw, f"{self._index_path}: bundle header")
+        self._check_version(header)
         if header.num_shards < 1 or header.num_shards > 99999:
             raise FormatError(f"{self._index_path}: header claims {header.num_shards} data shards")
         self.num_shards = header.num_shards
-        self.big_endian = header.endianness == protos.BundleHeaderProto.BIG
+        self.big_endian = header.endianness == wire.BIG_ENDIAN
         self._swap = self.big_endian != (sys.byteorder == "big")
         self._decoded = None   # [(name, decode_entry tuple)], from a scan on demand
         self._by_name = None   # the same as a dict, built when a read needs it
         self._shards = {}
 
-    def _check_version(self, version):
-        if version.producer < BUNDLE_MIN_PRODUCER or version.min_consumer > BUNDLE_VERSION:
+    def _check_version(self, header):
+        if header.producer < BUNDLE_MIN_PRODUCER or header.min_consumer > BUNDLE_VERSION:
             raise UnsupportedError(
-                f"{self._index_path}: bundle format producer {version.producer}, min consumer "
-                f"{version.min_consumer}; this reader supports version {BUNDLE_VERSION}")
-        if BUNDLE_VERSION in version.bad_consumers:
+                f"{self._index_path}: bundle format producer {header.producer}, min consumer "
+                f"{header.min_consumer}; this reader supports version {BUNDLE_VERSION}")
+        if BUNDLE_VERSION in header.bad_consumers:
             raise UnsupportedError(f"{self._index_path}: bundle marks version "
                                    f"{BUNDLE_VERSION} readers as bad consumers")
 

@@ -9,7 +9,7 @@ import re
 from collections import namedtuple
 from collections.abc import Mapping
 
-from . import fileio, protos
+from . import fileio
 from .bundle import BundleReader
 from .errors import CheckpointNotFoundError, FormatError
 
@@ -38,6 +38,7 @@ def read_state(directory, filename=STATE_FILENAME):
         return None
     from google.protobuf import text_format
 
+    from . import protos   # here, so that reading tensors never imports protobuf
     state = protos.CheckpointState()
     try:
         text_format.Merge(text, state)
@@ -229,6 +230,7 @@ class CheckpointReader(Mapping):
         """The TrackableObjectGraph proto, or None for a name-based checkpoint."""
         if OBJECT_GRAPH_KEY not in self:
             return None
+        from . import protos
         graph = protos.TrackableObjectGraph()
         try:
             graph.ParseFromString(self.get_tensor(OBJECT_GRAPH_KEY).item())

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 import numpy as np
 from google.protobuf import text_format
 
-from . import dtypes, fingerprint as _fingerprint, protos
+from . import dtypes, fingerprint as _fingerprint, protos, wire
 from .checkpoint import OBJECT_GRAPH_KEY, CheckpointReader
 from .errors import (CheckpointNotFoundError, FormatError, TensorNotFoundError,
                      TFFormatsError, UnsupportedError)
@@ -738,59 +738,17 @@ class SavedModelVariables(Mapping):
 
 # --- keras_metadata.pb -----------------------------------------------------------------
 
-def _wire_fields(data):
-    """(field number, wire type, value) of a serialized message; values of
-    length-delimited fields are bytes. Raises FormatError on bad data."""
-    pos, n = 0, len(data)
-
-    def varint():
-        nonlocal pos
-        result = shift = 0
-        while True:
-            if pos >= n or shift > 63:
-                raise FormatError("truncated varint")
-            b = data[pos]
-            pos += 1
-            result |= (b & 0x7F) << shift
-            if b < 0x80:
-                return result
-            shift += 7
-
-    while pos < n:
-        tag = varint()
-        number, wire = tag >> 3, tag & 7
-        if wire == 0:
-            yield number, wire, varint()
-        elif wire == 2:
-            size = varint()
-            if pos + size > n:
-                raise FormatError("truncated length-delimited field")
-            yield number, wire, data[pos:pos + size]
-            pos += size
-        elif wire in (1, 5):
-            width = 8 if wire == 1 else 4
-            if pos + width > n:
-                raise FormatError("truncated fixed-width field")
-            yield number, wire, data[pos:pos + width]
-            pos += width
-        else:
-            raise FormatError(f"unsupported wire type {wire}")
-
-
 def parse_keras_metadata(data, path="keras_metadata.pb"):
     """A SavedMetadata message; nodes from the older layout (version in field 1)
     get that version copied into `version` (field 6)."""
     metadata = parse_message(protos.SavedMetadata, data, path)
-    try:
-        raw_nodes = [v for num, wire, v in _wire_fields(data) if num == 1 and wire == 2]
-        for node, raw in zip(metadata.nodes, raw_nodes):
-            if node.HasField("version"):
-                continue
-            for num, wire, value in _wire_fields(raw):
-                if num == 1 and wire == 2:
-                    node.version.CopyFrom(_KerasVersionDef.FromString(value))
-    except FormatError as e:
-        raise FormatError(f"{path}: {e}") from None
+    raw_nodes = [v for num, kind, v in wire.fields(data, path) if num == 1 and kind == 2]
+    for node, raw in zip(metadata.nodes, raw_nodes):
+        if node.HasField("version"):
+            continue
+        for num, kind, value in wire.fields(raw, path):
+            if num == 1 and kind == 2:
+                node.version.CopyFrom(_KerasVersionDef.FromString(value))
     return metadata
 
 
