@@ -5,7 +5,7 @@ import sys
 
 import pytest
 from google.protobuf.message import DecodeError
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tfformats import protos, wire
@@ -43,6 +43,7 @@ def test_valid_headers_read_as_protobuf_reads_them(num_shards, endianness, produ
 
 @settings(max_examples=500, deadline=None)
 @given(st.binary(max_size=40))
+@example(b"\xd9\x80\x80\x80\x10\x00")   # a tag past 32 bits (field number > 2**29 - 1)
 def test_any_bytes_read_as_protobuf_reads_them_or_refused(data):
     try:
         ours = wire.parse_bundle_header(data, "h")

@@ -157,8 +157,14 @@ def _single_shard_fixtures():
     out = []
     for index in sorted(FIXTURES.rglob("*.index")):
         prefix = str(index)[:-len(".index")]
-        if Path(prefix + ".data-00000-of-00001").exists():
-            out.append(pytest.param(prefix, id=os.path.relpath(prefix, FIXTURES)))
+        if not Path(prefix + ".data-00000-of-00001").exists():
+            continue
+        reader = BundleReader(prefix)
+        variant = any(e.dtype.name == "variant" for e in reader.entries().values())
+        reader.close()
+        if variant:   # tfformats hands out no variant values to add
+            continue
+        out.append(pytest.param(prefix, id=os.path.relpath(prefix, FIXTURES)))
     return out
 
 

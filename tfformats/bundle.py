@@ -369,3 +369,31 @@ def _byteswapped(array):
     lanes = 2 if dtype.kind == "c" else 1
     unit = np.dtype(f"u{dtype.itemsize // lanes}")
     return array.view(unit).byteswap().view(dtype)
+
+
+def variant_crc(buf, count, where):
+    """The unmasked CRC-32C TensorFlow stores for a DT_VARIANT tensor's bytes.
+
+    Each of the `count` elements is a varint length, a serialized
+    VariantTensorDataProto and the masked running CRC so far; the running CRC
+    covers each length as 8 little-endian bytes, the proto bytes and the
+    checksums already written (FORMATS.md 1.5). Element checksums are checked
+    on the way. The elements themselves are not decoded: like TensorFlow's
+    reader, tfformats hands out no variant values.
+    """
+    crc, pos, end = 0, 0, len(buf)
+    for i in range(count):
+        n, at = hot.decode_varint(buf, pos, where)
+        if n > end - at or end - at - n < 4:
+            raise FormatError(f"{where}: variant element {i} at offset {pos} runs past the "
+                              f"tensor's {end} bytes")
+        crc = hot.crc32c(buf[at:at + n], hot.crc32c(n.to_bytes(8, "little"), crc))
+        stored = bytes(buf[at + n:at + n + 4])
+        if int.from_bytes(stored, "little") != hot.mask_crc(crc):
+            raise ChecksumError(f"{where}: checksum of variant element {i} does not match "
+                                f"at offset {at + n}")
+        crc = hot.crc32c(stored, crc)
+        pos = at + n + 4
+    if pos != end:
+        raise FormatError(f"{where}: {end - pos} bytes after the last of {count} variant elements")
+    return crc

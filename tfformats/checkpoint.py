@@ -4,6 +4,7 @@
 numpy array with TensorFlow's familiar method names on top.
 """
 
+import bisect
 import os
 import re
 from collections import namedtuple
@@ -11,7 +12,7 @@ from collections.abc import Mapping
 
 from . import fileio
 from .bundle import BundleReader
-from .errors import CheckpointNotFoundError, FormatError
+from .errors import CheckpointNotFoundError, FormatError, UnsupportedError
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 STATE_FILENAME = "checkpoint"
@@ -145,6 +146,23 @@ def object_variables(graph):
     return out
 
 
+def saveable_keys(checkpoint_key, sorted_names):
+    """The bundle keys that hold an object attribute's tensors.
+
+    Usually the attribute's checkpoint key itself. Saveables of several
+    tensors store each under the key plus a suffix instead (a tf.data
+    iterator `..._STATE`, a MutableHashTable `...-keys` and `...-values`).
+    """
+    i = bisect.bisect_left(sorted_names, checkpoint_key)
+    if i < len(sorted_names) and sorted_names[i] == checkpoint_key:
+        return [checkpoint_key]
+    out = []
+    while i < len(sorted_names) and sorted_names[i].startswith(checkpoint_key):
+        out.append(sorted_names[i])
+        i += 1
+    return out
+
+
 # --- the reader -------------------------------------------------------------------
 
 class CheckpointReader(Mapping):
@@ -239,10 +257,19 @@ class CheckpointReader(Mapping):
         return graph
 
     def object_variables(self):
-        """key -> ObjectVariable for every key the object graph names."""
+        """key -> ObjectVariable for every key the object graph names, and for
+        the suffixed keys of saveables with several tensors (`saveable_keys`)."""
         if self._objects is None:
             graph = self.object_graph()
-            self._objects = {} if graph is None else object_variables(graph)
+            objects = {} if graph is None else object_variables(graph)
+            if objects:
+                names = list(self)   # in key order
+                present = set(names)
+                for key, var in list(objects.items()):
+                    if key not in present:
+                        for name in saveable_keys(key, names):
+                            objects.setdefault(name, var._replace(key=name))
+            self._objects = objects
         return self._objects
 
     def object_paths(self):
@@ -293,14 +320,31 @@ def list_variables(path):
         return sorted(reader.get_variable_to_shape_map().items())
 
 
-def load_checkpoint(path, verify=True, copy=True, device=None):
+def load_checkpoint(path, verify=True, copy=True, device=None, skip_unsupported=False):
     """Every tensor of a checkpoint as a dict of numpy arrays (copies by default).
 
-    With `device="cuda:0"` numeric tensors are CuPy arrays on that GPU (string
-    tensors stay numpy); see `tfformats.cuda.load`.
+    Tensors no numpy array can hold (DT_VARIANT, e.g. a tf.data iterator's
+    state; DT_RESOURCE) raise UnsupportedError, or are left out with
+    `skip_unsupported=True`. With `device="cuda:0"` numeric tensors are CuPy
+    arrays on that GPU (string tensors stay numpy); see `tfformats.cuda.load`.
     """
     if device is not None:
         from . import cuda  # lazily: only GPU users need CuPy
-        return cuda.load(path, device, verify=verify)
+        return cuda.load(path, device, verify=verify, skip_unsupported=skip_unsupported)
     with CheckpointReader(path, verify=verify) as reader:
-        return {name: reader.get_tensor(name, copy=copy) for name in reader}
+        skip = unsupported_tensors(reader, skip_unsupported)
+        return {name: reader.get_tensor(name, copy=copy) for name in reader if name not in skip}
+
+
+def unsupported_tensors(reader, skip):
+    """Names of the tensors with no array form (variant, resource): returned
+    when `skip` is true, else UnsupportedError naming the first."""
+    names = {name for name, dtype in reader.get_variable_to_dtype_map().items()
+             if dtype.as_numpy_dtype is None}
+    if names and not skip:
+        name = min(names)
+        raise UnsupportedError(
+            f"{reader.prefix}: tensor {name!r} has dtype {reader.dtype(name).name}, which has "
+            "no array form (TensorFlow's reader cannot return it either); pass "
+            "skip_unsupported=True to load the other tensors")
+    return names

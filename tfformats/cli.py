@@ -670,6 +670,9 @@ def _validate_checkpoint(target, prefix, findings, args, stats):
 
 
 def _check_piece(target, bundle, name, entry, findings, data_filename, hot):
+    import math
+
+    from .bundle import variant_crc
     from .errors import ChecksumError, TFFormatsError
     path = data_filename(bundle.prefix, entry.shard_id, bundle.num_shards)
     try:
@@ -683,7 +686,12 @@ def _check_piece(target, bundle, name, entry, findings, data_filename, hot):
                      f"{source.size()} (truncated?)", file=path, tensor=name, offset=entry.offset)
         return
     try:
-        if entry.dtype.as_numpy_dtype is None:  # resource / variant: CRC of the raw bytes
+        if entry.dtype.name == "variant":
+            raw = source.view(entry.offset, entry.size)
+            where = f"{path}: tensor {name!r}"
+            if variant_crc(raw, math.prod(entry.shape), where) != hot.unmask_crc(entry.crc32c):
+                raise ChecksumError("data checksum mismatch")
+        elif entry.dtype.as_numpy_dtype is None:  # resource: CRC of the raw bytes
             if hot.crc32c(source.view(entry.offset, entry.size)) != hot.unmask_crc(entry.crc32c):
                 raise ChecksumError("data checksum mismatch")
         else:
@@ -695,8 +703,9 @@ def _check_piece(target, bundle, name, entry, findings, data_filename, hot):
 
 
 def _check_trackable_graph(target, graph, entries, findings, file):
-    from .checkpoint import OBJECT_GRAPH_KEY
+    from .checkpoint import OBJECT_GRAPH_KEY, saveable_keys
     n = len(graph.nodes)
+    names = sorted(entries)
     for node_id, node in enumerate(graph.nodes):
         for child in node.children:
             if not 0 <= child.node_id < n:
@@ -711,7 +720,7 @@ def _check_trackable_graph(target, graph, entries, findings, file):
                                  f"{what} node {ref_id}; the graph has {n} nodes", file=file,
                                  tensor=OBJECT_GRAPH_KEY)
         for attr in node.attributes:
-            if attr.checkpoint_key not in entries:
+            if attr.checkpoint_key not in entries and not saveable_keys(attr.checkpoint_key, names):
                 findings.add(target, "object-graph", f"node {node_id} attribute {attr.name!r} names "
                              f"checkpoint key {attr.checkpoint_key!r}, which is not in the bundle",
                              file=file, tensor=OBJECT_GRAPH_KEY)
@@ -910,6 +919,10 @@ class _Source:
         return entry.dtype.name, tuple(entry.shape)
 
     def get(self, name):
+        entry = self.reader.entry(name)
+        if entry.dtype.as_numpy_dtype is None:   # variant / resource: compare the stored bytes
+            import numpy as np
+            return np.frombuffer(bytes(self.reader._bundle._raw(entry)[1]), np.uint8)
         return self.reader.get_tensor(name)
 
     def close(self):

@@ -792,8 +792,9 @@ class Uploader:
 # --- the public functions ---------------------------------------------------------
 
 def _select(bundle, names):
-    if names is None:
-        return [e for _, e in sorted(bundle.entries().items()) if not e.dtype.is_string]
+    if names is None:   # what a device can hold: no strings, variants, resources
+        return [e for _, e in sorted(bundle.entries().items())
+                if not e.dtype.is_string and e.dtype.as_numpy_dtype is not None]
     if isinstance(names, str):
         names = [names]
     return [bundle.entry(n) for n in names]
@@ -848,14 +849,16 @@ def to_device(reader, name, device="cuda:0", verify=True, **kwargs):
     return upload(reader, [name], device, verify, **kwargs)[name]
 
 
-def load(path, device="cuda:0", verify=True, **kwargs):
+def load(path, device="cuda:0", verify=True, skip_unsupported=False, **kwargs):
     """`load_checkpoint(path, device=...)`: every tensor, numeric ones on the device.
 
     String tensors (which a GPU cannot hold, e.g. `_CHECKPOINTABLE_OBJECT_GRAPH`)
-    stay on the host as numpy object arrays, so nothing is lost.
+    stay on the host as numpy object arrays, so nothing is lost. Variant and
+    resource tensors raise UnsupportedError unless `skip_unsupported=True`.
     """
-    from .checkpoint import CheckpointReader
+    from .checkpoint import CheckpointReader, unsupported_tensors
     with CheckpointReader(path, verify=verify) as reader:
+        unsupported_tensors(reader, skip_unsupported)
         out = upload(reader, None, device, verify, **kwargs)
         bundle = reader._bundle
         for name, entry in bundle.entries().items():

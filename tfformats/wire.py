@@ -28,8 +28,8 @@ def fields(data, where):
     while pos < end:
         tag, pos = hot.decode_varint(data, pos, where)
         number, wire = tag >> 3, tag & 7
-        if number == 0:
-            raise FormatError(f"{where}: field number 0 at offset {pos}")
+        if not 0 < number < 1 << 29:
+            raise FormatError(f"{where}: invalid field number {number} at offset {pos}")
         if wire == 0:
             value, pos = hot.decode_varint(data, pos, where)
         elif wire == 2:
