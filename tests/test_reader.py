@@ -1,5 +1,6 @@
 """The checkpoint reader against checkpoints and values written by real TensorFlow."""
 
+import json
 import os
 import subprocess
 import sys
@@ -10,8 +11,8 @@ import pytest
 import tfformats as tff
 from tfformats import fileio
 
-from conftest import (FIXTURES, assert_same_tensor, expected_array, expected_checkpoints,
-                      requires_tf)
+from conftest import (FIXTURES, assert_same_tensor, copy_fixture, expected_array,
+                      expected_checkpoints, requires_tf)
 
 CHECKPOINTS = expected_checkpoints()
 DTYPES = FIXTURES / "dtypes" / "ckpt"
@@ -74,6 +75,18 @@ def test_state_file_naming_a_missing_checkpoint(tmp_path):
     (tmp_path / "checkpoint").write_text('model_checkpoint_path: "ckpt-9"\n')
     with pytest.raises(tff.CheckpointNotFoundError, match="ckpt-9"):
         tff.open_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("listed", ["/home/someone/train/ckpt-1", "C:\\train\\ckpt-1",
+                                    "../elsewhere/ckpt-1"])
+def test_state_file_of_a_moved_directory(tmp_path, listed):
+    # TF1 savers write absolute paths; after a move or copy the checkpoint is
+    # still found next to the state file (TensorFlow gives up here).
+    copy_fixture(KERAS / "ckpt-1", tmp_path)
+    (tmp_path / "checkpoint").write_text(f"model_checkpoint_path: {json.dumps(listed)}\n")
+    with tff.open_checkpoint(tmp_path) as reader:
+        assert reader.prefix == str(tmp_path / "ckpt-1")
+    assert tff.latest_checkpoint(tmp_path) == str(tmp_path / "ckpt-1")
 
 
 # --- the reader API -------------------------------------------------------------

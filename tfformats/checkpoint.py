@@ -55,8 +55,22 @@ def latest_checkpoint(directory, filename=STATE_FILENAME):
     state = read_state(directory, filename)
     if state is None:
         return None
-    prefix = os.path.join(directory, state.model_checkpoint_path)
-    return prefix if os.path.exists(prefix + ".index") else None
+    return _listed_prefix(directory, state.model_checkpoint_path)
+
+
+def _listed_prefix(directory, listed):
+    """Where a prefix named in a state file is, or None.
+
+    As written (a relative path is relative to the directory); failing that,
+    the same name in the directory itself: TF1 savers record absolute paths,
+    which break when a checkpoint directory is moved or copied from another
+    machine (TensorFlow then gives up; the checkpoint is plainly right here).
+    """
+    for prefix in (os.path.join(directory, listed),
+                   os.path.join(directory, re.split(r"[\\/]", listed)[-1])):
+        if os.path.isfile(prefix + ".index"):
+            return prefix
+    return None
 
 
 def _is_saved_model_dir(path):
@@ -81,11 +95,11 @@ def resolve_prefix(path):
             return prefix
         state = read_state(path)
         if state is not None:
-            prefix = os.path.join(path, state.model_checkpoint_path)
-            if not os.path.isfile(prefix + ".index"):
+            prefix = _listed_prefix(path, state.model_checkpoint_path)
+            if prefix is None:
                 raise CheckpointNotFoundError(
                     f"{path}/{STATE_FILENAME} names {state.model_checkpoint_path!r} but "
-                    f"{prefix}.index does not exist")
+                    f"{os.path.join(path, state.model_checkpoint_path)}.index does not exist")
             return prefix
         indexes = sorted(n for n in os.listdir(path) if n.endswith(".index"))
         if len(indexes) == 1:
