@@ -91,6 +91,17 @@ def test_state_file_of_a_moved_directory(tmp_path, listed):
 
 # --- the reader API -------------------------------------------------------------
 
+def test_file_systems_that_cannot_map_files(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError(19, "No such device")   # what mmap gives on such mounts
+    monkeypatch.setattr(fileio.mmap, "mmap", refuse)
+    tensors = dict(CHECKPOINTS)[DTYPES]
+    with tff.open_checkpoint(DTYPES) as reader:   # read into memory instead, same values
+        for name, spec in tensors.items():
+            assert_same_tensor(reader[name], expected_array(spec))
+        assert not reader["float32"].flags.writeable
+
+
 def test_mapping_and_tensorflow_names():
     with tff.open_checkpoint(DTYPES) as reader:
         names = list(reader)

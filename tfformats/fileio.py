@@ -16,7 +16,12 @@ from .errors import CheckpointNotFoundError, FormatError
 
 
 class LocalFile:
-    """A read-only memory map of a local file."""
+    """A read-only memory map of a local file.
+
+    Where the file system cannot map files (some FUSE and network mounts
+    refuse mmap), the file is read into memory instead: the same bytes, at
+    the cost of memory for the whole file.
+    """
 
     def __init__(self, path):
         self.path = os.fspath(path)
@@ -29,7 +34,7 @@ class LocalFile:
         try:
             self._size = os.fstat(fd).st_size
             # mmap cannot map an empty file; an empty buffer behaves the same.
-            self._map = mmap.mmap(fd, 0, access=mmap.ACCESS_READ) if self._size else b""
+            self._map = _map_or_read(fd, self._size, self.path) if self._size else b""
         finally:
             os.close(fd)
         self._view = memoryview(self._map)
@@ -61,6 +66,19 @@ class LocalFile:
 
     def __repr__(self):
         return f"LocalFile({self.path!r}, {self._size} bytes)"
+
+
+def _map_or_read(fd, size, path):
+    try:
+        return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+    except OSError:   # ENODEV & co: this file system does not map files
+        data = bytearray(size)
+        with os.fdopen(os.dup(fd), "rb") as f:
+            got = f.readinto(data)
+        if got != size:
+            raise FormatError(f"{path}: file shrank while being read ({got} of {size} "
+                              "bytes)") from None
+        return memoryview(data).toreadonly()   # handed-out arrays stay read-only
 
 
 def open_file(path):
