@@ -817,8 +817,9 @@ def upload(reader, names=None, device="cuda:0", verify=True, *, chunk_size=DEFAU
     Tuning: `chunk_size` (bytes per copy), `workers` (CRC and staging
     threads), `staging_buffers`, `register=False` (skip cudaHostRegister,
     always stage), `register_window` (bytes registered per call; at most
-    WINDOWS_AHEAD windows are pinned at once). `backend="host"` runs the same scheduler into host memory
-    (tests, machines without a GPU). Pass a dict as `stats` to get counters.
+    WINDOWS_AHEAD windows are pinned at once). `backend="host"` runs the same
+    scheduler into host memory (tests, machines without a GPU). Pass a dict
+    as `stats` to get counters.
     """
     owned = None
     if isinstance(reader, (str, os.PathLike)):
