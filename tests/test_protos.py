@@ -15,6 +15,7 @@ TF_MODULES = ["tensorflow.core.protobuf.saved_model_pb2", "tensorflow.core.proto
               "tensorflow.core.protobuf.tensor_bundle_pb2",
               "tensorflow.core.protobuf.trackable_object_graph_pb2",
               "tensorflow.python.training.checkpoint_state_pb2",
+              "tensorflow.core.util.saved_tensor_slice_pb2",
               "tf_keras.protobuf.saved_metadata_pb2"]
 
 

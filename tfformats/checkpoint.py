@@ -10,7 +10,7 @@ import re
 from collections import namedtuple
 from collections.abc import Mapping
 
-from . import fileio
+from . import fileio, v1
 from .bundle import BundleReader
 from .errors import CheckpointNotFoundError, FormatError, UnsupportedError
 
@@ -65,10 +65,11 @@ def _listed_prefix(directory, listed):
     the same name in the directory itself: TF1 savers record absolute paths,
     which break when a checkpoint directory is moved or copied from another
     machine (TensorFlow then gives up; the checkpoint is plainly right here).
+    A V1 checkpoint is listed as its file, or as a shard pattern.
     """
     for prefix in (os.path.join(directory, listed),
                    os.path.join(directory, re.split(r"[\\/]", listed)[-1])):
-        if os.path.isfile(prefix + ".index"):
+        if os.path.isfile(prefix + ".index") or v1.is_v1(prefix):
             return prefix
     return None
 
@@ -83,7 +84,9 @@ def resolve_prefix(path):
 
     Accepts a prefix, a `.index` or `.data-XXXXX-of-YYYYY` file, a directory
     with a `checkpoint` state file (its latest checkpoint) or a single
-    bundle, and a SavedModel directory (its `variables/variables`).
+    bundle, and a SavedModel directory (its `variables/variables`). A TF1 V1
+    checkpoint is its own "prefix": its file, or one shard or the shard
+    pattern of a sharded one (see `tfformats.v1`).
     """
     path = os.fspath(path)
     if os.path.isdir(path):
@@ -99,7 +102,8 @@ def resolve_prefix(path):
             if prefix is None:
                 raise CheckpointNotFoundError(
                     f"{path}/{STATE_FILENAME} names {state.model_checkpoint_path!r} but "
-                    f"{os.path.join(path, state.model_checkpoint_path)}.index does not exist")
+                    f"neither {os.path.join(path, state.model_checkpoint_path)}.index nor a "
+                    "V1 checkpoint of that name exists")
             return prefix
         indexes = sorted(n for n in os.listdir(path) if n.endswith(".index"))
         if len(indexes) == 1:
@@ -107,17 +111,20 @@ def resolve_prefix(path):
         found = ", ".join(indexes[:5]) if indexes else "no .index file"
         raise CheckpointNotFoundError(
             f"{path}: directory has no '{STATE_FILENAME}' state file and no SavedModel; "
-            f"expected one of those or exactly one .index file, found {found}")
+            f"expected one of those or exactly one .index file, found {found} (a TF1 V1 "
+            "checkpoint: pass its file)")
     if path.endswith(".index") and os.path.isfile(path):
         return path[:-len(".index")]
     if _DATA_SUFFIX.search(path) and os.path.isfile(path):
         return _DATA_SUFFIX.sub("", path)
     if os.path.isfile(path + ".index"):
         return path
+    if v1.is_v1(path):
+        return path
     if os.path.isfile(path):
         raise CheckpointNotFoundError(
-            f"{path}: a file, but not a checkpoint (expected a prefix, a .index file or a "
-            ".data-XXXXX-of-YYYYY file; TF1 V1 checkpoints are not supported)")
+            f"{path}: a file, but not a checkpoint (expected a prefix, a .index file, a "
+            ".data-XXXXX-of-YYYYY file or a TF1 V1 checkpoint file)")
     raise CheckpointNotFoundError(
         f"{path}: no checkpoint here (expected a prefix with a {os.path.basename(path)}.index "
         "file, a .index or .data file, a checkpoint directory or a SavedModel directory)")
@@ -190,7 +197,11 @@ class CheckpointReader(Mapping):
     def __init__(self, path, verify=True, opener=fileio.open_file):
         self.path = os.fspath(path)
         self.prefix = resolve_prefix(self.path)
-        self._bundle = BundleReader(self.prefix, verify=verify, opener=opener)
+        # A V2 bundle wherever it has an index; else a V1 table file (or shard set).
+        if not os.path.isfile(self.prefix + ".index") and v1.is_v1(self.prefix):
+            self._bundle = v1.V1Reader(self.prefix, verify=verify, opener=opener)
+        else:
+            self._bundle = BundleReader(self.prefix, verify=verify, opener=opener)
         self._objects = None
         self._spare_listing = None  # (shapes or None, dtypes or None), see _listing
 

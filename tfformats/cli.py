@@ -458,8 +458,10 @@ def _read_with_progress(args, reader, key):
     """The tensor, its CRC checked chunk by chunk under a progress bar when it is big."""
     from ._impl import hot
     from .errors import ChecksumError
+    from .v1 import V1Reader
     entry = reader.entry(key)
-    if entry.slices or entry.dtype.is_string or entry.size < _BIG_TENSOR:
+    if (entry.slices or entry.dtype.is_string or entry.size < _BIG_TENSOR
+            or isinstance(reader._bundle, V1Reader)):   # V1 has no tensor CRC to check
         return reader.get_tensor(key)
     array = reader._bundle.read_entry(entry, verify=False)
     view = memoryview(array).cast("B") if array.flags.c_contiguous else memoryview(array.tobytes())
@@ -778,8 +780,9 @@ def _listdir(path):
 
 
 def cmd_validate(args):
+    from . import v1
     from .checkpoint import _is_saved_model_dir, resolve_prefix
-    from .errors import TFFormatsError
+    from .errors import TFFormatsError, UnsupportedError
     findings = Findings()
     reports = []
     for target in args.paths:
@@ -795,6 +798,10 @@ def cmd_validate(args):
             except TFFormatsError as e:
                 findings.add(target, "path", e, file=target)
             else:
+                if not os.path.isfile(prefix + ".index") and v1.is_v1(prefix):
+                    raise UnsupportedError(
+                        f"{target}: a TF1 V1 checkpoint; validate checks V2 bundles only "
+                        "(reading checks V1 block checksums: try `tfformats ls` or `dump`)")
                 _validate_checkpoint(target, prefix, findings, args, stats)
         reports.append({"path": target, "kind": kind, "tensors": stats["tensors"], "bytes": stats["bytes"],
                         "proto_files": stats["files"], "findings": len(findings) - before})

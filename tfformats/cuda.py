@@ -473,6 +473,10 @@ _Window = collections.namedtuple("_Window", "start nbytes chunks")
 
 def _bundle_of(reader):
     bundle = getattr(reader, "_bundle", reader)
+    from .v1 import V1Reader
+    if isinstance(bundle, V1Reader):   # its values are proto fields, not file bytes to copy
+        raise UnsupportedError(f"{bundle.prefix}: a TF1 V1 checkpoint; GPU upload reads V2 "
+                               "bundles only (load it to the host and copy with cupy.asarray)")
     if not hasattr(bundle, "_raw"):
         raise TypeError(f"expected a CheckpointReader or BundleReader, got {type(reader).__name__}")
     return bundle

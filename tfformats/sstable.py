@@ -110,6 +110,12 @@ class Table:
             return None
         return found[1]
 
+    def block_offset(self, key):
+        """File offset of the data block that holds `key` if the table has it
+        (None past the last block); reads nothing."""
+        i = bisect.bisect_left(self._separators, key)
+        return self._handles[i][0] if i < len(self._handles) else None
+
     def data_blocks(self):
         """(contents, where) of every data block, in key order."""
         for i, (offset, _) in enumerate(self._handles):

@@ -24,6 +24,7 @@ ROOTS = [
     "tensorflow.core.protobuf.tensor_bundle_pb2",
     "tensorflow.core.protobuf.trackable_object_graph_pb2",
     "tensorflow.python.training.checkpoint_state_pb2",
+    "tensorflow.core.util.saved_tensor_slice_pb2",
     "tf_keras.protobuf.saved_metadata_pb2",
 ]
 PACKAGES = {
