@@ -271,3 +271,34 @@ def test_npz_that_is_not_a_zip(tmp_path):
         npz_to_checkpoint(tmp_path / "plain.npy", tmp_path / "back")
     with pytest.raises(tfformats.errors.CheckpointNotFoundError, match="no such file"):
         npz_to_checkpoint(tmp_path / "missing.npz", tmp_path / "back")
+
+
+# --- checkpoint -> V2 checkpoint -----------------------------------------------------------
+
+@pytest.mark.parametrize("src", ["sharded/ckpt", "tf1_partitioned/model.ckpt", "dtypes/ckpt",
+                                 "keras_adam/ckpt-1", "tf1_v1/model.ckpt-7",
+                                 "tf1_v1/sharded/model.ckpt-00000-of-00002"])
+def test_checkpoint_to_checkpoint_keeps_keys_dtypes_values_and_parts(tmp_path, src):
+    out = tmp_path / "out"
+    assert tfformats.checkpoint_to_checkpoint(FIXTURES / src, out) == []
+    with tfformats.open_checkpoint(FIXTURES / src) as a, tfformats.open_checkpoint(out) as b:
+        assert b._bundle.num_shards == 1 and (tmp_path / "out.index").exists()
+        assert list(a) == list(b)
+        for name in a:
+            ea, eb = a.entry(name), b.entry(name)
+            assert (ea.dtype, ea.shape, ea.slices) == (eb.dtype, eb.shape, eb.slices), name
+            va, vb = a[name], b[name]
+            assert va.dtype == vb.dtype and va.shape == vb.shape
+            assert (va.tolist() if va.dtype == object else va.tobytes()) == \
+                (vb.tolist() if vb.dtype == object else vb.tobytes()), name
+
+
+def test_checkpoint_to_checkpoint_variants(tmp_path):
+    src = FIXTURES / "saveables" / "ckpt"
+    with pytest.raises(UnsupportedError, match="ITERATOR_STATE.*skip_unsupported=True"):
+        tfformats.checkpoint_to_checkpoint(src, tmp_path / "out")
+    assert not (tmp_path / "out.index").exists()   # nothing half-written is left
+    skipped = tfformats.checkpoint_to_checkpoint(src, tmp_path / "out", skip_unsupported=True)
+    assert skipped == ["it/.ATTRIBUTES/ITERATOR_STATE"]
+    with tfformats.open_checkpoint(tmp_path / "out") as reader:
+        assert "table/.ATTRIBUTES/table-keys" in reader and skipped[0] not in reader

@@ -414,3 +414,21 @@ def test_shards_that_disagree(tmp_path):
     with pytest.raises(tff.FormatError, match=r"m-00001-of-00002: .*'w': float64\[4\] here, but "
                                               r"float32\[4\] in another shard"):
         tff.open_checkpoint(tmp_path / "m-?????-of-00002")
+
+
+@requires_tf
+@pytest.mark.parametrize("src, values", [(V1_FILE, VALUES),
+                                         (SHARDED / "model.ckpt-00001-of-00002", SHARDED_VALUES)])
+def test_converted_to_v2_tensorflow_reads_every_tensor(tmp_path, src, values):
+    """`tfformats convert` upgrades a V1 checkpoint to a V2 bundle; TF's V2
+    reader then reads even what its V1 reader refuses (float16, complex, parts)."""
+    import tensorflow as tf
+    run("convert", src, tmp_path / "ckpt", check=0)
+    theirs = tf.train.load_checkpoint(str(tmp_path / "ckpt"))
+    assert sorted(theirs.get_variable_to_shape_map()) == sorted(values)
+    for name, spec in values.items():
+        value = theirs.get_tensor(name)
+        if spec["dtype"] == "string":
+            assert np.asarray(value, dtype=object).tolist() == expected_array(spec).tolist()
+        else:
+            assert_same_tensor(value, expected_array(spec))

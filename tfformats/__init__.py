@@ -15,6 +15,7 @@ _LAZY = {
     "BundleWriter": ("writer", "BundleWriter"),
     "CheckpointManager": ("writer", "CheckpointManager"),
     "save_checkpoint": ("writer", "save_checkpoint"),
+    "checkpoint_to_checkpoint": ("convert", "checkpoint_to_checkpoint"),
     "checkpoint_to_npz": ("convert", "checkpoint_to_npz"),
     "checkpoint_to_safetensors": ("convert", "checkpoint_to_safetensors"),
     "npz_to_checkpoint": ("convert", "npz_to_checkpoint"),

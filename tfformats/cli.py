@@ -866,10 +866,8 @@ def cmd_convert(args):
     if src_kind != "checkpoint" and dst_kind != "checkpoint":
         raise UsageError("convert goes between a TF checkpoint and .safetensors/.npz; "
                          f"{args.src} -> {args.dst} has no checkpoint side")
-    if src_kind == "checkpoint" and dst_kind == "checkpoint":
-        raise UsageError("the destination needs a .safetensors or .npz extension "
-                         "(or the source one, to convert back into a checkpoint)")
-    functions = {("checkpoint", "safetensors"): "checkpoint_to_safetensors",
+    functions = {("checkpoint", "checkpoint"): "checkpoint_to_checkpoint",   # e.g. V1 -> V2
+                 ("checkpoint", "safetensors"): "checkpoint_to_safetensors",
                  ("checkpoint", "npz"): "checkpoint_to_npz",
                  ("safetensors", "checkpoint"): "safetensors_to_checkpoint",
                  ("npz", "checkpoint"): "npz_to_checkpoint"}
@@ -1135,7 +1133,8 @@ _EXAMPLES = {
     "fingerprint": ("examples:\n  tfformats fingerprint export/1\n  tfformats fingerprint export/1 --check\n"
                     "  tfformats fingerprint export/1 --write"),
     "convert": ("examples:\n  tfformats convert run/ckpt-7 model.safetensors\n"
-                "  tfformats convert export/1 weights.npz\n  tfformats convert model.safetensors out/ckpt"),
+                "  tfformats convert export/1 weights.npz\n  tfformats convert model.safetensors out/ckpt\n"
+                "  tfformats convert slim/inception_v3.ckpt out/ckpt   # a TF1 V1 file -> V2 bundle"),
     "diff": ("examples:\n  tfformats diff run/ckpt-6 run/ckpt-7\n"
              "  tfformats diff run/ckpt-7 model.safetensors --atol 1e-6 --json\n"
              "exit status: 0 same, 1 different"),
@@ -1215,7 +1214,8 @@ def build_parser():
     p.add_argument("--write", action="store_true", help="(re)write fingerprint.pb")
     add_json(p)
 
-    p = command("convert", "checkpoint <-> .safetensors / .npz (by extension)", cmd_convert)
+    p = command("convert", "checkpoint <-> .safetensors / .npz (by extension), or -> V2 checkpoint",
+                cmd_convert)
     p.add_argument("src", help="checkpoint / SavedModel dir, or a .safetensors / .npz file")
     p.add_argument("dst", help="a .safetensors / .npz file, or a checkpoint prefix")
     p.add_argument("--skip-unsupported", action="store_true",

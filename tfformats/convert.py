@@ -1,4 +1,5 @@
-"""Converting checkpoints to and from safetensors and `.npz`, keeping names and dtypes.
+"""Converting checkpoints to and from safetensors and `.npz`, keeping names and dtypes,
+and rewriting any checkpoint (a TF1 V1 one included) as a V2 tensor bundle.
 
 The object graph is carried along (safetensors metadata, an extra `.npz`
 member), so a checkpoint converted there and back still restores in
@@ -22,11 +23,11 @@ import zipfile
 
 import numpy as np
 
-from . import dtypes
+from . import dtypes, slices
 from .checkpoint import OBJECT_GRAPH_KEY, CheckpointReader
 from .errors import CheckpointNotFoundError, FormatError, UnsupportedError
 from .fileio import remove_if_present, temp_name
-from .writer import _pieces, save_checkpoint
+from .writer import BundleWriter, _pieces, save_checkpoint
 
 # TensorFlow dtype name <-> safetensors dtype string (same bit layout).
 _SAFETENSORS = {
@@ -61,6 +62,32 @@ def _write_back(dst_prefix, tensors, graph, kinds=None):
     if graph is not None:
         tensors[OBJECT_GRAPH_KEY] = graph
     return save_checkpoint(dst_prefix, tensors, object_graph=object_keys, dtypes=kinds)
+
+
+# --- checkpoint -> V2 checkpoint ----------------------------------------------------
+
+def checkpoint_to_checkpoint(src, dst_prefix, *, skip_unsupported=False):
+    """Rewrite checkpoint `src` (any form tfformats reads, a TF1 V1 file too)
+    as the V2 bundle `dst_prefix`: same keys, dtypes and values, partitioned
+    tensors stored as the same parts, the object graph carried as it is.
+    Tensors with no values to copy (DT_VARIANT) raise UnsupportedError or are
+    skipped with `skip_unsupported=True`; returns the names skipped.
+    """
+    skipped = []
+    with CheckpointReader(src) as reader, BundleWriter(dst_prefix) as writer:
+        for name in reader:
+            entry = reader.entry(name)
+            if entry.dtype.as_numpy_dtype is None:
+                _unsupported(name, f"{entry.dtype.name} tensors have no values tfformats "
+                             "can copy", skip_unsupported, skipped)
+                continue
+            value = reader.get_tensor(name)
+            if not entry.slices:
+                writer.add(name, value, dtype=entry.dtype)
+            for extents in entry.slices:
+                part = tuple(slice(a, b) for a, b in slices.resolve(extents, entry.shape))
+                writer.add_slice(name, entry.shape, extents, value[part], dtype=entry.dtype)
+    return skipped
 
 
 # --- safetensors ------------------------------------------------------------------
