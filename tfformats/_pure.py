@@ -39,6 +39,10 @@ def unmask_crc(masked):
 
 def _varint(buf, pos, end, where):
     """Decode a varint64 at buf[pos:end]; returns (value, new_pos)."""
+    if pos < end:
+        b = buf[pos]
+        if b < 0x80:   # most tags, lengths and small values: one byte
+            return b, pos + 1
     result = 0
     shift = 0
     while True:
