@@ -261,7 +261,7 @@ def _value_text(value):
     if isinstance(value, DType):
         return f"<dtype: {value.name!r}>"
     if isinstance(value, TypeSpec):
-        return f"{_type_spec_class(value)}(...)"
+        return _spec_repr(value)
     if isinstance(value, NamedTupleValue):
         return f"{value.name}(" + ", ".join(f"{k}={_value_text(v)}" for k, v in value.fields.items()) + ")"
     return str(value)
@@ -269,6 +269,31 @@ def _value_text(value):
 
 def _type_spec_class(spec):
     return spec.class_name or spec.type_spec_class
+
+
+def _spec_repr(value):
+    """A TypeSpec as TF prints one: its class name and the repr of its
+    serialized state, e.g. RaggedTensorSpec(TensorShape([None, None]), tf.float32, 1, tf.int64)."""
+    from .dtypes import DType
+    from .saved_model import NamedTupleValue, TensorShape, TensorSpec, TypeSpec
+    if isinstance(value, TypeSpec):
+        state = value.state if isinstance(value.state, tuple) else (value.state,)
+        return _type_spec_class(value) + _spec_repr(state)
+    if isinstance(value, TensorShape):
+        return "TensorShape([" + ", ".join("None" if d is None else str(d) for d in value) + "])"
+    if isinstance(value, DType):
+        return f"tf.{value.name}"
+    if isinstance(value, NamedTupleValue):
+        return f"{value.name}(" + ", ".join(f"{k}={_spec_repr(v)}" for k, v in value.fields.items()) + ")"
+    if isinstance(value, TensorSpec):
+        return repr(value)
+    if isinstance(value, tuple):
+        return "(" + ", ".join(map(_spec_repr, value)) + ("," if len(value) == 1 else "") + ")"
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_spec_repr, value)) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k!r}: {_spec_repr(v)}" for k, v in value.items()) + "}"
+    return repr(value)
 
 
 def _argument_lines(arguments, kind, indent):
@@ -353,7 +378,7 @@ def _structure_json(obj):
         return {"kind": type(obj).__name__, "name": obj.name, "shape": obj.shape,
                 "dtype": None if obj.dtype is None else obj.dtype.name}
     if isinstance(obj, TypeSpec):
-        return {"kind": "TypeSpec", "class": _type_spec_class(obj)}
+        return {"kind": "TypeSpec", "class": _type_spec_class(obj), "repr": _spec_repr(obj)}
     if isinstance(obj, DType):
         return obj.name
     if isinstance(obj, NamedTupleValue):
