@@ -29,7 +29,7 @@ except ImportError:
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 SAVED_MODELS = ["saved_model_module", "keras3_export", "tf_keras_savedmodel", "tf1_builder",
-                "tf1_builder_pbtxt"]
+                "tf1_builder_pbtxt", "tf1_builder_partitioned", "saved_model_composite"]
 FunctionDef = protos.message_class("tfformats.FunctionDef")
 GraphDef = protos.GraphDef
 
