@@ -347,11 +347,21 @@ def test_dump_json_and_object_paths():
     assert strings["dtype"] == "string"
 
 
+@pytest.mark.parametrize("name", ["dense/kernel", "dense/kernel:0"])
+def test_dump_by_tensorflow_variable_name(name):
+    # The name Keras shows (the object graph's full_name) finds the key too.
+    doc = run_json("dump", FIXTURES / "keras_adam", name)
+    assert doc["name"] == "model/layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE"
+    proc = run("dump", FIXTURES / "keras_adam", "dense/nope", check=1)
+    assert "no tensor, object path or variable name 'dense/nope'" in one_error_line(proc)
+
+
 # --- validate ----------------------------------------------------------------------
 
 CLEAN = [FIXTURES / n for n in ("dtypes", "keras_adam", "keras_adam_new", "sharded", "tf1_partitioned",
                                 "saved_model_module", "tf1_builder", "tf1_builder_pbtxt", "keras3_export",
-                                "tf_keras_savedmodel")]
+                                "tf_keras_savedmodel", "tf1_builder_partitioned", "saved_model_composite",
+                                "saveables")]
 
 
 def test_validate_clean_fixtures_exit_0():

@@ -464,19 +464,29 @@ def cmd_show(args):
 # --- dump --------------------------------------------------------------------------
 
 def _resolve_tensor(reader, name):
-    """A checkpoint key from a key or an object path (`model/dense/kernel`)."""
+    """A checkpoint key from a key, an object path (`model/dense/kernel`) or a
+    TF variable name (`dense/kernel`, `dense/kernel:0`, as Keras shows it)."""
     if reader.has_tensor(name):
         return name
-    from .errors import TFFormatsError
+    from .errors import TensorNotFoundError, TFFormatsError
     try:
-        paths = reader.object_paths()
+        objects = reader.object_variables()
     except TFFormatsError:
-        paths = {}
-    key = paths.get(name.rstrip("/"))
+        objects = {}
+    key = reader.object_paths().get(name.rstrip("/")) if objects else None
     if key is not None:
         return key
-    from .errors import TensorNotFoundError
-    raise TensorNotFoundError(f"{reader.prefix}: no tensor or object path named {name!r}")
+    full_name = name[:-2] if name.endswith(":0") else name
+    keys = [k for k, v in objects.items()
+            if v.full_name == full_name and v.attribute == "VARIABLE_VALUE" and k in reader]
+    if len(keys) == 1:
+        return keys[0]
+    if keys:
+        raise TensorNotFoundError(f"{reader.prefix}: {name!r} is the variable name of "
+                                  f"{len(keys)} tensors ({', '.join(keys[:3])}, ...); name one "
+                                  "by its key or object path")
+    raise TensorNotFoundError(f"{reader.prefix}: no tensor, object path or variable name "
+                              f"{name!r}")
 
 
 def _read_with_progress(args, reader, key):
@@ -1221,7 +1231,7 @@ def build_parser():
 
     p = command("dump", "print one tensor's values (or write them to .npy)", cmd_dump)
     p.add_argument("path", help="checkpoint or SavedModel")
-    p.add_argument("tensor", help="checkpoint key or object path")
+    p.add_argument("tensor", help="checkpoint key, object path or TF variable name (dense/kernel:0)")
     p.add_argument("--threshold", type=int, default=1000, metavar="N",
                    help="summarize arrays with more than N elements (numpy's threshold; default 1000)")
     p.add_argument("--precision", type=int, metavar="P", help="digits after the point")
