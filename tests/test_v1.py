@@ -236,9 +236,27 @@ def test_cli_convert_and_diff(tmp_path):
     assert doc["only_in_a"] == ["string"] and not doc["changed"]
 
 
-def test_cli_validate_says_v1_is_not_its_job():
-    line = one_error_line(run("validate", V1_DIR, check=1))
-    assert "TF1 V1 checkpoint" in line and "validate checks V2 bundles only" in line
+def test_cli_validate_reads_every_tensor(tmp_path):
+    doc = run_json("validate", V1_DIR, SHARDED / "model.ckpt-00001-of-00002")
+    assert doc["ok"] and [p["tensors"] for p in doc["paths"]] == [len(VALUES), len(SHARDED_VALUES)]
+    data = bytearray(DATA)
+    data[len(DATA) // 2] ^= 0x10   # inside the one data block, which holds the metadata too
+    doc = run_json("validate", write(tmp_path, bytes(data)), check=1)
+    assert {f["check"] for f in doc["findings"]} == {"index-crc"}
+    assert all("block checksum" in f["message"] for f in doc["findings"])
+    path = write_v1(tmp_path / "hostile", meta_of(("w", FLOAT, [4], [FULL1])), {})
+    doc = run_json("validate", path, check=1)
+    assert [(f["check"], f["tensor"]) for f in doc["findings"]] == [("tensor", "w")]
+    blocks = tmp_path / "blocks" / "model.ckpt"   # the last block holds tensor records only
+    blocks.parent.mkdir()
+    table = reblock(V1_FILE, blocks, 64)
+    offset, size = table._handles[-1]
+    table.source.close()
+    data = bytearray(blocks.read_bytes())
+    data[offset + size // 2] ^= 0x10
+    blocks.write_bytes(bytes(data))
+    doc = run_json("validate", blocks, check=1)
+    assert doc["findings"] and all(f["check"] == "crc" and f["tensor"] for f in doc["findings"])
 
 
 def test_gpu_upload_is_a_clear_error():
