@@ -361,7 +361,7 @@ def test_dump_by_tensorflow_variable_name(name):
 CLEAN = [FIXTURES / n for n in ("dtypes", "keras_adam", "keras_adam_new", "sharded", "tf1_partitioned",
                                 "saved_model_module", "tf1_builder", "tf1_builder_pbtxt", "keras3_export",
                                 "tf_keras_savedmodel", "tf1_builder_partitioned", "saved_model_composite",
-                                "saveables")]
+                                "saveables", "tf1_partitioned_strings")]
 
 
 def test_validate_clean_fixtures_exit_0():

@@ -259,7 +259,7 @@ class BundleReader:
         so the parts must be disjoint and add up to the whole tensor.
         """
         dtype = entry.dtype
-        if dtype.is_string or dtype.as_numpy_dtype is None:
+        if dtype.as_numpy_dtype is None:
             raise UnsupportedError(f"{self._index_path}: partitioned tensor {entry.name!r} "
                                    f"has dtype {dtype.name}, which cannot be assembled")
         parts = []
@@ -289,7 +289,7 @@ class BundleReader:
     def read_region(self, name, index):
         """`tensor[index]` reading only the bytes it needs (no CRC check)."""
         entry = self.entry(name)
-        if entry.dtype.is_string:
+        if entry.dtype.is_string and not entry.slices:   # strings are not fixed-width
             return self.read_entry(entry, verify=self.verify)[index]
         if not entry.slices:
             return self.read_entry(entry, verify=False)[index].copy()
