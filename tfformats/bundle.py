@@ -272,9 +272,7 @@ class BundleReader:
                                   f"is {part.dtype.name}{list(part.shape)}, expected "
                                   f"{dtype.name}{list(want)}")
             parts.append((bounds, part))
-        total = math.prod(entry.shape)
-        covered = sum(math.prod(p.shape) for _, p in parts)
-        if covered != total or not slices.disjoint([b for b, _ in parts]):
+        if not slices.tiles([b for b, _ in parts], entry.shape):
             raise FormatError(f"{self._index_path}: the parts of {entry.name!r} do not tile "
                               f"its shape {list(entry.shape)} exactly")
         return parts
@@ -283,7 +281,7 @@ class BundleReader:
         """Build a partitioned tensor whole from its stored parts."""
         out = np.empty(entry.shape, dtype=entry.dtype.as_numpy_dtype)
         for bounds, part in self._parts(entry):
-            out[tuple(slice(a, b) for a, b in bounds)] = self.read_entry(part, verify=verify)
+            out[slices.index(bounds)] = self.read_entry(part, verify=verify)
         return out
 
     def read_region(self, name, index):

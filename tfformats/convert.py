@@ -85,8 +85,8 @@ def checkpoint_to_checkpoint(src, dst_prefix, *, skip_unsupported=False):
             if not entry.slices:
                 writer.add(name, value, dtype=entry.dtype)
             for extents in entry.slices:
-                part = tuple(slice(a, b) for a, b in slices.resolve(extents, entry.shape))
-                writer.add_slice(name, entry.shape, extents, value[part], dtype=entry.dtype)
+                part = value[slices.index(slices.resolve(extents, entry.shape))]
+                writer.add_slice(name, entry.shape, extents, part, dtype=entry.dtype)
     return skipped
 
 

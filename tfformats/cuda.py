@@ -616,7 +616,7 @@ class Uploader:
             else:                    # upload alone, then a strided device-side copy
                 tmp = self.backend.empty(part.shape, npd)
                 self._add_entry(bundle, part, tmp, 0, chunks)
-                assigns.append((dst, tuple(slice(a, b) for a, b in bounds), tmp))
+                assigns.append((dst, slices.index(bounds), tmp))
                 self.stats["strided_parts"] += 1
 
     # running ----------------------------------------------------------------

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 import numpy as np
 from google.protobuf import text_format
 
-from . import dtypes, fingerprint as _fingerprint, protos, wire
+from . import dtypes, fingerprint as _fingerprint, protos, slices, wire
 from .checkpoint import OBJECT_GRAPH_KEY, CheckpointReader
 from .errors import (CheckpointNotFoundError, FormatError, TensorNotFoundError,
                      TFFormatsError, UnsupportedError)
@@ -1085,7 +1085,7 @@ class SavedModel:
                 if value is None:
                     value = bundle.read_entry(stored, verify=bundle.verify)
                 else:
-                    value = value[tuple(slice(a, b) for a, b in bounds)]
+                    value = value[slices.index(bounds)]
                 writer.add_slice(entry.name, entry.shape, extents, value, dtype=entry.dtype)
 
     def close(self):

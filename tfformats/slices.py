@@ -5,6 +5,8 @@ whole dimension. The data of each part is stored under a key built with
 TensorFlow's "ordered code": byte strings that sort like the values.
 """
 
+import math
+
 FULL = -1
 
 
@@ -71,6 +73,18 @@ def disjoint(boxes):
             if all(bs < ae and as_ < be for (as_, ae), (bs, be) in zip(a, b)):
                 return False
     return True
+
+
+def tiles(boxes, full_shape):
+    """Whether `boxes` (each inside `full_shape`) hold every element exactly
+    once: no gap a reader would hand out uninitialised, no overlap."""
+    covered = sum(math.prod(b - a for a, b in box) for box in boxes)
+    return covered == math.prod(full_shape) and disjoint(boxes)
+
+
+def index(bounds):
+    """The numpy index of a box ((start, stop), ...): a tuple of slices."""
+    return tuple(slice(a, b) for a, b in bounds)
 
 
 def covers_all(extents, full_shape):

@@ -287,16 +287,15 @@ class V1Reader:
             array = self._values(name, dtype, *next(iter(stored.items())), shape)
         else:
             boxes = [slices.resolve(extents, shape) for extents in stored]
-            covered = sum(math.prod(b - a for a, b in box) for box in boxes)
-            if covered != math.prod(shape) or not slices.disjoint(boxes):
+            if not slices.tiles(boxes, shape):
                 raise FormatError(f"{where}: its stored slices do not tile its shape "
                                   f"{list(shape)} exactly")
             # Every part first: the file then backs each element of `array`.
             parts = [self._values(name, dtype, extents, shard, shape)
                      for extents, shard in stored.items()]
-            array = np.empty(shape, dtype=object if dtype.is_string else dtype.as_numpy_dtype)
+            array = np.empty(shape, dtype=dtype.as_numpy_dtype)
             for box, part in zip(boxes, parts):
-                array[tuple(slice(a, b) for a, b in box)] = part
+                array[slices.index(box)] = part
         if not copy and not dtype.is_string:
             array.flags.writeable = False
         return array
