@@ -143,6 +143,9 @@ class V1Reader:
         except BaseException:
             self.close()
             raise
+        # Key order, as V2 bundles list their tensors; the metadata is read once.
+        self._decoded = [(name, known[:2]) for name, known in sorted(
+            self._tensors.items(), key=lambda kv: kv[0].encode("utf-8", "surrogateescape"))]
 
     def _load_meta(self, shard):
         from . import tensor_proto
@@ -236,8 +239,7 @@ class V1Reader:
 
     def decoded_entries(self):
         """[(name, (DType, shape))] in key order, from the metadata alone."""
-        return [(name, known[:2]) for name, known in sorted(
-            self._tensors.items(), key=lambda kv: kv[0].encode("utf-8", "surrogateescape"))]
+        return self._decoded
 
     def listing(self):
         return ({name: list(shape) for name, (_, shape, _) in self._tensors.items()},
