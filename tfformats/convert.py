@@ -26,7 +26,7 @@ import numpy as np
 from . import dtypes, slices
 from .checkpoint import OBJECT_GRAPH_KEY, CheckpointReader
 from .errors import CheckpointNotFoundError, FormatError, UnsupportedError
-from .fileio import remove_if_present, temp_name
+from .fileio import replaced_atomically
 from .writer import BundleWriter, _pieces, save_checkpoint
 
 # TensorFlow dtype name <-> safetensors dtype string (same bit layout).
@@ -124,19 +124,13 @@ def checkpoint_to_safetensors(src, dst, *, skip_unsupported=False):
             header[_METADATA] = metadata
         encoded = json.dumps(header, separators=(",", ":")).encode()
         encoded += b" " * (-len(encoded) % 8)  # data starts 8-byte aligned
-        temp = temp_name(os.fspath(dst))
-        try:
-            with open(temp, "xb") as f:
-                f.write(struct.pack("<Q", len(encoded)))
-                f.write(encoded)
-                for name in names:
-                    # little-endian on any host, one bounded piece at a time
-                    for piece in _pieces(reader[name], reader.dtype(name)):
-                        f.write(piece)
-            os.replace(temp, dst)
-        except BaseException:
-            remove_if_present(temp)
-            raise
+        with replaced_atomically(os.fspath(dst)) as temp, open(temp, "xb") as f:
+            f.write(struct.pack("<Q", len(encoded)))
+            f.write(encoded)
+            for name in names:
+                # little-endian on any host, one bounded piece at a time
+                for piece in _pieces(reader[name], reader.dtype(name)):
+                    f.write(piece)
     return skipped
 
 
@@ -232,16 +226,10 @@ def _write_npz(dst, arrays):
     dst = os.fspath(dst)
     if not dst.endswith(".npz"):
         dst += ".npz"  # as np.savez does
-    temp = temp_name(dst)
-    try:
-        with zipfile.ZipFile(temp, "x", allowZip64=True) as archive:
-            for name, array in arrays.items():
-                with archive.open(name + ".npy", "w", force_zip64=True) as f:
-                    np.lib.format.write_array(f, array, allow_pickle=False)
-        os.replace(temp, dst)
-    except BaseException:
-        remove_if_present(temp)
-        raise
+    with replaced_atomically(dst) as temp, zipfile.ZipFile(temp, "x", allowZip64=True) as archive:
+        for name, array in arrays.items():
+            with archive.open(name + ".npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, array, allow_pickle=False)
 
 
 def checkpoint_to_npz(src, dst, *, skip_unsupported=False):

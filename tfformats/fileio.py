@@ -8,6 +8,7 @@ Local files are memory-mapped; a remote source (range reads) only needs the
 same four members.
 """
 
+import contextlib
 import mmap
 import os
 import secrets
@@ -100,18 +101,26 @@ def remove_if_present(path):
         pass
 
 
-def write_atomically(path, data, sync):
-    """Write a small file (`data`, bytes) under a temporary name and rename it
-    into place, so readers see the old file or the new one, never a part.
-    `sync` fsyncs it first, so the rename never lands before the bytes do."""
+@contextlib.contextmanager
+def replaced_atomically(path):
+    """Yield a fresh temporary name beside `path` to write the new file under;
+    it is renamed over `path` when the block completes and removed when it
+    fails, so readers see the old file or the new one, never a part."""
     temp = temp_name(path)
     try:
+        yield temp
+        os.replace(temp, path)
+    except BaseException:
+        remove_if_present(temp)
+        raise
+
+
+def write_atomically(path, data, sync):
+    """Write a small file (`data`, bytes) atomically (`replaced_atomically`).
+    `sync` fsyncs it first, so the rename never lands before the bytes do."""
+    with replaced_atomically(path) as temp:
         with open(temp, "xb") as f:
             f.write(data)
             if sync:
                 f.flush()
                 os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        remove_if_present(temp)
-        raise
