@@ -74,6 +74,12 @@ def _listed_prefix(directory, listed):
     return None
 
 
+def is_v1_prefix(prefix):
+    """Whether a prefix from `resolve_prefix` is a TF1 V1 checkpoint: a V2
+    bundle wherever there is an index, else a V1 table file (or shard set)."""
+    return not os.path.isfile(prefix + ".index") and v1.is_v1(prefix)
+
+
 def _is_saved_model_dir(path):
     return any(os.path.exists(os.path.join(path, n))
                for n in ("saved_model.pb", "saved_model.pbtxt", "saved_model.cpb"))
@@ -197,8 +203,7 @@ class CheckpointReader(Mapping):
     def __init__(self, path, verify=True, opener=fileio.open_file):
         self.path = os.fspath(path)
         self.prefix = resolve_prefix(self.path)
-        # A V2 bundle wherever it has an index; else a V1 table file (or shard set).
-        if not os.path.isfile(self.prefix + ".index") and v1.is_v1(self.prefix):
+        if is_v1_prefix(self.prefix):
             self._bundle = v1.V1Reader(self.prefix, verify=verify, opener=opener)
         else:
             self._bundle = BundleReader(self.prefix, verify=verify, opener=opener)
@@ -364,12 +369,12 @@ def load_checkpoint(path, verify=True, copy=True, device=None, skip_unsupported=
 def unsupported_tensors(reader, skip):
     """Names of the tensors with no array form (variant, resource): returned
     when `skip` is true, else UnsupportedError naming the first."""
-    names = {name for name, dtype in reader.get_variable_to_dtype_map().items()
+    names = {name: dtype for name, dtype in reader.get_variable_to_dtype_map().items()
              if dtype.as_numpy_dtype is None}
     if names and not skip:
         name = min(names)
         raise UnsupportedError(
-            f"{reader.prefix}: tensor {name!r} has dtype {reader.dtype(name).name}, which has "
+            f"{reader.prefix}: tensor {name!r} has dtype {names[name].name}, which has "
             "no array form (TensorFlow's reader cannot return it either); pass "
             "skip_unsupported=True to load the other tensors")
-    return names
+    return set(names)

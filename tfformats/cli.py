@@ -842,8 +842,7 @@ def _listdir(path):
 
 
 def cmd_validate(args):
-    from . import v1
-    from .checkpoint import _is_saved_model_dir, resolve_prefix
+    from .checkpoint import _is_saved_model_dir, is_v1_prefix, resolve_prefix
     from .errors import TFFormatsError
     findings = Findings()
     reports = []
@@ -860,7 +859,7 @@ def cmd_validate(args):
             except TFFormatsError as e:
                 findings.add(target, "path", e, file=target)
             else:
-                if not os.path.isfile(prefix + ".index") and v1.is_v1(prefix):
+                if is_v1_prefix(prefix):
                     _validate_v1(target, prefix, findings, stats)
                 else:
                     _validate_checkpoint(target, prefix, findings, args, stats)
