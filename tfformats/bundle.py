@@ -8,6 +8,7 @@ views over the memory-mapped data files unless a copy is asked for.
 import contextlib
 import gc
 import math
+import re
 import sys
 from collections import namedtuple
 
@@ -45,6 +46,10 @@ def gc_paused():
     finally:
         if enabled:
             gc.enable()
+
+
+# What follows the prefix in a data file's name.
+DATA_SUFFIX = re.compile(r"\.data-\d{5}-of-\d{5}$")
 
 
 def data_filename(prefix, shard, num_shards):

@@ -11,12 +11,11 @@ from collections import namedtuple
 from collections.abc import Mapping
 
 from . import fileio, v1
-from .bundle import BundleReader
+from .bundle import DATA_SUFFIX, BundleReader
 from .errors import CheckpointNotFoundError, FormatError, UnsupportedError
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 STATE_FILENAME = "checkpoint"
-_DATA_SUFFIX = re.compile(r"\.data-\d{5}-of-\d{5}$")
 
 ObjectVariable = namedtuple("ObjectVariable", "key path attribute full_name slot_of slot_name")
 ObjectVariable.__doc__ = """What the object graph says about one checkpoint key.
@@ -32,11 +31,10 @@ variable the slot belongs to and `slot_name` the slot (`m`, `v`)."""
 def read_state(directory, filename=STATE_FILENAME):
     """The parsed CheckpointState of `directory`, or None if it has none."""
     path = os.path.join(directory, filename)
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
+    data = fileio.read_file_if_present(path)
+    if data is None:
         return None
+    text = data.decode("utf-8")
     from google.protobuf import text_format
 
     from . import protos   # here, so that reading tensors never imports protobuf
@@ -69,7 +67,7 @@ def _listed_prefix(directory, listed):
     """
     for prefix in (os.path.join(directory, listed),
                    os.path.join(directory, re.split(r"[\\/]", listed)[-1])):
-        if os.path.isfile(prefix + ".index") or v1.is_v1(prefix):
+        if fileio.isfile(prefix + ".index") or v1.is_v1(prefix):
             return prefix
     return None
 
@@ -77,11 +75,11 @@ def _listed_prefix(directory, listed):
 def is_v1_prefix(prefix):
     """Whether a prefix from `resolve_prefix` is a TF1 V1 checkpoint: a V2
     bundle wherever there is an index, else a V1 table file (or shard set)."""
-    return not os.path.isfile(prefix + ".index") and v1.is_v1(prefix)
+    return not fileio.isfile(prefix + ".index") and v1.is_v1(prefix)
 
 
 def _is_saved_model_dir(path):
-    return any(os.path.exists(os.path.join(path, n))
+    return any(fileio.exists(os.path.join(path, n))
                for n in ("saved_model.pb", "saved_model.pbtxt", "saved_model.cpb"))
 
 
@@ -95,10 +93,10 @@ def resolve_prefix(path):
     pattern of a sharded one (see `tfformats.v1`).
     """
     path = os.fspath(path)
-    if os.path.isdir(path):
-        if _is_saved_model_dir(path) or os.path.isfile(os.path.join(path, "variables", "variables.index")):
+    if fileio.isdir(path):
+        if _is_saved_model_dir(path) or fileio.isfile(os.path.join(path, "variables", "variables.index")):
             prefix = os.path.join(path, "variables", "variables")
-            if not os.path.isfile(prefix + ".index"):
+            if not fileio.isfile(prefix + ".index"):
                 raise CheckpointNotFoundError(f"{path}: SavedModel directory without variables "
                                               f"(no {prefix}.index)")
             return prefix
@@ -111,7 +109,7 @@ def resolve_prefix(path):
                     f"neither {os.path.join(path, state.model_checkpoint_path)}.index nor a "
                     "V1 checkpoint of that name exists")
             return prefix
-        indexes = sorted(n for n in os.listdir(path) if n.endswith(".index"))
+        indexes = sorted(n for n in fileio.listdir(path) if n.endswith(".index"))
         if len(indexes) == 1:
             return os.path.join(path, indexes[0][:-len(".index")])
         found = ", ".join(indexes[:5]) if indexes else "no .index file"
@@ -119,15 +117,15 @@ def resolve_prefix(path):
             f"{path}: directory has no '{STATE_FILENAME}' state file and no SavedModel; "
             f"expected one of those or exactly one .index file, found {found} (a TF1 V1 "
             "checkpoint: pass its file)")
-    if path.endswith(".index") and os.path.isfile(path):
+    if path.endswith(".index") and fileio.isfile(path):
         return path[:-len(".index")]
-    if _DATA_SUFFIX.search(path) and os.path.isfile(path):
-        return _DATA_SUFFIX.sub("", path)
-    if os.path.isfile(path + ".index"):
+    if DATA_SUFFIX.search(path) and fileio.isfile(path):
+        return DATA_SUFFIX.sub("", path)
+    if fileio.isfile(path + ".index"):
         return path
     if v1.is_v1(path):
         return path
-    if os.path.isfile(path):
+    if fileio.isfile(path):
         raise CheckpointNotFoundError(
             f"{path}: a file, but not a checkpoint (expected a prefix, a .index file, a "
             ".data-XXXXX-of-YYYYY file or a TF1 V1 checkpoint file)")

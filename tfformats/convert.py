@@ -16,14 +16,13 @@ of any size without holding them in memory, and needs no extra package.
 import base64
 import json
 import math
-import mmap
 import os
 import struct
 import zipfile
 
 import numpy as np
 
-from . import dtypes, slices
+from . import dtypes, fileio, slices
 from .checkpoint import OBJECT_GRAPH_KEY, CheckpointReader
 from .errors import CheckpointNotFoundError, FormatError, UnsupportedError
 from .fileio import replaced_atomically
@@ -124,7 +123,7 @@ def checkpoint_to_safetensors(src, dst, *, skip_unsupported=False):
             header[_METADATA] = metadata
         encoded = json.dumps(header, separators=(",", ":")).encode()
         encoded += b" " * (-len(encoded) % 8)  # data starts 8-byte aligned
-        with replaced_atomically(os.fspath(dst)) as temp, open(temp, "xb") as f:
+        with replaced_atomically(os.fspath(dst)) as temp, fileio.create(temp) as f:
             f.write(struct.pack("<Q", len(encoded)))
             f.write(encoded)
             for name in names:
@@ -196,13 +195,8 @@ def safetensors_to_checkpoint(src, dst_prefix):
     otherwise one is built when all names are object keys (".../.ATTRIBUTES/...").
     """
     path = os.fspath(src)
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        raise CheckpointNotFoundError(f"{path}: no such file") from None
-    with f:
-        size = os.fstat(f.fileno()).st_size
-        buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+    source = fileio.open_file(path)
+    buf = source.view(0, source.size())
     header, metadata, start = _safetensors_header(path, buf)
     tensors = {name: _safetensors_tensor(buf, start, info, f"{path}: tensor {name!r}")
                for name, info in header.items()}
@@ -226,10 +220,11 @@ def _write_npz(dst, arrays):
     dst = os.fspath(dst)
     if not dst.endswith(".npz"):
         dst += ".npz"  # as np.savez does
-    with replaced_atomically(dst) as temp, zipfile.ZipFile(temp, "x", allowZip64=True) as archive:
-        for name, array in arrays.items():
-            with archive.open(name + ".npy", "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, array, allow_pickle=False)
+    with replaced_atomically(dst) as temp, fileio.create(temp) as file:
+        with zipfile.ZipFile(file, "w", allowZip64=True) as archive:
+            for name, array in arrays.items():
+                with archive.open(name + ".npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, array, allow_pickle=False)
 
 
 def checkpoint_to_npz(src, dst, *, skip_unsupported=False):
@@ -269,14 +264,17 @@ def _npz_arrays(path):
     the array is allocated, so a small file cannot ask for a huge one.
     """
     try:
-        archive = zipfile.ZipFile(path)
+        file = fileio.open_input(path)
     except FileNotFoundError:
         raise CheckpointNotFoundError(f"{path}: no such file") from None
+    try:
+        archive = zipfile.ZipFile(file)
     except (zipfile.BadZipFile, ValueError, EOFError) as exc:
+        file.close()
         raise FormatError(f"{path}: not a .npz file ({exc})") from None
-    file_size = os.path.getsize(path)
+    file_size = fileio.size(path)
     arrays = {}
-    with archive:
+    with file, archive:
         for info in archive.infolist():
             if not info.filename.endswith(".npy"):
                 raise FormatError(f"{path}: member {info.filename!r:.200} is not a .npy array")

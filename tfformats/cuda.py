@@ -39,7 +39,6 @@ tested on machines without a GPU).
 
 import collections
 import math
-import mmap
 import os
 import re
 import threading
@@ -49,7 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import slices
+from . import fileio, slices
 from ._impl import hot
 from .crc import crc32c_combine
 from .errors import ChecksumError, DeviceError, FormatError, UnsupportedError
@@ -64,7 +63,7 @@ DEFAULT_CHUNK = 32 * MiB
 DEFAULT_WINDOW = 64 * MiB   # bytes of a memory map registered at once
 WINDOWS_AHEAD = 4           # windows registered or registering at any time
 REGISTER_THREADS = 2
-PAGE = mmap.PAGESIZE
+PAGE = fileio.PAGE_SIZE
 HOST_REGISTER_READ_ONLY = 8   # cudaHostRegisterReadOnly (CUDA >= 11.1)
 INSTALL_HINT = "pip install tfformats[cuda]"
 

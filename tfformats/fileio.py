@@ -1,20 +1,107 @@
-"""File access: the only layer that touches the filesystem when reading,
-and the small helpers every writer uses for atomic writes.
+"""File access: the only module that touches the filesystem.
 
-A source has `path`, `size()`, `read(offset, n)` (bytes) and `view(offset, n)`
-(a zero-copy read-only memoryview where possible). Every request is checked
-against the real size, so callers can pass offsets straight from a file.
-Local files are memory-mapped; a remote source (range reads) only needs the
-same four members.
+Every other module reads, writes, lists and renames through the functions
+here. Each function asks `filesystem(path)` which `FileSystem` serves the
+path and delegates to it: `LocalFileSystem` for plain paths, or a backend
+registered for a URL scheme (`register_filesystem("s3", fs)`), which only
+needs to implement the `FileSystem` protocol.
+
+Reading tensors goes through a source (`open_file`): `path`, `size()`,
+`read(offset, n)` (bytes) and `view(offset, n)` (a zero-copy read-only
+memoryview where possible). Every request is checked against the real size,
+so callers can pass offsets straight from a file. Local files are
+memory-mapped; a remote source (range reads) only needs the same members.
+
+The low-level operations raise `OSError` as `os` does; the reading helpers
+(`open_file`, `read_file`) raise tfformats errors naming the file.
 """
 
 import contextlib
 import mmap
 import os
 import secrets
+import shutil
+import tempfile
+from typing import BinaryIO, Iterator, Protocol
 
 from .errors import CheckpointNotFoundError, FormatError
 
+# The granularity of memory maps (and of page-locking them for the GPU).
+PAGE_SIZE = mmap.PAGESIZE
+
+
+class Source(Protocol):
+    """Random read access to one file's bytes."""
+
+    path: str
+
+    def size(self) -> int: ...
+
+    def read(self, offset: int, n: int, what: str = "read") -> bytes: ...
+
+    def view(self, offset: int, n: int, what: str = "read") -> memoryview: ...
+
+    def close(self) -> None: ...
+
+
+class FileSystem(Protocol):
+    """What tfformats needs from a storage backend. Paths are strings in the
+    backend's own form; missing files raise FileNotFoundError."""
+
+    def open_source(self, path: str) -> Source: ...
+
+    def open_input(self, path: str) -> BinaryIO:
+        """A seekable binary stream (for formats read through a library)."""
+
+    def create(self, path: str, buffering: int = -1) -> BinaryIO:
+        """A new file for binary writing; FileExistsError if it exists."""
+
+    def read_at(self, path: str, offset: int, n: int) -> bytes:
+        """Up to `n` bytes from `offset` (negative: from the end)."""
+
+    def size(self, path: str) -> int: ...
+
+    def exists(self, path: str) -> bool: ...
+
+    def isfile(self, path: str) -> bool: ...
+
+    def isdir(self, path: str) -> bool: ...
+
+    def listdir(self, path: str) -> list: ...
+
+    def walk_files(self, root: str) -> Iterator[str]:
+        """Every file under `root` (recursively), as paths relative to it."""
+
+    def makedirs(self, path: str) -> None:
+        """Create `path` and its parents; fine if it exists."""
+
+    def make_temp_dir(self, parent: str, prefix: str) -> str: ...
+
+    def remove(self, path: str) -> None: ...
+
+    def rmdir(self, path: str) -> None: ...
+
+    def rmtree(self, path: str) -> None:
+        """Remove a directory and everything in it, ignoring errors."""
+
+    def replace(self, src: str, dst: str) -> None:
+        """Rename `src` to `dst` atomically, replacing a file `dst`."""
+
+    def rename(self, src: str, dst: str) -> None:
+        """Rename `src` to `dst`, which must not exist (directories too)."""
+
+    def copy(self, src: str, dst: str) -> None: ...
+
+    def copytree(self, src: str, dst: str) -> None: ...
+
+    def fsync(self, file: BinaryIO) -> None:
+        """Flush a file from `create` to stable storage."""
+
+    def fsync_dir(self, path: str) -> None:
+        """Make renames in directory `path` durable, where the system can."""
+
+
+# --- local files -------------------------------------------------------------------
 
 class LocalFile:
     """A read-only memory map of a local file.
@@ -82,9 +169,164 @@ def _map_or_read(fd, size, path):
         return memoryview(data).toreadonly()   # handed-out arrays stay read-only
 
 
+class LocalFileSystem:
+    """The `FileSystem` of the machine's own files."""
+
+    def open_source(self, path):
+        return LocalFile(path)
+
+    def open_input(self, path):
+        return open(path, "rb")
+
+    def create(self, path, buffering=-1):
+        return open(path, "xb", buffering=buffering)
+
+    def read_at(self, path, offset, n):
+        with open(path, "rb") as f:
+            if offset < 0:
+                f.seek(max(0, f.seek(0, os.SEEK_END) + offset))
+            else:
+                f.seek(offset)
+            return f.read(n)
+
+    def size(self, path):
+        return os.stat(path).st_size
+
+    exists = staticmethod(os.path.exists)
+    isfile = staticmethod(os.path.isfile)
+    isdir = staticmethod(os.path.isdir)
+    listdir = staticmethod(os.listdir)
+    remove = staticmethod(os.remove)
+    rmdir = staticmethod(os.rmdir)
+    replace = staticmethod(os.replace)
+    rename = staticmethod(os.rename)
+    copy = staticmethod(shutil.copy2)
+    copytree = staticmethod(shutil.copytree)
+
+    def walk_files(self, root):
+        for directory, _, files in os.walk(root):
+            for name in files:
+                yield os.path.relpath(os.path.join(directory, name), root)
+
+    def makedirs(self, path):
+        os.makedirs(path, exist_ok=True)
+
+    def make_temp_dir(self, parent, prefix):
+        return tempfile.mkdtemp(prefix=prefix, dir=parent)
+
+    def rmtree(self, path):
+        shutil.rmtree(path, ignore_errors=True)
+
+    def fsync(self, file):
+        file.flush()
+        os.fsync(file.fileno())
+
+    def fsync_dir(self, path):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:  # e.g. Windows cannot open directories
+            return
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+LOCAL = LocalFileSystem()
+_BY_SCHEME = {}
+
+
+def register_filesystem(scheme, fs):
+    """Serve paths starting with `<scheme>://` from `fs` (a `FileSystem`);
+    None takes the scheme away again."""
+    if fs is None:
+        _BY_SCHEME.pop(scheme, None)
+    else:
+        _BY_SCHEME[scheme] = fs
+
+
+def filesystem(path):
+    """The `FileSystem` that serves `path`."""
+    scheme, sep, _ = os.fspath(path).partition("://")
+    if sep and scheme in _BY_SCHEME:
+        return _BY_SCHEME[scheme]
+    return LOCAL
+
+
+# --- operations on a path, served by its filesystem ------------------------------
+
+def _delegate(name):
+    def operation(path, *args, **kwargs):
+        path = os.fspath(path)
+        return getattr(filesystem(path), name)(path, *args, **kwargs)
+    operation.__name__ = name
+    operation.__qualname__ = name
+    operation.__doc__ = f"`FileSystem.{name}` of the filesystem serving `path`."
+    return operation
+
+
+open_input = _delegate("open_input")
+create = _delegate("create")
+read_at = _delegate("read_at")
+size = _delegate("size")
+exists = _delegate("exists")
+isfile = _delegate("isfile")
+isdir = _delegate("isdir")
+listdir = _delegate("listdir")
+walk_files = _delegate("walk_files")
+makedirs = _delegate("makedirs")
+remove = _delegate("remove")
+rmdir = _delegate("rmdir")
+rmtree = _delegate("rmtree")
+replace = _delegate("replace")
+rename = _delegate("rename")
+copy = _delegate("copy")
+copytree = _delegate("copytree")
+fsync_dir = _delegate("fsync_dir")
+
+
+def make_temp_dir(parent, prefix):
+    """A new empty directory in `parent` whose name starts with `prefix`."""
+    return filesystem(parent).make_temp_dir(os.fspath(parent), prefix)
+
+
+def fsync(file, path):
+    """Flush `file` (from `create(path)`) to stable storage."""
+    filesystem(path).fsync(file)
+
+
 def open_file(path):
-    """The default opener: a memory-mapped local file."""
-    return LocalFile(path)
+    """A `Source` for reading `path`: a memory map for a local file."""
+    path = os.fspath(path)
+    return filesystem(path).open_source(path)
+
+
+def read_file(path):
+    """The whole (small) file `path`, as bytes."""
+    try:
+        with open_input(path) as f:
+            return f.read()
+    except (FileNotFoundError, NotADirectoryError):  # NotADirectory: a parent is a file
+        raise CheckpointNotFoundError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise FormatError(f"{path}: is a directory, expected a file") from None
+
+
+def read_file_if_present(path):
+    """The whole (small) file `path` as bytes, or None when it does not exist."""
+    try:
+        return read_file(path)
+    except CheckpointNotFoundError:
+        return None
+
+
+def remove_if_present(path):
+    try:
+        remove(path)
+    except FileNotFoundError:
+        pass
 
 
 # --- atomic writes -------------------------------------------------------------
@@ -92,13 +334,6 @@ def open_file(path):
 def temp_name(path):
     """A fresh temporary name beside `path`, to write it under and rename later."""
     return f"{path}.tempstate{secrets.randbits(64)}"
-
-
-def remove_if_present(path):
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
 
 
 @contextlib.contextmanager
@@ -109,18 +344,22 @@ def replaced_atomically(path):
     temp = temp_name(path)
     try:
         yield temp
-        os.replace(temp, path)
+        replace(temp, path)
     except BaseException:
         remove_if_present(temp)
         raise
+
+
+def write_file(path, data, sync=False):
+    """Write `data` (bytes) to the new file `path`; `sync` fsyncs it."""
+    with create(path) as f:
+        f.write(data)
+        if sync:
+            fsync(f, path)
 
 
 def write_atomically(path, data, sync):
     """Write a small file (`data`, bytes) atomically (`replaced_atomically`).
     `sync` fsyncs it first, so the rename never lands before the bytes do."""
     with replaced_atomically(path) as temp:
-        with open(temp, "xb") as f:
-            f.write(data)
-            if sync:
-                f.flush()
-                os.fsync(f.fileno())
+        write_file(temp, data, sync)

@@ -20,14 +20,14 @@ import secrets
 
 from google.protobuf import descriptor as _descriptor
 
-from . import protos
+from . import fileio, protos
 from ._impl import hot
 from ._pure import (KEY_BYTES as _KEY_BYTES, KEY_SIGNED32 as _KEY_SIGNED32,
                     KEY_SIGNED64 as _KEY_SIGNED64, KEY_UNSIGNED as _KEY_UNSIGNED,
                     KEY_ZIGZAG as _KEY_ZIGZAG, MAP_ACTION as _MAP, MESSAGE_ACTION as _MSG)
 from .errors import CheckpointNotFoundError, FormatError, UnsupportedError
-from .fileio import write_atomically
-from .graph import parse_message, read_file
+from .fileio import read_file, write_atomically
+from .graph import parse_message
 
 FINGERPRINT_FILENAME = "fingerprint.pb"
 SAVED_MODEL_PB = "saved_model.pb"
@@ -273,7 +273,7 @@ def _random_uuid():
 def read_saved_model(export_dir):
     """Parse `<export_dir>/saved_model.pb` (or `.pbtxt`) into a SavedModel message."""
     export_dir = os.fspath(export_dir)
-    if os.path.exists(os.path.join(export_dir, SAVED_MODEL_CPB)):
+    if fileio.exists(os.path.join(export_dir, SAVED_MODEL_CPB)):
         raise UnsupportedError(
             f"{os.path.join(export_dir, SAVED_MODEL_CPB)}: "
             "chunked saved_model.cpb is not supported yet")
@@ -290,9 +290,8 @@ def read_saved_model(export_dir):
 
 def _read_checkpoint_index(export_dir):
     try:
-        with open(os.path.join(export_dir, CHECKPOINT_INDEX), "rb") as f:
-            return f.read()
-    except OSError:
+        return fileio.read_file_if_present(os.path.join(export_dir, CHECKPOINT_INDEX))
+    except FormatError:  # a directory
         return None
 
 
@@ -305,9 +304,9 @@ def compute_fingerprint(export_dir):
     hashes the text model's content instead, should that be wanted.
     """
     export_dir = os.fspath(export_dir)
-    if (not os.path.exists(os.path.join(export_dir, SAVED_MODEL_CPB))
-            and not os.path.exists(os.path.join(export_dir, SAVED_MODEL_PB))
-            and os.path.exists(os.path.join(export_dir, SAVED_MODEL_PBTXT))):
+    if (not fileio.exists(os.path.join(export_dir, SAVED_MODEL_CPB))
+            and not fileio.exists(os.path.join(export_dir, SAVED_MODEL_PB))
+            and fileio.exists(os.path.join(export_dir, SAVED_MODEL_PBTXT))):
         fp = protos.FingerprintDef()
         fp.version.producer = TEXT_FINGERPRINT_PRODUCER
         fp.uuid = _random_uuid()

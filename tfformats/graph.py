@@ -12,7 +12,8 @@ from google.protobuf import message as _message
 from google.protobuf import text_format
 
 from . import protos
-from .errors import CheckpointNotFoundError, FormatError
+from .errors import FormatError
+from .fileio import read_file
 from .tensor_proto import to_numpy
 
 _TEXT_SUFFIXES = (".pbtxt", ".txt", ".prototxt")
@@ -39,16 +40,6 @@ def parse_message(message_class, data, path, text=None):
         raise FormatError(f"{path}: {what} nested too deeply to parse") from None
     except (ValueError, TypeError, OverflowError) as e:  # odd inputs in the pure-Python backend
         raise FormatError(f"{path}: not a valid {what} ({type(e).__name__}: {e})") from None
-
-
-def read_file(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except (FileNotFoundError, NotADirectoryError):  # NotADirectory: a parent is a file
-        raise CheckpointNotFoundError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise FormatError(f"{path}: is a directory, expected a file") from None
 
 
 def load_graph_def(path, as_text=None):

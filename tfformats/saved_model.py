@@ -21,15 +21,13 @@ recomputed. A TF1 partitioned variable is edited whole, under its full name
 """
 
 import os
-import shutil
-import tempfile
 from collections import namedtuple
 from collections.abc import Mapping
 
 import numpy as np
 from google.protobuf import text_format
 
-from . import dtypes, fingerprint as _fingerprint, protos, slices, wire
+from . import dtypes, fileio, fingerprint as _fingerprint, protos, slices, wire
 from .checkpoint import OBJECT_GRAPH_KEY, CheckpointReader
 from .errors import (CheckpointNotFoundError, FormatError, TensorNotFoundError,
                      TFFormatsError, UnsupportedError)
@@ -535,7 +533,7 @@ class MetaGraph:
         out = []
         for asset in self.proto.asset_file_def:
             path = os.path.join(self._export_dir, ASSETS_DIR, asset.filename)
-            out.append(Asset(asset.filename, path, os.path.isfile(path), asset.tensor_info.name))
+            out.append(Asset(asset.filename, path, fileio.isfile(path), asset.tensor_info.name))
         return out
 
     def findings(self):
@@ -619,14 +617,14 @@ class SavedModelVariables(Mapping):
         """The CheckpointReader over variables/variables (opened on first use)."""
         if self._reader is None:
             prefix = os.path.join(self._sm.path, VARIABLES_PREFIX)
-            if not os.path.isfile(prefix + ".index"):
+            if not fileio.isfile(prefix + ".index"):
                 raise CheckpointNotFoundError(f"{self._sm.path}: SavedModel has no variables "
                                               f"(no {prefix}.index)")
             self._reader = CheckpointReader(prefix)
         return self._reader
 
     def _has_bundle(self):
-        return os.path.isfile(os.path.join(self._sm.path, VARIABLES_PREFIX) + ".index")
+        return fileio.isfile(os.path.join(self._sm.path, VARIABLES_PREFIX) + ".index")
 
     def _index(self):
         if self._aliases is not None:
@@ -819,29 +817,21 @@ class SavedModel:
     def assets_extra(self):
         """Paths (relative to assets.extra/) of every file under assets.extra/."""
         root = os.path.join(self.path, ASSETS_EXTRA_DIR)
-        out = []
-        for dirpath, _, files in os.walk(root):
-            out.extend(os.path.relpath(os.path.join(dirpath, f), root) for f in files)
-        return sorted(out)
+        return sorted(fileio.walk_files(root))
 
     @property
     def keras_metadata(self):
         """Parsed keras_metadata.pb (tf_keras SavedModels), or None."""
         if self._keras_metadata is False:
             path = os.path.join(self.path, KERAS_METADATA)
-            try:
-                with open(path, "rb") as f:
-                    data = f.read()
-            except FileNotFoundError:
-                self._keras_metadata = None
-            else:
-                self._keras_metadata = parse_keras_metadata(data, path)
+            data = fileio.read_file_if_present(path)
+            self._keras_metadata = None if data is None else parse_keras_metadata(data, path)
         return self._keras_metadata
 
     @property
     def fingerprint(self):
         """Parsed fingerprint.pb, or None when there is none."""
-        if not os.path.exists(os.path.join(self.path, FINGERPRINT)):
+        if not fileio.exists(os.path.join(self.path, FINGERPRINT)):
             return None
         return _fingerprint.read_fingerprint(self.path)
 
@@ -881,7 +871,7 @@ class SavedModel:
                                            f"({info.path or info.key}) is not in the checkpoint "
                                            f"under {info.key!r}", index))
         path = os.path.join(self.path, FINGERPRINT)
-        if self.format == "pb" and os.path.exists(path):
+        if self.format == "pb" and fileio.exists(path):
             try:
                 out.extend(Finding("fingerprint", m, path)
                            for m in _fingerprint.check_fingerprint(self.path))
@@ -1001,29 +991,28 @@ class SavedModel:
         True always (binary .pb only), False never.
         """
         export_dir = os.path.abspath(os.fspath(export_dir))
-        if os.path.exists(export_dir):
+        if fileio.exists(export_dir):
             if not overwrite:
                 raise FileExistsError(f"{export_dir}: already exists (pass overwrite=True)")
         parent = os.path.dirname(export_dir)
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.tmp-", dir=parent)
+        fileio.makedirs(parent)
+        tmp = fileio.make_temp_dir(parent, f".{os.path.basename(export_dir)}.tmp-")
         try:
             self._copy_other_files(tmp)
             self._write_variables(tmp)
             if self.format == "pbtxt":
-                with open(os.path.join(tmp, SAVED_MODEL_PBTXT), "w", encoding="utf-8") as f:
-                    f.write(text_format.MessageToString(self.proto))
+                fileio.write_file(os.path.join(tmp, SAVED_MODEL_PBTXT),
+                                  text_format.MessageToString(self.proto).encode("utf-8"))
             else:
-                with open(os.path.join(tmp, SAVED_MODEL_PB), "wb") as f:
-                    f.write(self.serialize())
-            had_fingerprint = os.path.exists(os.path.join(self.path, FINGERPRINT))
+                fileio.write_file(os.path.join(tmp, SAVED_MODEL_PB), self.serialize())
+            had_fingerprint = fileio.exists(os.path.join(self.path, FINGERPRINT))
             if fingerprint is None:
                 fingerprint = had_fingerprint
             if fingerprint and self.format == "pb":
                 _fingerprint.write_fingerprint(tmp)
             _replace_dir(tmp, export_dir)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            fileio.rmtree(tmp)
             raise
         return load_saved_model(export_dir)
 
@@ -1031,23 +1020,17 @@ class SavedModel:
         """Copy everything except what save() regenerates (assets, assets.extra,
         keras_metadata.pb, debug info, unknown files alike)."""
         skip = {SAVED_MODEL_PB, SAVED_MODEL_PBTXT, FINGERPRINT, VARIABLES_DIR}
-        for name in os.listdir(self.path):
-            if name in skip:
-                continue
-            src = os.path.join(self.path, name)
-            dst = os.path.join(out, name)
-            if os.path.isdir(src):
-                shutil.copytree(src, dst)
-            else:
-                shutil.copy2(src, dst)
+        for name in fileio.listdir(self.path):
+            if name not in skip:
+                _copy_entry(os.path.join(self.path, name), os.path.join(out, name))
 
     def _write_variables(self, out):
         src = os.path.join(self.path, VARIABLES_DIR)
-        if not os.path.isdir(src):
+        if not fileio.isdir(src):
             return
         dst = os.path.join(out, VARIABLES_DIR)
         if not self._edits:
-            shutil.copytree(src, dst)
+            fileio.copytree(src, dst)
             return
         from .writer import BundleWriter  # the writer is only needed to edit
 
@@ -1063,12 +1046,10 @@ class SavedModel:
                              in zip(entry.slices, bundle._parts(entry)))
             else:
                 items.append((entry, entry, None, None))
-        os.makedirs(dst)
-        for name in os.listdir(src):  # anything besides the bundle itself
+        fileio.makedirs(dst)
+        for name in fileio.listdir(src):  # anything besides the bundle itself
             if not name.startswith("variables."):
-                full = os.path.join(src, name)
-                (shutil.copytree if os.path.isdir(full) else shutil.copy2)(
-                    full, os.path.join(dst, name))
+                _copy_entry(os.path.join(src, name), os.path.join(dst, name))
         # Added in the original data-file order, as TF did when it saved; the
         # stored dtype is kept (an int8 array stays qint8 where it was), and a
         # partitioned tensor keeps its parts: the same keys TF wrote, and each
@@ -1113,20 +1094,25 @@ def _signature_map(meta_proto):
     return None
 
 
+def _copy_entry(src, dst):
+    """Copy a file or a whole directory."""
+    (fileio.copytree if fileio.isdir(src) else fileio.copy)(src, dst)
+
+
 def _replace_dir(tmp, export_dir):
-    if not os.path.exists(export_dir):
-        os.rename(tmp, export_dir)
+    if not fileio.exists(export_dir):
+        fileio.rename(tmp, export_dir)
         return
-    old = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.old-",
-                           dir=os.path.dirname(export_dir))
-    os.rmdir(old)
-    os.rename(export_dir, old)
+    old = fileio.make_temp_dir(os.path.dirname(export_dir),
+                               f".{os.path.basename(export_dir)}.old-")
+    fileio.rmdir(old)
+    fileio.rename(export_dir, old)
     try:
-        os.rename(tmp, export_dir)
+        fileio.rename(tmp, export_dir)
     except BaseException:
-        os.rename(old, export_dir)
+        fileio.rename(old, export_dir)
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    fileio.rmtree(old)
 
 
 def load_saved_model(export_dir):
@@ -1140,25 +1126,23 @@ def load_saved_model(export_dir):
     the chunked `.cpb` format.
     """
     export_dir = os.fspath(export_dir)
-    if os.path.basename(export_dir) in (SAVED_MODEL_PB, SAVED_MODEL_PBTXT) and os.path.isfile(
+    if os.path.basename(export_dir) in (SAVED_MODEL_PB, SAVED_MODEL_PBTXT) and fileio.isfile(
             export_dir):
         export_dir = os.path.dirname(export_dir) or "."
-    if not os.path.isdir(export_dir):
+    if not fileio.isdir(export_dir):
         raise CheckpointNotFoundError(f"{export_dir}: not a directory; a SavedModel is a "
                                       f"directory holding {SAVED_MODEL_PB} or {SAVED_MODEL_PBTXT}")
     cpb = os.path.join(export_dir, SAVED_MODEL_CPB)
-    if os.path.exists(cpb):
+    if fileio.exists(cpb):
         raise UnsupportedError(f"{cpb}: chunked SavedModel (.cpb) not supported yet")
     pb = os.path.join(export_dir, SAVED_MODEL_PB)
     pbtxt = os.path.join(export_dir, SAVED_MODEL_PBTXT)
-    if os.path.isfile(pb):
-        with open(pb, "rb") as f:
-            raw = f.read()
+    if fileio.isfile(pb):
+        raw = fileio.read_file(pb)
         proto = parse_message(protos.SavedModel, raw, pb)
         file_format = "pb"
-    elif os.path.isfile(pbtxt):
-        with open(pbtxt, "rb") as f:
-            proto = parse_message(protos.SavedModel, f.read(), pbtxt, text=True)
+    elif fileio.isfile(pbtxt):
+        proto = parse_message(protos.SavedModel, fileio.read_file(pbtxt), pbtxt, text=True)
         file_format, raw = "pbtxt", None
     else:
         raise CheckpointNotFoundError(f"{export_dir}: no SavedModel here (expected "

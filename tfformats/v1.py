@@ -53,12 +53,9 @@ def shard_files(path):
 def _is_table(path):
     """Whether `path` is a file ending in the table footer magic (reads 8 bytes)."""
     try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            if f.tell() < FOOTER_SIZE:
-                return False
-            f.seek(-8, os.SEEK_END)
-            return struct.unpack("<Q", f.read(8))[0] == MAGIC
+        if fileio.size(path) < FOOTER_SIZE:
+            return False
+        return struct.unpack("<Q", fileio.read_at(path, -8, 8))[0] == MAGIC
     except OSError:   # missing, a directory, unreadable
         return False
 

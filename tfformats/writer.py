@@ -10,7 +10,6 @@ Files are always written little-endian (the header says so), whatever the
 host, so a bundle is portable.
 """
 
-import glob
 import math
 import os
 import re
@@ -19,9 +18,9 @@ import time
 import numpy as np
 from google.protobuf import text_format
 
-from . import protos, slices
+from . import fileio, protos, slices
 from ._impl import hot
-from .bundle import BUNDLE_VERSION, HEADER_KEY, data_filename
+from .bundle import BUNDLE_VERSION, DATA_SUFFIX, HEADER_KEY, data_filename
 from .checkpoint import OBJECT_GRAPH_KEY, STATE_FILENAME, read_state
 from .crc import crc32c_in_background
 from .dtypes import as_dtype
@@ -41,24 +40,11 @@ _OVERLAP_MIN = 1 << 20
 _LOW_BITS = {"int4": 0x0F, "uint4": 0x0F, "int2": 0x03, "uint2": 0x03, "float4_e2m1fn": 0x0F}
 
 
-def _fsync_dir(directory):
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _make_dirs(prefix):
     """Create the checkpoint's directory if needed, like tf.train.Checkpoint.write."""
     directory = os.path.dirname(os.path.abspath(prefix))
     try:
-        os.makedirs(directory, exist_ok=True)
+        fileio.makedirs(directory)
     except OSError as exc:
         raise CheckpointNotFoundError(
             f"{prefix}: cannot create the checkpoint directory {directory!r} ({exc})") from None
@@ -132,7 +118,7 @@ class _Shard:
 
     def __init__(self, prefix, index):
         self.temp = temp_name(f"{prefix}.data-{index:05d}")
-        self.file = open(self.temp, "xb", buffering=_FILE_BUFFER)
+        self.file = fileio.create(self.temp, buffering=_FILE_BUFFER)
         self.position = 0
 
     def write(self, data):
@@ -148,9 +134,8 @@ class _Shard:
 
     def close(self, sync):
         if not self.file.closed:
-            self.file.flush()
             if sync:
-                os.fsync(self.file.fileno())
+                fileio.fsync(self.file, self.temp)
             self.file.close()
 
 
@@ -386,7 +371,7 @@ class BundleWriter:
             index_path = self.prefix + ".index"
             sync = self._sync
             if sync is None:
-                sync = any(os.path.exists(p) for p in [index_path] + [
+                sync = any(fileio.exists(p) for p in [index_path] + [
                     data_filename(self.prefix, i, count) for i in range(count)])
             for shard in self._shards:
                 shard.close(sync)
@@ -394,22 +379,21 @@ class BundleWriter:
                                               endianness=protos.BundleHeaderProto.LITTLE)
             header.version.producer = BUNDLE_VERSION
             self._index_temp = temp_name(index_path)
-            with open(self._index_temp, "xb", buffering=_FILE_BUFFER) as f:
+            with fileio.create(self._index_temp, buffering=_FILE_BUFFER) as f:
                 table = TableBuilder(f)
                 table.add(HEADER_KEY, header.SerializeToString())
                 for key in sorted(self._entries):
                     table.add(key, self._entries[key].SerializeToString())
                 table.finish()
-                f.flush()
                 if sync:
-                    os.fsync(f.fileno())
+                    fileio.fsync(f, self._index_temp)
             for i, shard in enumerate(self._shards):
-                os.replace(shard.temp, data_filename(self.prefix, i, count))
+                fileio.replace(shard.temp, data_filename(self.prefix, i, count))
                 shard.temp = None
-            os.replace(self._index_temp, index_path)
+            fileio.replace(self._index_temp, index_path)
             self._index_temp = None
             if sync:
-                _fsync_dir(self._directory)
+                fileio.fsync_dir(self._directory)
         except BaseException:
             self.abort()
             raise
@@ -603,7 +587,14 @@ def save_checkpoint(prefix, tensors, *, object_graph=True, dtypes=None, full_nam
 # --- checkpoint directories -------------------------------------------------------
 
 def _delete_checkpoint(prefix):
-    for path in [prefix + ".index"] + glob.glob(glob.escape(prefix) + ".data-?????-of-?????"):
+    directory, base = os.path.split(prefix)
+    try:
+        names = fileio.listdir(directory or ".")
+    except OSError:
+        names = []
+    data = [os.path.join(directory, n) for n in names
+            if n.startswith(base) and DATA_SUFFIX.fullmatch(n[len(base):])]
+    for path in [prefix + ".index"] + data:
         remove_if_present(path)
 
 
@@ -635,7 +626,7 @@ class CheckpointManager:
         self.checkpoint_name = checkpoint_name
         self._checkpoints = {}  # prefix -> timestamp, oldest first
         now = time.time()
-        state = read_state(self.directory) if os.path.isdir(self.directory) else None
+        state = read_state(self.directory) if fileio.isdir(self.directory) else None
         if state is None:
             # One second back, as TF does, so the hours are counted from the
             # same moment and the state file records the same value.
