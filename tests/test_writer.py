@@ -27,7 +27,8 @@ from tfformats.checkpoint import OBJECT_GRAPH_KEY, read_state
 from tfformats.errors import CheckpointNotFoundError, FormatError, UnsupportedError
 from tfformats.fileio import open_file
 from tfformats.sstable import Table, TableBuilder, _short_successor, _shortest_separator
-from tfformats.writer import BundleWriter, CheckpointManager, build_object_graph, save_checkpoint
+from tfformats.objgraph import build_object_graph
+from tfformats.writer import BundleWriter, CheckpointManager, save_checkpoint
 
 try:
     import tensorflow as tf

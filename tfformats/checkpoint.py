@@ -1,29 +1,20 @@
-"""Checkpoints: path forms, the `checkpoint` state file, the object graph.
+"""Checkpoints: path forms, the `checkpoint` state file, the reader.
 
 `CheckpointReader` is the user-facing reader: a Mapping of tensor name to
 numpy array with TensorFlow's familiar method names on top.
 """
 
-import bisect
 import os
 import re
-from collections import namedtuple
 from collections.abc import Mapping
 
 from . import fileio, v1
 from .bundle import DATA_SUFFIX, BundleReader
 from .errors import CheckpointNotFoundError, FormatError, UnsupportedError
+from .objgraph import (OBJECT_GRAPH_KEY, VARIABLE_VALUE, object_variables, parse_graph,
+                       saveable_keys)
 
-OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 STATE_FILENAME = "checkpoint"
-
-ObjectVariable = namedtuple("ObjectVariable", "key path attribute full_name slot_of slot_name")
-ObjectVariable.__doc__ = """What the object graph says about one checkpoint key.
-
-`path` is the object path (`model/layer_with_weights-0/kernel`), `attribute`
-the attribute name (`VARIABLE_VALUE`), `full_name` the TF1-style variable name
-if recorded, and for optimizer slots `slot_of` is the object path of the
-variable the slot belongs to and `slot_name` the slot (`m`, `v`)."""
 
 
 # --- the `checkpoint` state file ------------------------------------------------
@@ -134,60 +125,6 @@ def resolve_prefix(path):
         "file, a .index or .data file, a checkpoint directory or a SavedModel directory)")
 
 
-# --- object graph ----------------------------------------------------------------
-
-def _escape(local_name):
-    return local_name.replace(".", "..").replace("/", ".S")
-
-
-def object_variables(graph):
-    """ObjectVariable for every attribute in a TrackableObjectGraph, by key."""
-    nodes = graph.nodes
-    paths = {0: ""}
-    queue = [0]
-    for node_id in queue:  # breadth first, so every node gets its shortest path
-        for child in nodes[node_id].children:
-            if child.node_id not in paths and 0 <= child.node_id < len(nodes):
-                base = paths[node_id]
-                paths[child.node_id] = f"{base}/{_escape(child.local_name)}" if base else _escape(child.local_name)
-                queue.append(child.node_id)
-    slots = {}  # slot variable node -> (variable node, slot name, optimizer node)
-    for node_id, node in enumerate(nodes):
-        for ref in node.slot_variables:
-            slots[ref.slot_variable_node_id] = (ref.original_variable_node_id, ref.slot_name, node_id)
-    out = {}
-    for node_id, node in enumerate(nodes):
-        path = paths.get(node_id)
-        slot_of = slot_name = None
-        if node_id in slots:
-            original, slot_name, optimizer = slots[node_id]
-            slot_of = paths.get(original)
-            if path is None and slot_of is not None and optimizer in paths:
-                # Slots are not children of anything; TF names them like this.
-                path = f"{slot_of}/.OPTIMIZER_SLOT/{paths[optimizer]}/{_escape(slot_name)}"
-        for attr in node.attributes:
-            out[attr.checkpoint_key] = ObjectVariable(
-                attr.checkpoint_key, path, attr.name, attr.full_name or None, slot_of, slot_name)
-    return out
-
-
-def saveable_keys(checkpoint_key, sorted_names):
-    """The bundle keys that hold an object attribute's tensors.
-
-    Usually the attribute's checkpoint key itself. Saveables of several
-    tensors store each under the key plus a suffix instead (a tf.data
-    iterator `..._STATE`, a MutableHashTable `...-keys` and `...-values`).
-    """
-    i = bisect.bisect_left(sorted_names, checkpoint_key)
-    if i < len(sorted_names) and sorted_names[i] == checkpoint_key:
-        return [checkpoint_key]
-    out = []
-    while i < len(sorted_names) and sorted_names[i].startswith(checkpoint_key):
-        out.append(sorted_names[i])
-        i += 1
-    return out
-
-
 # --- the reader -------------------------------------------------------------------
 
 class CheckpointReader(Mapping):
@@ -276,13 +213,7 @@ class CheckpointReader(Mapping):
         """The TrackableObjectGraph proto, or None for a name-based checkpoint."""
         if OBJECT_GRAPH_KEY not in self:
             return None
-        from . import protos
-        graph = protos.TrackableObjectGraph()
-        try:
-            graph.ParseFromString(self.get_tensor(OBJECT_GRAPH_KEY).item())
-        except Exception:
-            raise FormatError(f"{self.prefix}: {OBJECT_GRAPH_KEY} is not a TrackableObjectGraph") from None
-        return graph
+        return parse_graph(self.get_tensor(OBJECT_GRAPH_KEY).item(), self.prefix)
 
     def object_variables(self):
         """key -> ObjectVariable for every key the object graph names, and for
@@ -303,7 +234,7 @@ class CheckpointReader(Mapping):
     def object_paths(self):
         """Object path (`model/layer_with_weights-0/kernel`) -> checkpoint key."""
         return {v.path: k for k, v in self.object_variables().items()
-                if v.path is not None and v.attribute == "VARIABLE_VALUE"}
+                if v.path is not None and v.attribute == VARIABLE_VALUE}
 
     def close(self):
         self._bundle.close()

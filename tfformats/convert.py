@@ -23,9 +23,10 @@ import zipfile
 import numpy as np
 
 from . import dtypes, fileio, slices
-from .checkpoint import OBJECT_GRAPH_KEY, CheckpointReader
+from .checkpoint import CheckpointReader
 from .errors import CheckpointNotFoundError, FormatError, UnsupportedError
 from .fileio import replaced_atomically
+from .objgraph import ATTRIBUTES, OBJECT_GRAPH_KEY
 from .writer import BundleWriter, _pieces, save_checkpoint
 
 # TensorFlow dtype name <-> safetensors dtype string (same bit layout).
@@ -57,7 +58,7 @@ def _unsupported(name, why, skip, skipped):
 
 def _write_back(dst_prefix, tensors, graph, kinds=None):
     """save_checkpoint, building an object graph only if the names are object keys."""
-    object_keys = bool(tensors) and all("/.ATTRIBUTES/" in n for n in tensors)
+    object_keys = bool(tensors) and all(ATTRIBUTES in n for n in tensors)
     if graph is not None:
         tensors[OBJECT_GRAPH_KEY] = graph
     return save_checkpoint(dst_prefix, tensors, object_graph=object_keys, dtypes=kinds)

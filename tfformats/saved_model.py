@@ -28,12 +28,13 @@ import numpy as np
 from google.protobuf import text_format
 
 from . import dtypes, fileio, fingerprint as _fingerprint, protos, slices, wire
-from .checkpoint import OBJECT_GRAPH_KEY, CheckpointReader
+from .checkpoint import CheckpointReader
 from .errors import (CheckpointNotFoundError, FormatError, TensorNotFoundError,
                      TFFormatsError, UnsupportedError)
 from .fingerprint import (FINGERPRINT_FILENAME as FINGERPRINT, SAVED_MODEL_CPB, SAVED_MODEL_PB,
                           SAVED_MODEL_PBTXT)
 from .graph import parse_message
+from .objgraph import OBJECT_GRAPH_KEY, VARIABLE_SUFFIX, VARIABLE_VALUE, node_paths
 from .tensor_proto import to_numpy
 
 VARIABLES_DIR = "variables"
@@ -43,7 +44,6 @@ ASSETS_EXTRA_DIR = "assets.extra"
 KERAS_METADATA = "keras_metadata.pb"
 INIT_OP_SIGNATURE_KEY = "__saved_model_init_op"
 SIGNATURES_CHILD = "signatures"
-_VARIABLE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 
 _DATA_TYPE = protos.POOL.FindEnumTypeByName("tfformats.DataType")
 _TYPE_SPEC_CLASS = protos.POOL.FindEnumTypeByName("tfformats.TypeSpecProto.TypeSpecClass")
@@ -303,10 +303,6 @@ class ObjectNode:
                 f"path={self.path!r} children={list(self.children)}>")
 
 
-def _escape(local_name):
-    return local_name.replace(".", "..").replace("/", ".S")
-
-
 def _build_object_tree(object_graph):
     nodes = [ObjectNode(i, proto) for i, proto in enumerate(object_graph.nodes)]
     if not nodes:
@@ -315,18 +311,12 @@ def _build_object_tree(object_graph):
         for ref in node.proto.children:
             if 0 <= ref.node_id < len(nodes):
                 node.children[ref.local_name] = nodes[ref.node_id]
-    nodes[0].path = ""
-    queue = [nodes[0]]
-    for node in queue:  # breadth first: shortest paths, as checkpoint keys use
-        for local_name, child in node.children.items():
-            if child.path is None and child is not nodes[0]:
-                child.path = (f"{node.path}/{_escape(local_name)}" if node.path
-                              else _escape(local_name))
-                queue.append(child)
+    for node_id, path in node_paths(object_graph.nodes).items():
+        nodes[node_id].path = path
     for node in nodes:
         if node.kind == "variable":
             var = node.proto.variable
-            key = None if node.path is None else node.path + _VARIABLE_SUFFIX
+            key = None if node.path is None else node.path + VARIABLE_SUFFIX
             node.variable = VariableInfo(var.name, node.path, key, _dtype_or_none(var.dtype),
                                          shape_from_proto(var.shape), var.trainable, node.node_id)
     return nodes
@@ -641,7 +631,7 @@ class SavedModelVariables(Mapping):
                         canonical[info.path] = info.key
                         by_name.setdefault(info.name, []).append(info.key)
                 for key, var in reader.object_variables().items():
-                    if var.path and var.attribute == "VARIABLE_VALUE" and var.path not in canonical:
+                    if var.path and var.attribute == VARIABLE_VALUE and var.path not in canonical:
                         canonical[var.path] = key
                         if var.full_name:
                             by_name.setdefault(var.full_name, []).append(key)

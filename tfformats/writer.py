@@ -21,11 +21,12 @@ from google.protobuf import text_format
 from . import fileio, protos, slices
 from ._impl import hot
 from .bundle import BUNDLE_VERSION, DATA_SUFFIX, HEADER_KEY, data_filename
-from .checkpoint import OBJECT_GRAPH_KEY, STATE_FILENAME, read_state
+from .checkpoint import STATE_FILENAME, read_state
 from .crc import crc32c_in_background
 from .dtypes import as_dtype
 from .errors import CheckpointNotFoundError, FormatError, UnsupportedError
 from .fileio import remove_if_present, temp_name, write_atomically
+from .objgraph import OBJECT_GRAPH_KEY, VARIABLE_SUFFIX, build_object_graph, parse_graph
 from .sstable import TableBuilder
 
 # Big arrays are converted, checksummed and written in pieces of this size.
@@ -427,117 +428,9 @@ class BundleWriter:
         return f"<BundleWriter {self.prefix!r}, {len(self._entries)} entries>"
 
 
-# --- object graph ---------------------------------------------------------------
+# --- checkpoints with an object graph ---------------------------------------------
 
-_ATTRIBUTES = "/.ATTRIBUTES/"
-_SLOT = ".OPTIMIZER_SLOT"
-VARIABLE_VALUE = "VARIABLE_VALUE"
-SAVE_COUNTER_KEY = "save_counter/.ATTRIBUTES/VARIABLE_VALUE"
-
-
-def _unescape(component, name):
-    """An escaped object-path component back to the local name it stands for."""
-    out = []
-    i = 0
-    while i < len(component):
-        c = component[i]
-        if c == ".":
-            code = component[i + 1:i + 2]
-            if code not in (".", "S"):
-                raise FormatError(
-                    f"tensor {name!r}: {component!r} is not an escaped object-path component "
-                    "('.' must be written '..' and '/' as '.S'); pass object_graph=False to "
-                    "store names as they are")
-            out.append("." if code == "." else "/")
-            i += 2
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
-
-
-def _parse_object_name(name):
-    """An object path or checkpoint key -> (key, object path parts, slot, attribute).
-
-    `slot` is None or (variable parts, optimizer parts, slot name part).
-    """
-    _require_str(name)
-    path, sep, attribute = name.partition(_ATTRIBUTES)
-    if not sep:
-        attribute = VARIABLE_VALUE
-    parts = path.split("/")
-    if "" in parts or not attribute:
-        raise FormatError(f"tensor {name!r} is not an object path such as "
-                          "'model/layer_with_weights-0/kernel'; pass object_graph=False to "
-                          "store names as they are")
-    slot = None
-    if _SLOT in parts:
-        at = parts.index(_SLOT)
-        if at == 0 or len(parts) - at < 3:
-            raise FormatError(f"tensor {name!r}: expected '<variable path>/{_SLOT}/"
-                              "<optimizer path>/<slot name>'")
-        slot = (tuple(parts[:at]), tuple(parts[at + 1:-1]), parts[-1])
-    return f"{path}{_ATTRIBUTES}{attribute}", tuple(parts), slot, attribute
-
-
-def build_object_graph(names, full_names=None):
-    """A TrackableObjectGraph for object paths / checkpoint keys, and their keys.
-
-    Returns (graph, {name: checkpoint key}). Each path component becomes a
-    child edge from the root; `.OPTIMIZER_SLOT` paths become slot variables
-    of their optimizer. `full_names` maps names or keys to the TF1-style
-    variable names to record (default: the object path).
-    """
-    full_names = full_names or {}
-    graph = protos.TrackableObjectGraph()
-    graph.nodes.add()
-    ids = {(): 0}
-
-    def node(parts, name):
-        if parts not in ids:
-            parent = node(parts[:-1], name)
-            ids[parts] = len(graph.nodes)
-            graph.nodes.add()
-            graph.nodes[parent].children.add(node_id=ids[parts],
-                                             local_name=_unescape(parts[-1], name))
-        return ids[parts]
-
-    keys = {}
-    taken = set()
-    for name in names:
-        key, parts, slot, attribute = _parse_object_name(name)
-        if key in taken:
-            raise FormatError(f"tensor {name!r}: another name also stands for {key!r}")
-        keys[name] = key
-        taken.add(key)
-        if slot is None:
-            node_id = node(parts, name)
-        else:
-            variable, optimizer, slot_name = slot
-            node_id = ids.get(parts)
-            if node_id is None:  # slot variables hang off their optimizer, not a parent
-                node_id = ids[parts] = len(graph.nodes)
-                graph.nodes.add()
-                graph.nodes[node(optimizer, name)].slot_variables.add(
-                    original_variable_node_id=node(variable, name),
-                    slot_name=_unescape(slot_name, name), slot_variable_node_id=node_id)
-        graph.nodes[node_id].attributes.add(
-            name=_unescape(attribute, name), checkpoint_key=key,
-            full_name=full_names.get(name, full_names.get(key, key.partition(_ATTRIBUTES)[0])))
-    for n in graph.nodes:
-        n.has_checkpoint_values.value = True
-    return graph, keys
-
-
-def _given_graph(value):
-    """A TrackableObjectGraph from what a reader returned for OBJECT_GRAPH_KEY."""
-    raw = value.item() if isinstance(value, np.ndarray) else value
-    graph = protos.TrackableObjectGraph()
-    try:
-        graph.ParseFromString(bytes(raw))
-    except Exception:
-        raise FormatError(f"{OBJECT_GRAPH_KEY} is not a serialized TrackableObjectGraph") from None
-    return graph
+SAVE_COUNTER_KEY = "save_counter" + VARIABLE_SUFFIX
 
 
 def save_checkpoint(prefix, tensors, *, object_graph=True, dtypes=None, full_names=None,
@@ -566,7 +459,9 @@ def save_checkpoint(prefix, tensors, *, object_graph=True, dtypes=None, full_nam
     graph = None
     if object_graph:
         given = tensors.pop(OBJECT_GRAPH_KEY, None)
-        given = None if given is None else _given_graph(given)
+        if given is not None:
+            given = parse_graph(given.item() if isinstance(given, np.ndarray) else given,
+                                os.fspath(prefix))
         names = {} if given is None else {
             a.checkpoint_key: a.full_name for n in given.nodes for a in n.attributes}
         if given is not None and set(names) == set(tensors):
