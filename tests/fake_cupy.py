@@ -31,7 +31,7 @@ import weakref
 
 import numpy as np
 
-from tfformats.cuda import _HostStream
+from tfformats.cuda.backends import _HostStream
 
 HOST_TO_DEVICE = 1
 READ_ONLY = 8

@@ -282,7 +282,7 @@ def test_checkpoint_to_checkpoint_keeps_keys_dtypes_values_and_parts(tmp_path, s
     out = tmp_path / "out"
     assert tfformats.checkpoint_to_checkpoint(FIXTURES / src, out) == []
     with tfformats.open_checkpoint(FIXTURES / src) as a, tfformats.open_checkpoint(out) as b:
-        assert b._bundle.num_shards == 1 and (tmp_path / "out.index").exists()
+        assert b.bundle.num_shards == 1 and (tmp_path / "out.index").exists()
         assert list(a) == list(b)
         for name in a:
             ea, eb = a.entry(name), b.entry(name)

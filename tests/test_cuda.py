@@ -7,6 +7,7 @@ CuPy, runs here on tests/fake_cupy.py (CuPy 14's names and argument orders on
 host memory, with CUDA's refusals); benchmarks/gpu_check.py checks it on a GPU.
 """
 
+import ast
 import importlib.util
 import itertools
 import math
@@ -103,7 +104,7 @@ def test_upload_fixture_bit_exact(prefix, tensors, chunk_size, register):
 def test_registered_region_is_page_aligned_and_covers_the_tensors():
     with tfformats.open_checkpoint(SHARDED) as reader:
         out, stats, backend = host_upload(reader)
-        assert stats["registered_windows"] == reader._bundle.num_shards   # small shards
+        assert stats["registered_windows"] == reader.bundle.num_shards   # small shards
         assert stats["registered_bytes"] % cuda.PAGE == 0
 
 
@@ -132,7 +133,7 @@ def test_partitioned_tensors_assembled_on_device():
     ((), (), 0),
 ])
 def test_contiguous_offset(bounds, shape, expected):
-    got = cuda._contiguous_offset(bounds, shape, 1)
+    got = cuda.uploader._contiguous_offset(bounds, shape, 1)
     assert got == expected
     if expected is not None and shape:   # cross-check against numpy
         a = np.arange(math.prod(shape)).reshape(shape)
@@ -214,7 +215,7 @@ def test_registration_refused_falls_back_to_staging():
     with tfformats.open_checkpoint(SHARDED) as reader:
         backend = cuda.HostBackend(refuse_register=True, delay=0.0001)
         out, stats, _ = host_upload(reader, chunk_size=32, backend=backend)
-        assert stats["registrations_refused"] == reader._bundle.num_shards
+        assert stats["registrations_refused"] == reader.bundle.num_shards
         assert not stats.get("direct_chunks") and stats["staged_chunks"] == stats["chunks"]
         assert backend.counts["copies_from_pinned"] == stats["chunks"]
         assert "refused" in stats["refusal"]
@@ -244,8 +245,8 @@ def _corrupt(tmp_path, fixture, name, at=0):
     with tfformats.open_checkpoint(prefix) as reader:
         entry = reader.entry(name)
         if entry.slices:
-            entry = reader._bundle._part_entry(name, entry.slices[-1])
-        path = reader._bundle._shard(entry.shard_id).path
+            entry = reader.bundle.part_entry(name, entry.slices[-1])
+        path = reader.bundle.raw(entry)[0].path
     with open(path, "r+b") as f:
         f.seek(entry.offset + at)
         byte = f.read(1)
@@ -265,7 +266,7 @@ def test_crc_mismatch_raises(tmp_path, register, chunk_size):
         assert path in message and "'float64'" in message and f"offset {entry.offset}" in message
         # verify=False uploads the damaged bytes as they are
         out, _, _ = host_upload(reader, ["float64"], verify=False, register=register)
-        raw = reader._bundle._raw(entry)[1]
+        raw = reader.bundle.raw(entry)[1]
         assert out["float64"].tobytes() == bytes(raw)
 
 
@@ -318,7 +319,7 @@ def test_dtypes_cupy_lacks():
 
 def test_other_byte_order_goes_through_the_host(monkeypatch):
     with tfformats.open_checkpoint(DTYPES) as reader:
-        monkeypatch.setattr(reader._bundle, "_swap", True)
+        monkeypatch.setattr(reader.bundle, "swapped", True)
         out, stats, backend = host_upload(reader, ["float32", "int64", "bool"])
         assert stats["host_converted"] == 3 and backend.counts["copies_from_pinned"] == 3
         assert_matches_host(reader, out)   # both swapped the same way
@@ -357,6 +358,26 @@ def test_core_does_not_import_cuda_or_cupy():
     code = ("import sys, tfformats; r = tfformats.open_checkpoint(sys.argv[1]); r['float32'];"
             "assert 'tfformats.cuda' not in sys.modules and 'cupy' not in sys.modules")
     subprocess.run([sys.executable, "-c", code, str(DTYPES)], check=True)
+
+
+def test_core_modules_never_import_the_front_ends():
+    package = pathlib.Path(tfformats.__file__).parent
+    front_ends = {"cli", "cuda"}
+    for path in package.rglob("*.py"):
+        module = path.relative_to(package).parts[0].removesuffix(".py")
+        if module in front_ends or module in ("__init__", "__main__"):
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                named = {(node.module or "").split(".")[0]} | {a.name for a in node.names}
+                assert not named & front_ends, f"{path.name} imports {named & front_ends}"
+
+
+def test_invalid_device_error_is_exported():
+    assert tfformats.InvalidDeviceError is cuda.InvalidDeviceError
+    with pytest.raises(tfformats.InvalidDeviceError):
+        cuda.parse_device("tpu:0")
 
 
 def test_get_tensor_and_load_checkpoint_device_keyword(monkeypatch):
@@ -556,7 +577,7 @@ def test_one_failed_unregistration_still_undoes_the_others():
     backend = Failing()
     try:
         with tfformats.open_checkpoint(SHARDED) as reader:
-            assert reader._bundle.num_shards > 1
+            assert reader.bundle.num_shards > 1
             with pytest.raises(RuntimeError, match="unregister failed"):
                 cuda.upload(reader, backend=backend)
         # one unregistration tried per registration, and only the failed one left

@@ -492,7 +492,7 @@ def test_tf1_partitioned_variable_is_read_whole():
     assert sorted(sm.variables) == ["b", "part"]
     assert sm.variables["part"].tolist() == check["part"]
     assert sm.variables["b"].tolist() == check["b"]
-    entry = sm.variables.reader._bundle.entry("part")
+    entry = sm.variables.reader.bundle.entry("part")
     assert entry.slices == (((0, 3), (0, 4)), ((3, 2), (0, 4)), ((5, 2), (0, 4)))
     # each partition's VariableDef points at the full tensor it is a slice of
     infos = sm.meta_graph().variable_infos()
@@ -520,7 +520,7 @@ def _stored_order(bundle):
     for name, entry in bundle.entries().items():
         if entry.slices:
             pieces += [(p.shard_id, p.offset, (name, ext))
-                       for ext, (_, p) in zip(entry.slices, bundle._parts(entry))]
+                       for ext, (_, p) in zip(entry.slices, bundle.parts(entry))]
         else:
             pieces.append((entry.shard_id, entry.offset, (name, None)))
     return [piece for _, _, piece in sorted(pieces)]
@@ -534,7 +534,7 @@ def test_edit_keeps_partitioning(tmp_path, edit):
     want[edit] = partitioned_edits()[edit]
     src.variables[edit] = want[edit]
     out = src.save(tmp_path / "out")
-    old, new = src.variables.reader._bundle, out.variables.reader._bundle
+    old, new = src.variables.reader.bundle, out.variables.reader.bundle
     old_entries, new_entries = old.entries(), new.entries()
     assert list(new_entries) == list(old_entries)
     for name, entry in old_entries.items():
@@ -544,7 +544,7 @@ def test_edit_keeps_partitioning(tmp_path, edit):
     assert _stored_order(new) == _stored_order(old)
     # Each part holds its own slice of the value.
     entry = new_entries["part"]
-    for bounds, part in new._parts(entry):
+    for bounds, part in new.parts(entry):
         np.testing.assert_array_equal(new.read_entry(part),
                                       want["part"][tuple(slice(a, b) for a, b in bounds)])
 

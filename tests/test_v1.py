@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import tfformats as tff
 from tfformats import cuda, fileio, protos, slices, sstable, v1
+from tfformats.bundle import TensorStore
 
 from conftest import FIXTURES, HAVE_TF, assert_same_tensor, expected_array, requires_tf
 from test_cli import one_error_line, run, run_json
@@ -47,7 +48,7 @@ def assert_values(reader, values):
 def test_values_are_what_tensorflow_read(path):
     with tff.open_checkpoint(path) as reader:
         assert reader.prefix == str(V1_FILE)
-        assert reader._bundle.num_shards == 1
+        assert reader.bundle.num_shards == 1
         assert_values(reader, VALUES)
 
 
@@ -118,7 +119,31 @@ def test_entries_say_where_the_records_are():
         assert entry.size == 120 and entry.crc32c == 0 and entry.shard_id == 0
         plain = reader.entry("layer/big")
         assert plain.slices == () and plain.size == 64 * 64 * 4
-        assert reader._bundle._part_entry("part", ((4, 3), (0, 3))).shape == (3, 3)
+        assert reader.bundle.part_entry("part", ((4, 3), (0, 3))).shape == (3, 3)
+
+
+V2_PARTITIONED = FIXTURES / "tf1_partitioned"
+V2_VALUES = json.loads((V2_PARTITIONED / "expected.json").read_text())["model.ckpt"]
+
+
+@pytest.mark.parametrize("path, values", [(V1_FILE, VALUES),
+                                          (V2_PARTITIONED / "model.ckpt", V2_VALUES)])
+def test_v1_and_v2_readers_offer_one_interface(path, values):
+    """Both formats' readers are TensorStores: the parts of a partitioned
+    tensor read back to what TensorFlow stored, and stored bytes are there
+    only where the format has them."""
+    with tff.open_checkpoint(path) as reader:
+        store = reader.bundle
+        assert isinstance(store, TensorStore)
+        entry = store.entry("part")
+        whole = expected_array(values["part"])
+        for bounds, part in store.parts(entry):
+            assert_same_tensor(store.read_entry(part), whole[slices.index(bounds)])
+        if store.raw_bytes:
+            assert len(store.raw(store.parts(entry)[0][1])[1]) > 0
+        else:
+            with pytest.raises(tff.UnsupportedError):
+                store.raw(entry)
 
 
 # --- sharded: Saver(sharded=True) -----------------------------------------------------
@@ -128,10 +153,10 @@ def test_entries_say_where_the_records_are():
                                   SHARDED / "model.ckpt-00001-of-00002"])
 def test_sharded(path):
     with tff.open_checkpoint(path) as reader:
-        assert reader._bundle.num_shards == 2
+        assert reader.bundle.num_shards == 2
         assert_values(reader, SHARDED_VALUES)
         # The partitions of `spread` went to both devices, so to both files.
-        shards = {reader._bundle._part_entry("spread", ext).shard_id
+        shards = {reader.bundle.part_entry("spread", ext).shard_id
                   for ext in reader.entry("spread").slices}
         assert shards == {0, 1}
 

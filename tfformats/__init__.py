@@ -1,11 +1,12 @@
 """Read and write TensorFlow checkpoints and SavedModels without TensorFlow."""
 
+from . import checkpoint as _checkpoint
 from ._impl import IMPLEMENTATION
 from .checkpoint import (CheckpointReader, latest_checkpoint, list_variables, load_checkpoint,
                          open_checkpoint)
 from .dtypes import DType, as_dtype
 from .errors import (ChecksumError, CheckpointNotFoundError, DeviceError, FormatError,
-                     TensorNotFoundError, TFFormatsError, UnsupportedError)
+                     InvalidDeviceError, TensorNotFoundError, TFFormatsError, UnsupportedError)
 
 __version__ = "0.1.0"
 
@@ -29,6 +30,15 @@ _LAZY = {
 }
 
 
+def _cuda():
+    from . import cuda   # on first use of device=: only GPU users need it (and CuPy)
+    return cuda
+
+
+# The readers serve `device=` through this front end without importing it.
+_checkpoint.set_device_front_end(_cuda)
+
+
 def __getattr__(name):
     if name in _LAZY:
         import importlib
@@ -46,7 +56,7 @@ def implementation():
 
 __all__ = [
     "CheckpointNotFoundError", "CheckpointReader", "ChecksumError", "DType", "DeviceError",
-    "FormatError", "TFFormatsError", "TensorNotFoundError", "UnsupportedError", "as_dtype",
-    "implementation", "latest_checkpoint", "list_variables", "load_checkpoint",
-    "open_checkpoint", *_LAZY,
+    "FormatError", "InvalidDeviceError", "TFFormatsError", "TensorNotFoundError",
+    "UnsupportedError", "as_dtype", "implementation", "latest_checkpoint", "list_variables",
+    "load_checkpoint", "open_checkpoint", *_LAZY,
 ]

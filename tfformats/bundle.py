@@ -11,6 +11,7 @@ import math
 import re
 import sys
 from collections import namedtuple
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -30,6 +31,55 @@ Entry.__doc__ = """One BundleEntryProto: where a tensor lives and what it is.
 
 `shape` is a tuple of ints; `slices` is empty for an ordinary tensor and
 holds one extent tuple per stored part for a partitioned one."""
+
+
+@runtime_checkable
+class TensorStore(Protocol):
+    """What a checkpoint reader offers whatever the format: `BundleReader`
+    (V2 tensor bundles) and `v1.V1Reader` (TF1 V1 tables) implement it, and
+    `CheckpointReader.bundle` is one. Front ends use only these members.
+
+    `raw_bytes` says whether values are stored as raw bytes (V2: `raw()`
+    gives them, with a CRC-32C per tensor in the entry) or inside protos
+    (V1: `raw()` raises UnsupportedError, and entries carry no CRC).
+    `swapped` says whether stored bytes are in the other byte order than
+    this host's (read() converts them).
+    """
+
+    prefix: str
+    verify: bool
+    num_shards: int
+    raw_bytes: bool
+    swapped: bool
+
+    def decoded_entries(self) -> list:
+        """[(name, decoded fields)] of every tensor in key order, unchecked."""
+
+    def listing(self) -> tuple:
+        """({name: list(shape)}, {name: DType}) of every tensor."""
+
+    def entries(self, checked: bool = True) -> dict:
+        """name -> Entry of every tensor."""
+
+    def entry(self, name: str) -> Entry: ...
+
+    def part_entry(self, name: str, extents) -> Entry:
+        """The Entry of one stored part of a partitioned tensor."""
+
+    def parts(self, entry: Entry) -> list:
+        """[(bounds, part Entry)] of a partitioned tensor, checked to tile it."""
+
+    def read(self, name: str, copy: bool = False, verify=None) -> np.ndarray: ...
+
+    def read_entry(self, entry: Entry, copy: bool = False, verify: bool = True) -> np.ndarray:
+        """The values of an Entry: a whole tensor or one part from `parts()`."""
+
+    def read_region(self, name: str, index) -> np.ndarray: ...
+
+    def raw(self, entry: Entry) -> tuple:
+        """(source, memoryview of the stored bytes) of a tensor or part."""
+
+    def close(self) -> None: ...
 
 
 @contextlib.contextmanager
@@ -61,7 +111,10 @@ def _key_name(key):
 
 
 class BundleReader:
-    """Reads one tensor bundle given its prefix (`ckpt` for `ckpt.index`)."""
+    """Reads one tensor bundle given its prefix (`ckpt` for `ckpt.index`);
+    a `TensorStore`."""
+
+    raw_bytes = True
 
     def __init__(self, prefix, verify=True, opener=fileio.open_file):
         self.prefix = str(prefix)
@@ -78,7 +131,7 @@ class BundleReader:
             raise FormatError(f"{self._index_path}: header claims {header.num_shards} data shards")
         self.num_shards = header.num_shards
         self.big_endian = header.endianness == wire.BIG_ENDIAN
-        self._swap = self.big_endian != (sys.byteorder == "big")
+        self.swapped = self.big_endian != (sys.byteorder == "big")
         self._decoded = None   # [(name, decode_entry tuple)], from a scan on demand
         self._by_name = None   # the same as a dict, built when a read needs it
         self._shards = {}
@@ -183,7 +236,7 @@ class BundleReader:
                     return self._decode(key, raw)
         raise TensorNotFoundError(f"{self._index_path}: no tensor named {name!r}")
 
-    def _part_entry(self, name, extents):
+    def part_entry(self, name, extents):
         key = slices.slice_key(name, extents)
         raw = self._table.get(key)
         if raw is None:
@@ -205,7 +258,7 @@ class BundleReader:
             self._shards[shard_id] = source
         return source
 
-    def _raw(self, entry):
+    def raw(self, entry):
         """The stored bytes of an entry, bounds checked against its shard."""
         source = self._shard(entry.shard_id)
         if entry.offset + entry.size > source.size():
@@ -238,16 +291,16 @@ class BundleReader:
             raise FormatError(f"{self._index_path}: tensor {entry.name!r} of shape "
                               f"{list(entry.shape)} and dtype {dtype.name} needs "
                               f"{count * dtype.itemsize} bytes but its entry says {entry.size}")
-        source, view = self._raw(entry)
+        source, view = self.raw(entry)
         if verify:
             self._check_crc(entry, source, crc32c_parallel(view))
         array = np.frombuffer(view, dtype=dtype.as_numpy_dtype).reshape(entry.shape)
-        if self._swap:
+        if self.swapped:
             return _byteswapped(array)
         return array.copy() if copy else array
 
     def _read_strings(self, entry, count, verify):
-        source, view = self._raw(entry)
+        source, view = self.raw(entry)
         values, crc = hot.decode_strings(
             view, count, self.big_endian, verify,
             f"{source.path}: tensor {entry.name!r} at offset {entry.offset}")
@@ -257,7 +310,7 @@ class BundleReader:
         array[:] = values
         return array.reshape(entry.shape)
 
-    def _parts(self, entry):
+    def parts(self, entry):
         """[(bounds, part Entry)] of a partitioned tensor, checked to tile it exactly.
 
         Gaps would hand out uninitialised memory and overlaps would hide them,
@@ -269,7 +322,7 @@ class BundleReader:
                                    f"has dtype {dtype.name}, which cannot be assembled")
         parts = []
         for extents in entry.slices:
-            part = self._part_entry(entry.name, extents)
+            part = self.part_entry(entry.name, extents)
             bounds = slices.resolve(extents, entry.shape)
             want = tuple(b - a for a, b in bounds)
             if part.shape != want or part.dtype != dtype:
@@ -285,7 +338,7 @@ class BundleReader:
     def _assemble(self, entry, verify):
         """Build a partitioned tensor whole from its stored parts."""
         out = np.empty(entry.shape, dtype=entry.dtype.as_numpy_dtype)
-        for bounds, part in self._parts(entry):
+        for bounds, part in self.parts(entry):
             out[slices.index(bounds)] = self.read_entry(part, verify=verify)
         return out
 
@@ -303,7 +356,7 @@ class BundleReader:
         if ranges is None:  # fancy indexing: assemble, then index
             return self._assemble(entry, self.verify)[index]
         out = np.empty(tuple(len(r) for r in ranges), dtype=entry.dtype.as_numpy_dtype)
-        for bounds, part in self._parts(entry):
+        for bounds, part in self.parts(entry):
             src, dst = [], []
             for r, (a, b) in zip(ranges, bounds):
                 # Positions k of r with a <= r[k] < b (r has a positive step).

@@ -10,11 +10,29 @@ from collections.abc import Mapping
 
 from . import fileio, v1
 from .bundle import DATA_SUFFIX, BundleReader
-from .errors import CheckpointNotFoundError, FormatError, UnsupportedError
+from .errors import CheckpointNotFoundError, DeviceError, FormatError, UnsupportedError
 from .objgraph import (OBJECT_GRAPH_KEY, VARIABLE_VALUE, object_variables, parse_graph,
                        saveable_keys)
 
 STATE_FILENAME = "checkpoint"
+
+# `device=` is served by the GPU front end (tfformats.cuda), which sits above
+# the readers: the package installs a loader for it (tfformats/__init__.py)
+# so that this module never imports it.
+_device_front_end = None
+
+
+def set_device_front_end(loader):
+    """Serve `device=` with the module `loader()` returns (its `to_device` and
+    `load`); called once by the package."""
+    global _device_front_end
+    _device_front_end = loader
+
+
+def _devices():
+    if _device_front_end is None:
+        raise DeviceError("no device support is installed (tfformats.cuda)")
+    return _device_front_end()
 
 
 # --- the `checkpoint` state file ------------------------------------------------
@@ -133,40 +151,42 @@ class CheckpointReader(Mapping):
     Arrays of numeric tensors are read-only views over the memory-mapped
     data files (pass `copy=True` to `get_tensor` for a private array).
     CRC-32C of index blocks and tensors is verified unless `verify=False`.
+    `bundle` is the format's own reader (a `bundle.TensorStore`): entries,
+    the parts of partitioned tensors and stored bytes, for V2 and V1 alike.
     """
 
     def __init__(self, path, verify=True, opener=fileio.open_file):
         self.path = os.fspath(path)
         self.prefix = resolve_prefix(self.path)
         if is_v1_prefix(self.prefix):
-            self._bundle = v1.V1Reader(self.prefix, verify=verify, opener=opener)
+            self.bundle = v1.V1Reader(self.prefix, verify=verify, opener=opener)
         else:
-            self._bundle = BundleReader(self.prefix, verify=verify, opener=opener)
+            self.bundle = BundleReader(self.prefix, verify=verify, opener=opener)
         self._objects = None
         self._spare_listing = None  # (shapes or None, dtypes or None), see _listing
 
     # Mapping
     def __getitem__(self, name):
-        return self._bundle.read(name)
+        return self.bundle.read(name)
 
     def __iter__(self):
-        return (name for name, _ in self._bundle.decoded_entries())  # in key order
+        return (name for name, _ in self.bundle.decoded_entries())  # in key order
 
     def __len__(self):
-        return len(self._bundle.decoded_entries())
+        return len(self.bundle.decoded_entries())
 
     def __contains__(self, name):
         return self.has_tensor(name)
 
     # cheap, index-only information
     def shape(self, name):
-        return list(self._bundle.entry(name).shape)
+        return list(self.bundle.entry(name).shape)
 
     def dtype(self, name):
-        return self._bundle.entry(name).dtype
+        return self.bundle.entry(name).dtype
 
     def entry(self, name):
-        return self._bundle.entry(name)
+        return self.bundle.entry(name)
 
     def get_variable_to_shape_map(self):
         return self._listing(0)
@@ -182,7 +202,7 @@ class CheckpointReader(Mapping):
         if spare is not None and spare[which] is not None:
             self._spare_listing = None
             return spare[which]
-        maps = self._bundle.listing()
+        maps = self.bundle.listing()
         self._spare_listing = (None, maps[1]) if which == 0 else (maps[0], None)
         return maps[which]
 
@@ -190,7 +210,7 @@ class CheckpointReader(Mapping):
         if not isinstance(name, str):
             return False
         try:
-            self._bundle.entry(name)
+            self.bundle.entry(name)
         except KeyError:
             return False
         return True
@@ -199,14 +219,13 @@ class CheckpointReader(Mapping):
     def get_tensor(self, name, copy=False, device=None):
         """The tensor `name` as numpy, or with `device="cuda:0"` as a CuPy array."""
         if device is not None:
-            from . import cuda  # lazily: only GPU users need CuPy
-            return cuda.to_device(self, name, device, verify=self._bundle.verify)
-        return self._bundle.read(name, copy=copy)
+            return _devices().to_device(self, name, device, verify=self.bundle.verify)
+        return self.bundle.read(name, copy=copy)
 
     def get_slice(self, name):
         """A lazy handle: `reader.get_slice(name)[10:20]` reads only those bytes."""
-        self._bundle.entry(name)  # fail early on unknown names
-        return TensorSlice(self._bundle, name)
+        self.bundle.entry(name)  # fail early on unknown names
+        return TensorSlice(self.bundle, name)
 
     # object graph
     def object_graph(self):
@@ -237,7 +256,7 @@ class CheckpointReader(Mapping):
                 if v.path is not None and v.attribute == VARIABLE_VALUE}
 
     def close(self):
-        self._bundle.close()
+        self.bundle.close()
 
     def __enter__(self):
         return self
@@ -288,8 +307,7 @@ def load_checkpoint(path, verify=True, copy=True, device=None, skip_unsupported=
     arrays on that GPU (string tensors stay numpy); see `tfformats.cuda.load`.
     """
     if device is not None:
-        from . import cuda  # lazily: only GPU users need CuPy
-        return cuda.load(path, device, verify=verify, skip_unsupported=skip_unsupported)
+        return _devices().load(path, device, verify=verify, skip_unsupported=skip_unsupported)
     with CheckpointReader(path, verify=verify) as reader:
         skip = unsupported_tensors(reader, skip_unsupported)
         return {name: reader.get_tensor(name, copy=copy) for name in reader if name not in skip}

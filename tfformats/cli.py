@@ -123,7 +123,7 @@ def _listing(reader, pattern=None):
     the entries of its parts (from the index, like everything else here).
     """
     from fnmatch import fnmatchcase
-    bundle = reader._bundle
+    bundle = reader.bundle
     table = bundle.entries(checked=False)
     objects = _object_variables(reader)
     entries = [table[n] for n in sorted(table)]
@@ -133,7 +133,7 @@ def _listing(reader, pattern=None):
             return fnmatchcase(entry.name, pattern) or (
                 var is not None and var.path is not None and fnmatchcase(var.path, pattern))
         entries = [e for e in entries if wanted(e)]
-    parts = {e.name: [bundle._part_entry(e.name, ext) for ext in e.slices]
+    parts = {e.name: [bundle.part_entry(e.name, ext) for ext in e.slices]
              for e in entries if e.slices}
     return entries, objects, parts
 
@@ -163,7 +163,7 @@ def cmd_ls(args):
                         for ext, p in zip(entry.slices, pieces)],
                 })
             _emit_json(_json_doc("ls", path=args.path, prefix=reader.prefix,
-                                 num_shards=reader._bundle.num_shards, tensors=tensors,
+                                 num_shards=reader.bundle.num_shards, tensors=tensors,
                                  totals={"count": len(entries), "bytes": total}))
             return EXIT_OK
         out = sys.stdout
@@ -493,12 +493,11 @@ def _read_with_progress(args, reader, key):
     """The tensor, its CRC checked chunk by chunk under a progress bar when it is big."""
     from ._impl import hot
     from .errors import ChecksumError
-    from .v1 import V1Reader
     entry = reader.entry(key)
     if (entry.slices or entry.dtype.is_string or entry.size < _BIG_TENSOR
-            or isinstance(reader._bundle, V1Reader)):   # V1 has no tensor CRC to check
+            or not reader.bundle.raw_bytes):   # V1 has no tensor CRC to check
         return reader.get_tensor(key)
-    array = reader._bundle.read_entry(entry, verify=False)
+    array = reader.bundle.read_entry(entry, verify=False)
     view = memoryview(array).cast("B") if array.flags.c_contiguous else memoryview(array.tobytes())
     crc, step = 0, 16 << 20
     with _progress(args, len(view), f"checking {key}") as bar:
@@ -664,7 +663,7 @@ def _validate_checkpoint(target, prefix, findings, args, stats):
                 continue
             for extents in entry.slices:
                 try:
-                    pieces.append((name, bundle._part_entry(name, extents)))
+                    pieces.append((name, bundle.part_entry(name, extents)))
                 except TFFormatsError as e:
                     findings.add(target, "entry", e, file=index_path, tensor=name)
 
@@ -977,7 +976,7 @@ class _Source:
                              else convert.npz_to_checkpoint)
             to_checkpoint(path, prefix)
         self.reader = _open_reader(prefix)
-        self.names = sorted(self.reader._bundle.entries())
+        self.names = sorted(self.reader.bundle.entries())
 
     def meta(self, name):
         entry = self.reader.entry(name)
@@ -987,7 +986,7 @@ class _Source:
         entry = self.reader.entry(name)
         if entry.dtype.as_numpy_dtype is None:   # variant / resource: compare the stored bytes
             import numpy as np
-            return np.frombuffer(bytes(self.reader._bundle._raw(entry)[1]), np.uint8)
+            return np.frombuffer(bytes(self.reader.bundle.raw(entry)[1]), np.uint8)
         return self.reader.get_tensor(name)
 
     def close(self):

@@ -35,3 +35,7 @@ class UnsupportedError(TFFormatsError, NotImplementedError):
 
 class DeviceError(TFFormatsError, RuntimeError):
     """A GPU was asked for but CuPy or a CUDA device is not available."""
+
+
+class InvalidDeviceError(DeviceError, ValueError):
+    """A device specification that names no CUDA device ("cuda:x", "tpu")."""

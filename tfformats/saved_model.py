@@ -1025,7 +1025,7 @@ class SavedModel:
         from .writer import BundleWriter  # the writer is only needed to edit
 
         reader = self.variables.reader
-        bundle = reader._bundle
+        bundle = reader.bundle
         # (stored entry, tensor entry, extents, bounds): a partitioned tensor
         # contributes one item per part, extents None marks a plain tensor.
         # Parts are checked to tile their tensor before anything is written.
@@ -1033,7 +1033,7 @@ class SavedModel:
         for entry in bundle.entries().values():
             if entry.slices:
                 items.extend((part, entry, extents, bounds) for extents, (bounds, part)
-                             in zip(entry.slices, bundle._parts(entry)))
+                             in zip(entry.slices, bundle.parts(entry)))
             else:
                 items.append((entry, entry, None, None))
         fileio.makedirs(dst)

@@ -101,8 +101,17 @@ def _check_representable(shape, dtype, where):
         raise UnsupportedError(f"{where}: numpy cannot represent an array of shape {list(shape)}")
 
 
+class _StoredSlice(Entry):
+    """The Entry of one stored slice, knowing which slice it is."""
+
+    def __new__(cls, extents, *fields):
+        self = super().__new__(cls, *fields)
+        self.extents = extents
+        return self
+
+
 class V1Reader:
-    """Reads a V1 checkpoint, with the interface of `BundleReader`.
+    """Reads a V1 checkpoint; a `bundle.TensorStore` like `BundleReader`.
 
     Opening reads each shard's footer, index block and metadata record;
     a tensor's records are read when it is. Entries describe where a tensor
@@ -112,6 +121,9 @@ class V1Reader:
     from protos, so each read makes a new one; numeric arrays are handed out
     read-only like BundleReader's views unless `copy=True`.
     """
+
+    raw_bytes = False   # values live in protos; there are no stored bytes to hand out
+    swapped = False     # and are decoded in this host's byte order
 
     def __init__(self, path, verify=True, opener=fileio.open_file):
         self.prefix = os.fspath(path)
@@ -204,7 +216,7 @@ class V1Reader:
                               "record for it")
         return raw, where
 
-    def _part_entry(self, name, extents):
+    def part_entry(self, name, extents):
         """The Entry of one stored slice (its shape is the slice's)."""
         name, (dtype, shape, stored) = self._known(name)
         extents = tuple(map(tuple, extents))
@@ -218,14 +230,14 @@ class V1Reader:
             size = len(self._record(name, extents, shard)[0])
         else:   # what the values take as an array (0 for dtypes with no array form)
             size = math.prod(part_shape) * (dtype.itemsize or 0)
-        return Entry(name, dtype, part_shape, shard, self._tables[shard].block_offset(key) or 0,
-                     size, 0, ())
+        return _StoredSlice(extents, name, dtype, part_shape, shard,
+                            self._tables[shard].block_offset(key) or 0, size, 0, ())
 
     def entry(self, name):
         name, (dtype, shape, stored) = self._known(name)
         entry = self._entries.get(name)
         if entry is None:
-            parts = [self._part_entry(name, extents) for extents in stored]
+            parts = [self.part_entry(name, extents) for extents in stored]
             whole = len(parts) == 1 and slices.covers_all(next(iter(stored)), shape)
             first = parts[0] if parts else None
             entry = Entry(name, dtype, shape, first.shard_id if first else 0,
@@ -275,8 +287,25 @@ class V1Reader:
         """The whole tensor `name` (block CRCs are checked as the reader was opened)."""
         return self.read_entry(self.entry(name), copy)
 
+    def parts(self, entry):
+        """[(bounds, part Entry)] of a partitioned tensor, checked to tile it."""
+        name, (_, shape, stored) = self._known(entry.name)
+        parts = [(slices.resolve(extents, shape), self.part_entry(name, extents))
+                 for extents in stored]
+        if not slices.tiles([b for b, _ in parts], shape):
+            raise FormatError(f"{self.prefix}: tensor {name!r}: its stored slices do not tile "
+                              f"its shape {list(shape)} exactly")
+        return parts
+
+    def raw(self, entry):
+        raise UnsupportedError(f"{self.prefix}: tensor {entry.name!r}: a V1 checkpoint keeps "
+                               "values in protos, not as stored bytes")
+
     def read_entry(self, entry, copy=False, verify=True):
         name, (dtype, shape, stored) = self._known(entry.name)
+        if isinstance(entry, _StoredSlice):   # one part, from parts()
+            array = self._values(name, dtype, entry.extents, entry.shard_id, shape)
+            return _finished(array, dtype, copy)
         where = f"{self.prefix}: tensor {name!r}"
         if dtype.as_numpy_dtype is None:
             raise UnsupportedError(f"{where} has dtype {dtype.name}, which tfformats cannot "
@@ -295,9 +324,7 @@ class V1Reader:
             array = np.empty(shape, dtype=dtype.as_numpy_dtype)
             for box, part in zip(boxes, parts):
                 array[slices.index(box)] = part
-        if not copy and not dtype.is_string:
-            array.flags.writeable = False
-        return array
+        return _finished(array, dtype, copy)
 
     def read_region(self, name, index):
         """`tensor[index]`: V1 records hold whole slices, so the tensor is read whole."""
@@ -308,3 +335,10 @@ class V1Reader:
         for table in self._tables:
             table.source.close()
         self._tables = []
+
+
+def _finished(array, dtype, copy):
+    """Numeric arrays read-only unless a copy was asked for, as BundleReader's views are."""
+    if not copy and not dtype.is_string:
+        array.flags.writeable = False
+    return array
