@@ -240,7 +240,7 @@ def test_loading_is_lazy(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("variables opened too early")
 
-    monkeypatch.setattr(sm_module, "CheckpointReader", refuse)
+    monkeypatch.setattr(sm_module.model, "CheckpointReader", refuse)
     sm = load_saved_model(FIXTURES / "tf_keras_savedmodel")
     sm.signatures, sm.ops(), sm.functions(), sm.object_graph, sm.variable_infos()
     with pytest.raises(AssertionError):

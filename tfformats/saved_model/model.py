@@ -1,23 +1,9 @@
-"""SavedModel directories: read what `saved_model_cli show --all` shows, edit, save.
+"""A SavedModel directory read: meta graphs, the object tree, variables.
 
 `load_saved_model(dir)` parses `saved_model.pb` (or `.pbtxt`) and nothing
-else; signatures, the object graph and the rest are decoded on first use, and
-`variables/` is opened only when `.variables` is touched.
-
-Names of variables. A TF2 SavedModel stores each variable under a checkpoint
-key built from its object path (`layer_with_weights-0/kernel/.ATTRIBUTES/
-VARIABLE_VALUE`), while people know it by its TF name (`dense/kernel`, from
-`SavedVariable.name`). `SavedModel.variables` accepts all three forms. A TF1
-SavedModel (SavedModelBuilder) keys its bundle by TF1 variable names, which
-are then the only names.
-
-Editing. `set_variable`, `rename_signature`, `remove_signature` and
-`set_tags` record changes on this object; `save(new_dir)` writes a complete
-SavedModel (built in a temporary directory, then renamed into place) that
-TensorFlow loads: the bundle keeps every key of the original, including the
-object graph, with only the edited tensors replaced, and `fingerprint.pb` is
-recomputed. A TF1 partitioned variable is edited whole, under its full name
-(`part`, not `part/part_0`), and saved with its original partitioning.
+else; signatures, the object graph and the rest are decoded on first use
+(see `spec`), and `variables/` is opened only when `.variables` is touched.
+Editing and saving are in `editing`.
 """
 
 import os
@@ -25,218 +11,20 @@ from collections import namedtuple
 from collections.abc import Mapping
 
 import numpy as np
-from google.protobuf import text_format
 
-from . import dtypes, fileio, fingerprint as _fingerprint, protos, slices, wire
-from .checkpoint import CheckpointReader
-from .errors import (CheckpointNotFoundError, FormatError, TensorNotFoundError,
-                     TFFormatsError, UnsupportedError)
-from .fingerprint import (FINGERPRINT_FILENAME as FINGERPRINT, SAVED_MODEL_CPB, SAVED_MODEL_PB,
-                          SAVED_MODEL_PBTXT)
-from .graph import parse_message
-from .objgraph import OBJECT_GRAPH_KEY, VARIABLE_SUFFIX, VARIABLE_VALUE, node_paths
-from .tensor_proto import to_numpy
+from .. import fileio, fingerprint as _fingerprint, protos
+from ..checkpoint import CheckpointReader
+from ..errors import (CheckpointNotFoundError, FormatError, TensorNotFoundError,
+                      TFFormatsError, UnsupportedError)
+from ..graph import parse_message
+from ..objgraph import OBJECT_GRAPH_KEY, VARIABLE_SUFFIX, VARIABLE_VALUE, node_paths
+from .editing import SavedModelEditing
+from .spec import (ASSETS_DIR, ASSETS_EXTRA_DIR, FINGERPRINT, KERAS_METADATA, SAVED_MODEL_CPB,
+                   SAVED_MODEL_PB, SAVED_MODEL_PBTXT, VARIABLES_PREFIX, ConcreteFunction,
+                   decode_concrete_function, decode_signature, dtype_or_none,
+                   parse_keras_metadata, shape_from_proto)
 
-VARIABLES_DIR = "variables"
-VARIABLES_PREFIX = os.path.join(VARIABLES_DIR, "variables")
-ASSETS_DIR = "assets"
-ASSETS_EXTRA_DIR = "assets.extra"
-KERAS_METADATA = "keras_metadata.pb"
-INIT_OP_SIGNATURE_KEY = "__saved_model_init_op"
-SIGNATURES_CHILD = "signatures"
-
-_DATA_TYPE = protos.POOL.FindEnumTypeByName("tfformats.DataType")
-_TYPE_SPEC_CLASS = protos.POOL.FindEnumTypeByName("tfformats.TypeSpecProto.TypeSpecClass")
 _VariableDef = protos.message_class("tfformats.VariableDef")
-_KerasVersionDef = protos.message_class("tfformats.keras.VersionDef")
-
-
-def dtype_enum_name(enum):
-    """"DT_FLOAT" for 1: the DataType name saved_model_cli prints."""
-    value = _DATA_TYPE.values_by_number.get(enum)
-    return value.name if value is not None else f"DT_UNKNOWN_{enum}"
-
-
-def shape_from_proto(shape_proto):
-    """None for unknown rank, else a list with None for unknown dimensions."""
-    if shape_proto.unknown_rank:
-        return None
-    return [None if d.size < 0 else d.size for d in shape_proto.dim]
-
-
-def _dtype_or_none(enum):
-    if enum == 0:
-        return None
-    try:
-        return dtypes.from_enum(enum)
-    except UnsupportedError:
-        return None
-
-
-# --- signatures ----------------------------------------------------------------
-
-class TensorInfo:
-    """One signature input or output.
-
-    `key` is its name in the signature, `dtype` a tfformats DType (None for
-    DT_INVALID), `dtype_name` the enum name ("DT_FLOAT"), `shape` a list with
-    None for unknown dimensions or None for unknown rank, `tensor_name` the
-    graph tensor ("serving_default_x:0"; None unless `encoding == "name"`).
-    `encoding` is "name", "coo_sparse" or "composite_tensor"; for coo_sparse
-    `components` is {"values": .., "indices": .., "dense_shape": ..} tensor
-    names, for composite_tensor a list of TensorInfo and `type_spec` the
-    decoded TypeSpec.
-    """
-
-    __slots__ = ("key", "dtype_enum", "shape", "tensor_name", "encoding", "components",
-                 "type_spec", "proto")
-
-    def __init__(self, key, proto):
-        self.key = key
-        self.proto = proto
-        self.dtype_enum = proto.dtype
-        self.shape = shape_from_proto(proto.tensor_shape)
-        self.encoding = proto.WhichOneof("encoding") or "name"
-        self.tensor_name = proto.name if self.encoding == "name" else None
-        self.type_spec = None
-        if self.encoding == "coo_sparse":
-            coo = proto.coo_sparse
-            self.components = {"values": coo.values_tensor_name,
-                               "indices": coo.indices_tensor_name,
-                               "dense_shape": coo.dense_shape_tensor_name}
-        elif self.encoding == "composite_tensor":
-            self.components = [TensorInfo(f"{key}[{i}]", c)
-                               for i, c in enumerate(proto.composite_tensor.components)]
-            self.type_spec = _decode_type_spec(proto.composite_tensor.type_spec)
-        else:
-            self.components = None
-
-    @property
-    def dtype(self):
-        return _dtype_or_none(self.dtype_enum)
-
-    @property
-    def dtype_name(self):
-        return dtype_enum_name(self.dtype_enum)
-
-    def tensor_names(self):
-        """Every graph tensor this input/output refers to."""
-        if self.encoding == "name":
-            return [self.tensor_name] if self.tensor_name else []
-        if self.encoding == "coo_sparse":
-            return [n for n in self.components.values() if n]
-        return [n for c in self.components for n in c.tensor_names()]
-
-    def __repr__(self):
-        where = self.tensor_name if self.encoding == "name" else self.encoding
-        return f"TensorInfo({self.key!r}, {self.dtype_name}, shape={self.shape}, {where})"
-
-
-Signature = namedtuple("Signature", "name method_name inputs outputs defaults")
-Signature.__doc__ = """One SignatureDef: `inputs`/`outputs` map names to TensorInfo (sorted
-by name); `defaults` maps input names to numpy arrays (TF 2.21 field, usually empty)."""
-
-
-def _signature(name, proto):
-    return Signature(
-        name, proto.method_name,
-        {k: TensorInfo(k, proto.inputs[k]) for k in sorted(proto.inputs)},
-        {k: TensorInfo(k, proto.outputs[k]) for k in sorted(proto.outputs)},
-        {k: to_numpy(proto.defaults[k], f"signature {name!r} default {k!r}")
-         for k in sorted(proto.defaults)})
-
-
-# --- StructuredValue (function argument specs) -----------------------------------
-
-class TensorSpec(namedtuple("TensorSpec", "name shape dtype")):
-    """A tf.TensorSpec from a function signature; prints the way TF prints one."""
-
-    __slots__ = ()
-
-    def __repr__(self):
-        if self.shape is None:
-            shape = "<unknown>"
-        else:
-            dims = ", ".join("None" if d is None else str(d) for d in self.shape)
-            shape = f"({dims},)" if len(self.shape) == 1 else f"({dims})"
-        dtype = f"tf.{self.dtype.name}" if self.dtype is not None else "tf.invalid"
-        name = "None" if self.name is None else repr(self.name)
-        return f"{type(self).__name__}(shape={shape}, dtype={dtype}, name={name})"
-
-
-class BoundedTensorSpec(TensorSpec):
-    """A tf.BoundedTensorSpec (its minimum/maximum are not kept); a TensorSpec otherwise."""
-
-    __slots__ = ()
-
-
-class TensorShape(list):
-    """A tf.TensorShape value of known rank: a list of dims, None for an unknown one."""
-
-    __slots__ = ()
-
-
-TypeSpec = namedtuple("TypeSpec", "type_spec_class class_name num_flat_components state")
-TypeSpec.__doc__ = """A composite tensor's spec (RaggedTensorSpec, SparseTensorSpec, ...)."""
-NamedTupleValue = namedtuple("NamedTupleValue", "name fields")
-
-
-def _decode_type_spec(proto):
-    cls = _TYPE_SPEC_CLASS.values_by_number.get(proto.type_spec_class)
-    return TypeSpec(cls.name if cls else str(proto.type_spec_class), proto.type_spec_class_name,
-                    proto.num_flat_components, decode_structure(proto.type_state))
-
-
-def decode_structure(value):
-    """A StructuredValue as Python: None, numbers, str, lists, tuples, dicts,
-    NamedTupleValue, TensorSpec (BoundedTensorSpec), TypeSpec, DType, shapes
-    (TensorShape, a list; None for an unknown rank) and numpy arrays."""
-    kind = value.WhichOneof("kind")
-    if kind is None or kind == "none_value":
-        return None
-    if kind in ("float64_value", "int64_value", "string_value", "bool_value"):
-        return getattr(value, kind)
-    if kind == "tensor_shape_value":
-        dims = shape_from_proto(value.tensor_shape_value)
-        return None if dims is None else TensorShape(dims)
-    if kind == "tensor_dtype_value":
-        return _dtype_or_none(value.tensor_dtype_value)
-    if kind in ("tensor_spec_value", "bounded_tensor_spec_value"):
-        spec = getattr(value, kind)
-        cls = TensorSpec if kind == "tensor_spec_value" else BoundedTensorSpec
-        return cls(spec.name or None, shape_from_proto(spec.shape), _dtype_or_none(spec.dtype))
-    if kind == "type_spec_value":
-        return _decode_type_spec(value.type_spec_value)
-    if kind == "list_value":
-        return [decode_structure(v) for v in value.list_value.values]
-    if kind == "tuple_value":
-        return tuple(decode_structure(v) for v in value.tuple_value.values)
-    if kind == "dict_value":
-        fields = value.dict_value.fields
-        return {k: decode_structure(fields[k]) for k in sorted(fields)}
-    if kind == "named_tuple_value":
-        nt = value.named_tuple_value
-        return NamedTupleValue(nt.name, {p.key: decode_structure(p.value) for p in nt.values})
-    if kind in ("tensor_value", "numpy_value"):
-        return to_numpy(getattr(value, kind), "StructuredValue tensor")
-    return None
-
-
-ConcreteFunction = namedtuple("ConcreteFunction", "name args kwargs outputs bound_inputs")
-ConcreteFunction.__doc__ = """A saved concrete function: its positional `args` and keyword
-`kwargs` specs (TensorSpec or plain Python values, as in TF's structured_input_signature),
-its decoded output structure and the object-graph node ids of its captured inputs."""
-
-
-def _concrete_function(name, proto):
-    inputs = decode_structure(proto.canonicalized_input_signature)
-    args, kwargs = [], {}
-    if isinstance(inputs, tuple) and len(inputs) == 2 and isinstance(inputs[1], dict):
-        args, kwargs = list(inputs[0]) if inputs[0] is not None else [], inputs[1]
-    elif inputs is not None:
-        args = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
-    return ConcreteFunction(name, args, kwargs, decode_structure(proto.output_signature),
-                            list(proto.bound_inputs))
 
 
 # --- object graph ------------------------------------------------------------------
@@ -317,7 +105,7 @@ def _build_object_tree(object_graph):
         if node.kind == "variable":
             var = node.proto.variable
             key = None if node.path is None else node.path + VARIABLE_SUFFIX
-            node.variable = VariableInfo(var.name, node.path, key, _dtype_or_none(var.dtype),
+            node.variable = VariableInfo(var.name, node.path, key, dtype_or_none(var.dtype),
                                          shape_from_proto(var.shape), var.trainable, node.node_id)
     return nodes
 
@@ -375,6 +163,10 @@ class MetaGraph:
         self._objects = None
         self._functions = None
 
+    def proto_changed(self):
+        """Forget what was decoded from `proto`: it was edited (see `editing`)."""
+        self._signatures = self._objects = None
+
     @property
     def tags(self):
         """The tags in file order; `tag_set` for comparisons."""
@@ -414,7 +206,7 @@ class MetaGraph:
         """Signature key -> Signature, sorted by key (as saved_model_cli lists them)."""
         if self._signatures is None:
             defs = self.proto.signature_def
-            self._signatures = {k: _signature(k, defs[k]) for k in sorted(defs)}
+            self._signatures = {k: decode_signature(k, defs[k]) for k in sorted(defs)}
         return self._signatures
 
     def ops(self):
@@ -445,7 +237,7 @@ class MetaGraph:
         """Function name -> ConcreteFunction for every saved concrete function."""
         if self._functions is None:
             funcs = self.proto.object_graph_def.concrete_functions
-            self._functions = {n: _concrete_function(n, funcs[n]) for n in sorted(funcs)}
+            self._functions = {n: decode_concrete_function(n, funcs[n]) for n in sorted(funcs)}
         return self._functions
 
     def functions(self):
@@ -509,7 +301,7 @@ class MetaGraph:
                 dtype = shape = None
                 if node is not None:
                     attr = node.attr
-                    dtype = _dtype_or_none(attr["dtype"].type) if "dtype" in attr else None
+                    dtype = dtype_or_none(attr["dtype"].type) if "dtype" in attr else None
                     shape = shape_from_proto(attr["shape"].shape) if "shape" in attr else None
                 # A partition of a TF1 partitioned variable is stored as a
                 # slice of the full tensor, under the full tensor's key.
@@ -724,25 +516,9 @@ class SavedModelVariables(Mapping):
         return f"<SavedModelVariables of {self._sm.path!r}>"
 
 
-# --- keras_metadata.pb -----------------------------------------------------------------
-
-def parse_keras_metadata(data, path="keras_metadata.pb"):
-    """A SavedMetadata message; nodes from the older layout (version in field 1)
-    get that version copied into `version` (field 6)."""
-    metadata = parse_message(protos.SavedMetadata, data, path)
-    raw_nodes = [v for num, kind, v in wire.fields(data, path) if num == 1 and kind == 2]
-    for node, raw in zip(metadata.nodes, raw_nodes):
-        if node.HasField("version"):
-            continue
-        for num, kind, value in wire.fields(raw, path):
-            if num == 1 and kind == 2:
-                node.version.CopyFrom(_KerasVersionDef.FromString(value))
-    return metadata
-
-
 # --- the SavedModel ---------------------------------------------------------------------
 
-class SavedModel:
+class SavedModel(SavedModelEditing):
     """A SavedModel directory. See the module docstring; build with `load_saved_model`.
 
     `proto` is the parsed protos.SavedModel message; `meta_graphs` its
@@ -877,188 +653,6 @@ class SavedModel:
             out.extend(f"{self.path}: {m}" for m in meta.validate())
         return out + [f"{self.path}: {f.message}" for f in self._directory_findings()]
 
-    # --- editing ------------------------------------------------------------------
-
-    def set_variable(self, name, value):
-        """Replace a variable's value for `save()`. Same shape and dtype required.
-
-        A numpy array must have the variable's dtype exactly; other values
-        (lists, Python numbers) are converted to it.
-        """
-        variables = self.variables
-        keys = variables.keys_for(name)
-        if len(keys) > 1:
-            variables.key(name)  # raises unless the keys hold one variable
-        reader = variables.reader
-        entry = reader.entry(keys[0])
-        if entry.dtype.is_string or entry.dtype.as_numpy_dtype is None:
-            raise UnsupportedError(f"{self.path}: variable {name!r} has dtype "
-                                   f"{entry.dtype.name}; only numeric variables can be replaced")
-        want = entry.dtype.as_numpy_dtype
-        if isinstance(value, (np.ndarray, np.generic)):
-            array = np.asarray(value)
-            if array.dtype != want:
-                raise FormatError(f"{self.path}: variable {name!r} is {entry.dtype.name}; "
-                                  f"got an array of {array.dtype} (convert it explicitly)")
-        else:
-            array = np.asarray(value, dtype=want)
-        if tuple(array.shape) != tuple(entry.shape):
-            raise FormatError(f"{self.path}: variable {name!r} has shape {list(entry.shape)}; "
-                              f"got shape {list(array.shape)}")
-        array = np.array(array, copy=True)
-        array.flags.writeable = False
-        for key in keys:
-            self._edits[key] = array
-
-    def rename_signature(self, old, new):
-        """Rename a signature key in every meta graph that has it (and, in TF2,
-        the matching child of the object graph's `signatures` map)."""
-        if old == new:
-            return
-        found = False
-        for meta in self.meta_graphs:
-            defs = meta.proto.signature_def
-            if old not in defs:
-                continue
-            if new in defs:
-                raise ValueError(f"{self.path}: signature {new!r} already exists")
-            found = True
-            defs[new].CopyFrom(defs[old])
-            del defs[old]
-            signature_map = _signature_map(meta.proto)
-            if signature_map is not None:
-                for ref in signature_map.children:
-                    if ref.local_name == old:
-                        ref.local_name = new
-            meta._signatures = meta._objects = None
-        if not found:
-            raise KeyError(f"{self.path}: no signature named {old!r}")
-
-    def remove_signature(self, key):
-        """Drop a signature from every meta graph that has it."""
-        found = False
-        for meta in self.meta_graphs:
-            defs = meta.proto.signature_def
-            if key not in defs:
-                continue
-            found = True
-            del defs[key]
-            signature_map = _signature_map(meta.proto)
-            if signature_map is not None:
-                kept = [ref for ref in signature_map.children if ref.local_name != key]
-                del signature_map.children[:]
-                signature_map.children.extend(kept)
-            meta._signatures = meta._objects = None
-        if not found:
-            raise KeyError(f"{self.path}: no signature named {key!r}")
-
-    def set_tags(self, tags, meta_graph=0):
-        """Replace the tags of `meta_graphs[meta_graph]`."""
-        tags = [tags] if isinstance(tags, str) else list(tags)
-        meta = self.meta_graphs[meta_graph]
-        if any(m is not meta and m.tag_set == frozenset(tags) for m in self.meta_graphs):
-            raise ValueError(f"{self.path}: another meta graph already has tags {sorted(tags)}")
-        del meta.proto.meta_info_def.tags[:]
-        meta.proto.meta_info_def.tags.extend(tags)
-
-    def serialize(self):
-        """saved_model.pb bytes of the current, possibly edited, proto.
-
-        Unedited, these are the original file's bytes. Otherwise the
-        serialization is deterministic and the same under every protobuf
-        backend (C++ `SerializeToStringDeterministic` order).
-        """
-        if self._raw is not None and protos.SavedModel.FromString(self._raw) == self.proto:
-            return self._raw
-        return _fingerprint.canonical_serialize(self.proto)
-
-    def save(self, export_dir, overwrite=False, fingerprint=None):
-        """Write the SavedModel with all edits to a new directory; returns it loaded.
-
-        The directory is built next to `export_dir` under a temporary name and
-        renamed into place, so readers never see a half-written model.
-        `fingerprint`: None writes fingerprint.pb when the source had one,
-        True always (binary .pb only), False never.
-        """
-        export_dir = os.path.abspath(os.fspath(export_dir))
-        if fileio.exists(export_dir):
-            if not overwrite:
-                raise FileExistsError(f"{export_dir}: already exists (pass overwrite=True)")
-        parent = os.path.dirname(export_dir)
-        fileio.makedirs(parent)
-        tmp = fileio.make_temp_dir(parent, f".{os.path.basename(export_dir)}.tmp-")
-        try:
-            self._copy_other_files(tmp)
-            self._write_variables(tmp)
-            if self.format == "pbtxt":
-                fileio.write_file(os.path.join(tmp, SAVED_MODEL_PBTXT),
-                                  text_format.MessageToString(self.proto).encode("utf-8"))
-            else:
-                fileio.write_file(os.path.join(tmp, SAVED_MODEL_PB), self.serialize())
-            had_fingerprint = fileio.exists(os.path.join(self.path, FINGERPRINT))
-            if fingerprint is None:
-                fingerprint = had_fingerprint
-            if fingerprint and self.format == "pb":
-                _fingerprint.write_fingerprint(tmp)
-            _replace_dir(tmp, export_dir)
-        except BaseException:
-            fileio.rmtree(tmp)
-            raise
-        return load_saved_model(export_dir)
-
-    def _copy_other_files(self, out):
-        """Copy everything except what save() regenerates (assets, assets.extra,
-        keras_metadata.pb, debug info, unknown files alike)."""
-        skip = {SAVED_MODEL_PB, SAVED_MODEL_PBTXT, FINGERPRINT, VARIABLES_DIR}
-        for name in fileio.listdir(self.path):
-            if name not in skip:
-                _copy_entry(os.path.join(self.path, name), os.path.join(out, name))
-
-    def _write_variables(self, out):
-        src = os.path.join(self.path, VARIABLES_DIR)
-        if not fileio.isdir(src):
-            return
-        dst = os.path.join(out, VARIABLES_DIR)
-        if not self._edits:
-            fileio.copytree(src, dst)
-            return
-        from .writer import BundleWriter  # the writer is only needed to edit
-
-        reader = self.variables.reader
-        bundle = reader.bundle
-        # (stored entry, tensor entry, extents, bounds): a partitioned tensor
-        # contributes one item per part, extents None marks a plain tensor.
-        # Parts are checked to tile their tensor before anything is written.
-        items = []
-        for entry in bundle.entries().values():
-            if entry.slices:
-                items.extend((part, entry, extents, bounds) for extents, (bounds, part)
-                             in zip(entry.slices, bundle.parts(entry)))
-            else:
-                items.append((entry, entry, None, None))
-        fileio.makedirs(dst)
-        for name in fileio.listdir(src):  # anything besides the bundle itself
-            if not name.startswith("variables."):
-                _copy_entry(os.path.join(src, name), os.path.join(dst, name))
-        # Added in the original data-file order, as TF did when it saved; the
-        # stored dtype is kept (an int8 array stays qint8 where it was), and a
-        # partitioned tensor keeps its parts: the same keys TF wrote, and each
-        # TF1 restore op (one per partition) still finds its slice stored whole.
-        with BundleWriter(os.path.join(out, VARIABLES_PREFIX)) as writer:
-            for stored, entry, extents, bounds in sorted(
-                    items, key=lambda i: (i[0].shard_id, i[0].offset, i[0].name)):
-                value = self._edits.get(entry.name)
-                if extents is None:
-                    if value is None:
-                        value = reader.get_tensor(entry.name)
-                    writer.add(entry.name, value, dtype=entry.dtype)
-                    continue
-                if value is None:
-                    value = bundle.read_entry(stored, verify=bundle.verify)
-                else:
-                    value = value[slices.index(bounds)]
-                writer.add_slice(entry.name, entry.shape, extents, value, dtype=entry.dtype)
-
     def close(self):
         if self._variables is not None:
             self._variables.close()
@@ -1071,38 +665,6 @@ class SavedModel:
 
     def __repr__(self):
         return f"<SavedModel {self.path!r} tag-sets={self.tag_sets}>"
-
-
-def _signature_map(meta_proto):
-    """The SavedObject holding the signatures as children (TF2), or None."""
-    nodes = meta_proto.object_graph_def.nodes
-    if not nodes:
-        return None
-    for ref in nodes[0].children:
-        if ref.local_name == SIGNATURES_CHILD and 0 <= ref.node_id < len(nodes):
-            return nodes[ref.node_id]
-    return None
-
-
-def _copy_entry(src, dst):
-    """Copy a file or a whole directory."""
-    (fileio.copytree if fileio.isdir(src) else fileio.copy)(src, dst)
-
-
-def _replace_dir(tmp, export_dir):
-    if not fileio.exists(export_dir):
-        fileio.rename(tmp, export_dir)
-        return
-    old = fileio.make_temp_dir(os.path.dirname(export_dir),
-                               f".{os.path.basename(export_dir)}.old-")
-    fileio.rmdir(old)
-    fileio.rename(export_dir, old)
-    try:
-        fileio.rename(tmp, export_dir)
-    except BaseException:
-        fileio.rename(old, export_dir)
-        raise
-    fileio.rmtree(old)
 
 
 def load_saved_model(export_dir):
