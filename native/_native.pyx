@@ -29,6 +29,7 @@ from operator import index as _index
 from tfformats.errors import ChecksumError, FormatError
 
 include "farmhash.pxi"
+include "map_order.pxi"
 
 cdef extern from "crc32c.h" nogil:
     void tff_crc32c_init()

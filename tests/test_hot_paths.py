@@ -8,9 +8,11 @@ hypothesis-generated data and deliberately damaged bytes.
 """
 
 import bisect
+import pathlib
 import mmap
 import random
 import struct
+import types
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -723,3 +725,22 @@ def test_index_listing_parity(pairs, data):
                              {e: e for e in range(64)})
             results.append((result, shapes, kinds) if result[0] == "ok" else result)
         assert results[0] == results[1]
+
+
+# --- the twins pair file by file -------------------------------------------------------
+
+def test_every_native_file_has_a_pure_twin_of_the_same_name():
+    root = pathlib.Path(__file__).resolve().parent.parent
+    included = sorted(p.stem for p in (root / "native").glob("*.pxi"))
+    assert included == ["farmhash", "map_order"]
+    for stem in included:
+        assert (root / "tfformats" / f"_{stem}.py").is_file()
+        assert f'include "{stem}.pxi"' in (root / "native" / "_native.pyx").read_text()
+
+
+@needs_native
+def test_both_implementations_export_the_same_names():
+    def public(module):   # functions and constants, not the modules they use
+        return {n for n in dir(module) if not n.startswith("_")
+                and not isinstance(getattr(module, n), types.ModuleType)}
+    assert public(_pure) == public(_native)

@@ -1,5 +1,10 @@
 """Pure-Python twin of the native hot paths (`native/_native.pyx`).
 
+Twins pair by name, one pure module per native file: this module and
+`native/_native.pyx` (CRC-32C, varints, table blocks, bundle entries, string
+tensors), `_farmhash.py` and `native/farmhash.pxi`, `_map_order.py` and
+`native/map_order.pxi`. Like the compiled module, this one exports them all.
+
 Both modules expose the same functions with the same behaviour and raise the
 same exceptions; `tfformats._impl` picks one. Every length, offset and count
 read from a file is checked against the bytes that are really there before it
@@ -10,7 +15,11 @@ import struct
 
 import crc32c as _crc32c
 
-from ._farmhash import fingerprint64, fingerprint_cat64  # noqa: F401  (re-exported)
+# The other hot-path families, each with its native twin of the same name
+# (native/farmhash.pxi, native/map_order.pxi), exported from here as well.
+from ._farmhash import fingerprint64, fingerprint_cat64  # noqa: F401
+from ._map_order import (KEY_BYTES, KEY_SIGNED32, KEY_SIGNED64, KEY_UNSIGNED,  # noqa: F401
+                         KEY_ZIGZAG, MAP_ACTION, MESSAGE_ACTION, reorder_map_entries)
 from .errors import ChecksumError, FormatError
 
 MASK_DELTA = 0xA282EAD8
@@ -348,152 +357,3 @@ def encode_strings(values):
     body = b"".join(values)
     crc = crc32c(body, crc32c(checksum, crc))
     return lengths + checksum + body, mask_crc(crc)
-
-
-# --- map-entry order for canonical serialization -----------------------------------
-# TensorFlow hashes C++ deterministic serializations; Python's upb backend
-# orders map entries differently, so tfformats.fingerprint serializes with
-# protobuf and then this walker sorts each map's entries in place.
-
-# Map key kinds: how a key's raw wire value (varint or little-endian fixed)
-# sorts as C++ sorts it.
-KEY_BYTES, KEY_UNSIGNED, KEY_SIGNED32, KEY_SIGNED64, KEY_ZIGZAG = range(5)
-MESSAGE_ACTION = 0  # plan action: recurse into a sub-message
-MAP_ACTION = 1      # plan action: put the entries of a map field in C++ order
-
-
-def _signed32(v):
-    v &= 0xFFFFFFFF
-    return v - (1 << 32) if v >> 31 else v
-
-
-_INT_ORDER = {
-    KEY_UNSIGNED: lambda v: v,
-    KEY_SIGNED32: _signed32,
-    KEY_SIGNED64: lambda v: v - (1 << 64) if v >> 63 else v,
-    KEY_ZIGZAG: lambda v: (v >> 1) ^ -(v & 1),
-}
-_WALK = "map entries of a serialized message"
-
-
-def _walk_skip(buf, pos, wire):
-    """Position after a field value of wire type `wire` starting at `pos`."""
-    if wire == 0:
-        while buf[pos] & 0x80:
-            pos += 1
-        return pos + 1
-    if wire == 2:
-        n, pos = _varint(buf, pos, len(buf), _WALK)
-        return pos + n
-    if wire == 1:
-        return pos + 8
-    if wire == 5:
-        return pos + 4
-    if wire == 3:  # group: skip fields up to the matching end-group tag
-        while True:
-            tag, pos = _varint(buf, pos, len(buf), _WALK)
-            if tag & 7 == 4:
-                return pos
-            pos = _walk_skip(buf, pos, tag & 7)
-    raise FormatError(f"bad wire type {wire} at offset {pos} while serializing")
-
-
-def reorder_map_entries(buf, plan):
-    """Sort, in place, every map's entries in `buf` (a serialized message in a
-    bytearray) into C++ deterministic order, visiting the fields `plan` names
-    (built by tfformats.fingerprint._plan). Moving whole entries keeps every
-    length prefix valid."""
-    _fix(buf, 0, len(buf), plan)
-
-
-def _fix(buf, pos, end, plan):
-    """Reorder, in place, the map entries inside buf[pos:end] (one message)."""
-    while pos < end:
-        tag = buf[pos]
-        if tag < 0x80:
-            pos += 1
-        else:
-            tag, pos = _varint(buf, pos, len(buf), _WALK)
-        if tag & 7 != 2:
-            pos = _walk_skip(buf, pos, tag & 7)
-            continue
-        start = pos
-        n = buf[pos]
-        if n < 0x80:
-            pos += 1
-        else:
-            n, pos = _varint(buf, pos, len(buf), _WALK)
-        stop = pos + n
-        action = plan.get(tag)
-        if action is None:
-            pos = stop
-        elif action[0] == MESSAGE_ACTION:
-            _fix(buf, pos, stop, action[1])
-            pos = stop
-        else:
-            pos = _fix_map(buf, start, end, tag, _INT_ORDER.get(action[1]), action[2])
-
-
-def _fix_map(buf, pos, end, tag, key_order, value_plan):
-    """Sort the run of `tag` map entries whose first length prefix is at `pos`.
-
-    Entries of one map field are contiguous in any serializer's output. Sorting
-    moves whole entries, so lengths (and every enclosing length) stay valid.
-    Returns the position after the run.
-    """
-    entries = []
-    run_start = entry_start = pos - _tag_size(tag)
-    while True:
-        n, body = _varint(buf, pos, len(buf), _WALK)
-        stop = body + n
-        key = b"" if key_order is None else 0
-        p = body
-        while p < stop:
-            ftag, p = _varint(buf, p, len(buf), _WALK)
-            wire = ftag & 7
-            if ftag >> 3 == 1:
-                if wire == 2:
-                    kn, p = _varint(buf, p, len(buf), _WALK)
-                    key = bytes(buf[p:p + kn])
-                    p += kn
-                elif wire == 0:
-                    key, p = _varint(buf, p, len(buf), _WALK)
-                elif wire == 1:
-                    key = int.from_bytes(buf[p:p + 8], "little")
-                    p += 8
-                else:
-                    key = int.from_bytes(buf[p:p + 4], "little")
-                    p += 4
-            elif ftag >> 3 == 2 and wire == 2 and value_plan is not None:
-                vn, p = _varint(buf, p, len(buf), _WALK)
-                _fix(buf, p, p + vn, value_plan)
-                p += vn
-            else:
-                p = _walk_skip(buf, p, wire)
-        if key_order is not None:
-            key = key_order(key)
-        entries.append((key, entry_start, stop))
-        pos = stop
-        if pos >= end:
-            break
-        t, after = _varint(buf, pos, len(buf), _WALK)
-        if t != tag:
-            break
-        entry_start = pos
-        pos = after
-    if len(entries) > 1:
-        keys = [e[0] for e in entries]
-        if any(keys[i] > keys[i + 1] for i in range(len(keys) - 1)):
-            entries.sort(key=lambda e: e[0])
-            run_end = pos
-            chunks = b"".join([bytes(buf[s:e]) for _, s, e in entries])
-            buf[run_start:run_end] = chunks
-    return pos
-
-
-def _tag_size(tag):
-    size = 1
-    while tag >= 0x80:
-        tag >>= 7
-        size += 1
-    return size

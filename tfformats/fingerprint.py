@@ -22,9 +22,6 @@ from google.protobuf import descriptor as _descriptor
 
 from . import fileio, protos
 from ._impl import hot
-from ._pure import (KEY_BYTES as _KEY_BYTES, KEY_SIGNED32 as _KEY_SIGNED32,
-                    KEY_SIGNED64 as _KEY_SIGNED64, KEY_UNSIGNED as _KEY_UNSIGNED,
-                    KEY_ZIGZAG as _KEY_ZIGZAG, MAP_ACTION as _MAP, MESSAGE_ACTION as _MSG)
 from .errors import CheckpointNotFoundError, FormatError, UnsupportedError
 from .fileio import read_file, write_atomically
 from .graph import parse_message
@@ -52,15 +49,15 @@ _CALL_OPS = ("PartitionedCall", "StatefulPartitionedCall")
 
 # --- canonical (C++ deterministic) serialization ------------------------------
 
-# How C++ orders each kind of map key (see tfformats._farmhash).
+# How C++ orders each kind of map key (the codes of the map-order hot path).
 _KEY_KIND = {
-    _FD.TYPE_STRING: _KEY_BYTES, _FD.TYPE_BYTES: _KEY_BYTES,
-    _FD.TYPE_UINT32: _KEY_UNSIGNED, _FD.TYPE_UINT64: _KEY_UNSIGNED,
-    _FD.TYPE_FIXED32: _KEY_UNSIGNED, _FD.TYPE_FIXED64: _KEY_UNSIGNED,
-    _FD.TYPE_BOOL: _KEY_UNSIGNED,
-    _FD.TYPE_INT32: _KEY_SIGNED32, _FD.TYPE_SFIXED32: _KEY_SIGNED32,
-    _FD.TYPE_INT64: _KEY_SIGNED64, _FD.TYPE_SFIXED64: _KEY_SIGNED64,
-    _FD.TYPE_SINT32: _KEY_ZIGZAG, _FD.TYPE_SINT64: _KEY_ZIGZAG,
+    _FD.TYPE_STRING: hot.KEY_BYTES, _FD.TYPE_BYTES: hot.KEY_BYTES,
+    _FD.TYPE_UINT32: hot.KEY_UNSIGNED, _FD.TYPE_UINT64: hot.KEY_UNSIGNED,
+    _FD.TYPE_FIXED32: hot.KEY_UNSIGNED, _FD.TYPE_FIXED64: hot.KEY_UNSIGNED,
+    _FD.TYPE_BOOL: hot.KEY_UNSIGNED,
+    _FD.TYPE_INT32: hot.KEY_SIGNED32, _FD.TYPE_SFIXED32: hot.KEY_SIGNED32,
+    _FD.TYPE_INT64: hot.KEY_SIGNED64, _FD.TYPE_SFIXED64: hot.KEY_SIGNED64,
+    _FD.TYPE_SINT32: hot.KEY_ZIGZAG, _FD.TYPE_SINT64: hot.KEY_ZIGZAG,
 }
 
 
@@ -109,9 +106,9 @@ def _plan(desc):
                 entry = f.message_type
                 key = entry.fields_by_number[1]
                 value_plan = plans.get(entry.fields_by_number[2].message_type)
-                plan[tag] = (_MAP, _KEY_KIND[key.type], value_plan)
+                plan[tag] = (hot.MAP_ACTION, _KEY_KIND[key.type], value_plan)
             elif needs[f.message_type]:
-                plan[tag] = (_MSG, plans[f.message_type])
+                plan[tag] = (hot.MESSAGE_ACTION, plans[f.message_type])
     for d in reachable:
         _plans.setdefault(d, plans.get(d))
     return _plans[desc]

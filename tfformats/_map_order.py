@@ -1,0 +1,169 @@
+"""Putting the entries of protobuf map fields into C++ deterministic order,
+in place: the pure-Python twin of `native/map_order.pxi` (the same functions,
+results and exceptions). `tfformats._pure` re-exports it, so the selected
+implementation (`tfformats._impl.hot`) offers it either way.
+"""
+
+from .errors import FormatError
+
+# TensorFlow hashes C++ deterministic serializations; Python's upb backend
+# orders map entries differently, so tfformats.fingerprint serializes with
+# protobuf and then this walker sorts each map's entries in place.
+
+# Map key kinds: how a key's raw wire value (varint or little-endian fixed)
+# sorts as C++ sorts it.
+KEY_BYTES, KEY_UNSIGNED, KEY_SIGNED32, KEY_SIGNED64, KEY_ZIGZAG = range(5)
+MESSAGE_ACTION = 0  # plan action: recurse into a sub-message
+MAP_ACTION = 1      # plan action: put the entries of a map field in C++ order
+
+
+def _signed32(v):
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v >> 31 else v
+
+
+_INT_ORDER = {
+    KEY_UNSIGNED: lambda v: v,
+    KEY_SIGNED32: _signed32,
+    KEY_SIGNED64: lambda v: v - (1 << 64) if v >> 63 else v,
+    KEY_ZIGZAG: lambda v: (v >> 1) ^ -(v & 1),
+}
+
+
+def _walk_skip(buf, pos, wire):
+    """Position after a field value of wire type `wire` starting at `pos`."""
+    if wire == 0:
+        while buf[pos] & 0x80:
+            pos += 1
+        return pos + 1
+    if wire == 2:
+        n, pos = _varint(buf, pos)
+        return pos + n
+    if wire == 1:
+        return pos + 8
+    if wire == 5:
+        return pos + 4
+    if wire == 3:  # group: skip fields up to the matching end-group tag
+        while True:
+            tag, pos = _varint(buf, pos)
+            if tag & 7 == 4:
+                return pos
+            pos = _walk_skip(buf, pos, tag & 7)
+    raise FormatError(f"bad wire type {wire} at offset {pos} while serializing")
+
+
+def reorder_map_entries(buf, plan):
+    """Sort, in place, every map's entries in `buf` (a serialized message in a
+    bytearray) into C++ deterministic order, visiting the fields `plan` names
+    (built by tfformats.fingerprint._plan). Moving whole entries keeps every
+    length prefix valid."""
+    _fix(buf, 0, len(buf), plan)
+
+
+def _fix(buf, pos, end, plan):
+    """Reorder, in place, the map entries inside buf[pos:end] (one message)."""
+    while pos < end:
+        tag = buf[pos]
+        if tag < 0x80:
+            pos += 1
+        else:
+            tag, pos = _varint(buf, pos)
+        if tag & 7 != 2:
+            pos = _walk_skip(buf, pos, tag & 7)
+            continue
+        start = pos
+        n = buf[pos]
+        if n < 0x80:
+            pos += 1
+        else:
+            n, pos = _varint(buf, pos)
+        stop = pos + n
+        action = plan.get(tag)
+        if action is None:
+            pos = stop
+        elif action[0] == MESSAGE_ACTION:
+            _fix(buf, pos, stop, action[1])
+            pos = stop
+        else:
+            pos = _fix_map(buf, start, end, tag, _INT_ORDER.get(action[1]), action[2])
+
+
+def _fix_map(buf, pos, end, tag, key_order, value_plan):
+    """Sort the run of `tag` map entries whose first length prefix is at `pos`.
+
+    Entries of one map field are contiguous in any serializer's output. Sorting
+    moves whole entries, so lengths (and every enclosing length) stay valid.
+    Returns the position after the run.
+    """
+    entries = []
+    run_start = entry_start = pos - _tag_size(tag)
+    while True:
+        n, body = _varint(buf, pos)
+        stop = body + n
+        key = b"" if key_order is None else 0
+        p = body
+        while p < stop:
+            ftag, p = _varint(buf, p)
+            wire = ftag & 7
+            if ftag >> 3 == 1:
+                if wire == 2:
+                    kn, p = _varint(buf, p)
+                    key = bytes(buf[p:p + kn])
+                    p += kn
+                elif wire == 0:
+                    key, p = _varint(buf, p)
+                elif wire == 1:
+                    key = int.from_bytes(buf[p:p + 8], "little")
+                    p += 8
+                else:
+                    key = int.from_bytes(buf[p:p + 4], "little")
+                    p += 4
+            elif ftag >> 3 == 2 and wire == 2 and value_plan is not None:
+                vn, p = _varint(buf, p)
+                _fix(buf, p, p + vn, value_plan)
+                p += vn
+            else:
+                p = _walk_skip(buf, p, wire)
+        if key_order is not None:
+            key = key_order(key)
+        entries.append((key, entry_start, stop))
+        pos = stop
+        if pos >= end:
+            break
+        t, after = _varint(buf, pos)
+        if t != tag:
+            break
+        entry_start = pos
+        pos = after
+    if len(entries) > 1:
+        keys = [e[0] for e in entries]
+        if any(keys[i] > keys[i + 1] for i in range(len(keys) - 1)):
+            entries.sort(key=lambda e: e[0])
+            run_end = pos
+            chunks = b"".join([bytes(buf[s:e]) for _, s, e in entries])
+            buf[run_start:run_end] = chunks
+    return pos
+
+
+def _tag_size(tag):
+    size = 1
+    while tag >= 0x80:
+        tag >>= 7
+        size += 1
+    return size
+
+
+def _varint(buf, pos):
+    """(value, position after it) of the varint at `buf[pos:]`. The buffer is
+    protobuf's own serialization, so a bad varint is a bug, not bad input."""
+    result = 0
+    shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise ValueError(f"truncated varint at offset {pos} while reordering map entries")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
