@@ -1,7 +1,7 @@
 """Shared pieces of the tfformats benchmarks (see benchmarks/README.md).
 
 * data generation with real TensorFlow (`generate_*`), idempotent per folder;
-* the scenarios of /work/shared/BENCHMARKS.md as `Scenario` objects: one
+* the benchmark scenarios (see benchmarks/README.md) as `Scenario` objects: one
   tfformats side and one or more reference sides, each a zero-argument
   callable plus untimed `prepare` / `cleanup` hooks;
 * `alternate`, which times the sides A B A B ... in one process and reports

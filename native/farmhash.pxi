@@ -1,8 +1,8 @@
 # FarmHash Fingerprint64 (the "na" Hash64 variant) and TensorFlow's
 # FingerprintCat64, in C arithmetic. Included by native/_native.pyx; the
-# pure-Python twin is tfformats/_farmhash.py. Written from the algorithm
-# description in FORMATS.md section 6. uint64_t wraps modulo 2**64, which is
-# exactly the arithmetic the algorithm wants.
+# pure-Python twin is tfformats/_farmhash.py. Written from the algorithm of
+# google/farmhash src/farmhash.cc (docs/formats.md, "Fingerprint"). uint64_t
+# wraps modulo 2**64, which is exactly the arithmetic the algorithm wants.
 
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy

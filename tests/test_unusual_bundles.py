@@ -1,6 +1,6 @@
 """Bundles TensorFlow writes rarely or only elsewhere: big-endian hosts, Snappy
 index blocks (old releases), and offsets past 4 GiB. Built by hand from the
-facts in FORMATS.md, since TensorFlow on this host cannot produce them."""
+facts in docs/formats.md, since TensorFlow on this host cannot produce them."""
 
 import struct
 

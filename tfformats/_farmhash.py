@@ -3,7 +3,8 @@
 `Fingerprint64` is FarmHash's stable fingerprint (the "na" variant of
 Hash64), which TensorFlow uses for SavedModel fingerprints. It is *not* the
 same function as FarmHash's `Hash64` for inputs of 33 bytes and more.
-Written from the algorithm description in FORMATS.md section 6; the native
+Written from the algorithm description of google/farmhash `src/farmhash.cc`
+(docs/formats.md, "Fingerprint"); the native
 twin lives in `native/farmhash.pxi`. All arithmetic is modulo 2**64.
 """
 

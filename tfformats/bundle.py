@@ -433,7 +433,7 @@ def variant_crc(buf, count, where):
     Each of the `count` elements is a varint length, a serialized
     VariantTensorDataProto and the masked running CRC so far; the running CRC
     covers each length as 8 little-endian bytes, the proto bytes and the
-    checksums already written (FORMATS.md 1.5). Element checksums are checked
+    checksums already written (docs/formats.md, "Data shards"). Element checksums are checked
     on the way. The elements themselves are not decoded: like TensorFlow's
     reader, tfformats hands out no variant values.
     """

@@ -1,7 +1,7 @@
 """SavedModel fingerprints (`fingerprint.pb`), bit-exact with TensorFlow 2.21.
 
 TensorFlow's C++ `CreateFingerprintDef(export_dir)` re-reads `saved_model.pb`
-and hashes parts of it with FarmHash Fingerprint64 (FORMATS.md section 4).
+and hashes parts of it with FarmHash Fingerprint64 (docs/formats.md, "Fingerprint").
 `compute_fingerprint` does the same without TensorFlow; `check_fingerprint`
 compares a stored `fingerprint.pb` with a fresh computation.
 
@@ -33,7 +33,7 @@ SAVED_MODEL_CPB = "saved_model.cpb"
 CHECKPOINT_INDEX = os.path.join("variables", "variables.index")
 
 # TF 2.21 writes producer 4 into fingerprint.pb (observed; its source still
-# names 1 for the .pb path, see FORMATS.md 4.3 item 7).
+# names 1 for the .pb path; docs/formats.md, "Fingerprint").
 FINGERPRINT_PRODUCER = 4
 # ...and producer 5, with every hash 0, for a directory with no saved_model.pb
 # (e.g. only saved_model.pbtxt); observed in TF 2.21.
