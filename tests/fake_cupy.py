@@ -257,7 +257,7 @@ def make(count=1, delay=0.0, read_only_supported=True, count_error=None, memory_
             raise CUDARuntimeError("cudaErrorInvalidValue: invalid argument")
         if flags & READ_ONLY and not state.read_only_supported:
             raise CUDARuntimeError("cudaErrorNotSupported: operation not supported")
-        if any(lo < hi and ptr < stop for lo, stop in state.registered.items()):
+        if any(lo < hi and ptr < stop for lo, stop in tuple(state.registered.items())):
             raise CUDARuntimeError("cudaErrorHostMemoryAlreadyRegistered: part or all of the "
                                    "requested memory range is already mapped")
         at, read_only = ptr, False
@@ -288,7 +288,8 @@ def make(count=1, delay=0.0, read_only_supported=True, count_error=None, memory_
 
     def _source(lo, hi):
         """What the source memory is, and the object that keeps it alive."""
-        if any(a <= lo and hi <= b for a, b in state.registered.items()):
+        # a snapshot: registration threads change the dict while copies are planned
+        if any(a <= lo and hi <= b for a, b in tuple(state.registered.items())):
             return "registered", None   # the caller's memory map
         for a, (b, storage) in state.pinned.items():
             if a <= lo and hi <= b:
