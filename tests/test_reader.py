@@ -191,6 +191,9 @@ class CountingOpener:
 @pytest.mark.parametrize("index", [
     np.s_[2:7], np.s_[4], np.s_[-1], np.s_[::3], np.s_[1:9:2, 1:], np.s_[..., 2],
     np.s_[3:4, 0], np.s_[[1, 5]], np.s_[::-1], np.s_[7:2],
+    # numpy reads a bool as a new axis (with a mask of one value), not as 0 or 1
+    True, False, np.True_, np.False_, np.s_[True, 2:5], np.s_[1, False], np.s_[..., True],
+    np.s_[np.True_, ..., 1], np.s_[[True] * 10],
 ])
 def test_get_slice_of_partitioned_variable(index):
     with tff.open_checkpoint(PARTITIONED) as reader:
@@ -215,6 +218,10 @@ def test_get_slice_of_plain_tensor():
     with tff.open_checkpoint(DTYPES) as reader:
         full = reader["float32_3d"]
         np.testing.assert_array_equal(reader.get_slice("float32_3d")[1, :, 2:], full[1, :, 2:])
+        for index in (True, np.False_, np.s_[True, 1], np.s_[1, ..., np.True_]):
+            part = reader.get_slice("float32_3d")[index]
+            assert part.shape == full[index].shape
+            np.testing.assert_array_equal(part, full[index])
         assert list(reader.get_slice("string_mixed")[1:3]) == list(reader["string_mixed"][1:3])
 
 

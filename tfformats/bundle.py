@@ -334,14 +334,17 @@ def _normalize_index(index, shape):
     """Basic indexing -> (per-dimension ranges with step > 0, dims to drop).
 
     Returns (None, None) for what this cannot express (arrays, negative steps,
-    newaxis) so the caller falls back to assembling the tensor.
+    newaxis, bools, which numpy reads as a new axis and not as 0 or 1) so the
+    caller falls back to assembling the tensor.
     """
     if not isinstance(index, tuple):
         index = (index,)
-    if sum(i is Ellipsis for i in index) > 1:
+    # `is`, not ==: comparing an index array with Ellipsis would be elementwise.
+    ellipses = [at for at, i in enumerate(index) if i is Ellipsis]
+    if len(ellipses) > 1:
         return None, None
-    if Ellipsis in index:
-        at = index.index(Ellipsis)
+    if ellipses:
+        at = ellipses[0]
         index = index[:at] + (slice(None),) * (len(shape) - len(index) + 1) + index[at + 1:]
     if len(index) > len(shape):
         raise IndexError(f"too many indices for a tensor of rank {len(shape)}")
@@ -352,7 +355,7 @@ def _normalize_index(index, shape):
             r = range(*i.indices(n))
             if r.step < 0:
                 return None, None
-        elif isinstance(i, (int, np.integer)):
+        elif isinstance(i, (int, np.integer)) and not isinstance(i, bool):
             j = int(i) + n if i < 0 else int(i)
             if not 0 <= j < n:
                 raise IndexError(f"index {int(i)} is out of bounds for dimension {dim} of size {n}")

@@ -7,6 +7,7 @@ CRC-32C of contents + type. Block parsing lives in the hot-path module.
 
 import bisect
 import struct
+import threading
 
 from ._impl import hot
 from .errors import ChecksumError, FormatError, UnsupportedError
@@ -69,7 +70,8 @@ class Table:
         entries = hot.block_entries(index, f"{source.path}: index block at offset {index_handle[0]}")
         self._separators = [k for k, _ in entries]
         self._handles = [decode_handle(v, f"{source.path}: index entry {k!r}") for k, v in entries]
-        self._cache = {}
+        self._cache = {}   # block number -> contents, the 8 most recently read
+        self._cache_lock = threading.Lock()
 
     def _block(self, offset, size, what):
         """Contents of the block at `offset`, trailer checked, decompressed."""
@@ -93,9 +95,13 @@ class Table:
         if block is None:
             offset, size = self._handles[i]
             block = self._block(offset, size, "data block")
-            if len(self._cache) >= 8:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[i] = block
+            # Threads sharing a reader evict concurrently: one at a time, or two
+            # could pop the same oldest block (KeyError) or iterate while the
+            # other resizes. Lookups (dict.get) need no lock.
+            with self._cache_lock:
+                if len(self._cache) >= 8:
+                    self._cache.pop(next(iter(self._cache)))
+                self._cache[i] = block
         return block
 
     def get(self, key):
