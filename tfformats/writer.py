@@ -18,7 +18,7 @@ import time
 import numpy as np
 from google.protobuf import text_format
 
-from . import fileio, protos, slices
+from . import commit, fileio, protos, slices
 from ._impl import hot
 from .bundle import BUNDLE_VERSION, DATA_SUFFIX, HEADER_KEY, data_filename
 from .checkpoint import OBJECT_GRAPH_KEY, STATE_FILENAME, read_state
@@ -145,8 +145,9 @@ class BundleWriter:
     """Streams tensors into `<prefix>.data-*` and writes `<prefix>.index` at `finish()`.
 
     Data goes to temporary files next to the final ones; `finish()` syncs
-    them and renames them into place, data first and the index last, so a
-    crash or `abort()` leaves any earlier checkpoint at `prefix` untouched.
+    them and puts them in place so that a crash at any instant leaves the
+    earlier checkpoint at `prefix` or the new one whole (`tfformats.commit`,
+    docs/durability.md); `abort()` leaves the earlier one untouched.
     Use it as a context manager to finish on success and abort on error.
 
     `num_shards=N` spreads tensors over N data files (each tensor goes to the
@@ -167,7 +168,7 @@ class BundleWriter:
         if max_shard_size is not None and max_shard_size < 1:
             raise ValueError(f"max_shard_size must be positive, got {max_shard_size}")
         self.prefix = os.fspath(prefix)
-        self._directory = _make_dirs(self.prefix)
+        _make_dirs(self.prefix)
         self._max_shard_size = max_shard_size
         self._sync = sync
         self._entries = {}  # key bytes -> BundleEntryProto
@@ -360,19 +361,21 @@ class BundleWriter:
         self._entries[key] = full
 
     def finish(self):
-        """Sync the data files and write the index, then rename them into place.
+        """Sync the data files, write the index, then put them in place.
 
-        The index is complete on disk before any file is renamed, so a
-        failure while writing it (a full disk) leaves the old checkpoint whole.
+        Everything is complete on disk before any final name changes, so a
+        failure while writing (a full disk) leaves the old checkpoint whole;
+        the files then replace the old ones by the crash-consistent protocol
+        of `tfformats.commit`, index last.
         """
         self._check_open()
         try:
             count = len(self._shards)
             index_path = self.prefix + ".index"
             sync = self._sync
-            if sync is None:
-                sync = any(fileio.exists(p) for p in [index_path] + [
-                    data_filename(self.prefix, i, count) for i in range(count)])
+            if sync is None:   # is there an older checkpoint here to protect?
+                sync = bool(fileio.exists(index_path) or commit.data_files(self.prefix)
+                            or commit.aside_files(self.prefix))
             for shard in self._shards:
                 shard.close(sync)
             header = protos.BundleHeaderProto(num_shards=count,
@@ -387,13 +390,12 @@ class BundleWriter:
                 table.finish()
                 if sync:
                     fileio.fsync(f, self._index_temp)
-            for i, shard in enumerate(self._shards):
-                fileio.replace(shard.temp, data_filename(self.prefix, i, count))
-                shard.temp = None
-            fileio.replace(self._index_temp, index_path)
+            commit.commit(self.prefix, [(shard.temp, data_filename(self.prefix, i, count))
+                                        for i, shard in enumerate(self._shards)],
+                          self._index_temp, sync)
             self._index_temp = None
-            if sync:
-                fileio.fsync_dir(self._directory)
+            for shard in self._shards:
+                shard.temp = None
         except BaseException:
             self.abort()
             raise
