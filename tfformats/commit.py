@@ -79,8 +79,11 @@ def recover(prefix, sync=True):
             if sync:
                 fileio.fsync_dir(os.path.dirname(os.path.abspath(prefix)))
         else:
-            for aside in [old_index] * (old_index is not None) + sorted(asides.values()):
-                remove_if_present(aside)
+            try:
+                for aside in [old_index] * (old_index is not None) + sorted(asides.values()):
+                    remove_if_present(aside)
+            except OSError:   # the new checkpoint is in place; the next write retries
+                pass
 
 
 def remove_stale_temps(prefix):
