@@ -268,3 +268,67 @@ def test_rewrite_in_a_loop_while_opening_is_an_error(tmp_path):
     with pytest.raises(FormatError, match="replaced 3 times while it was being opened"):
         tff.CheckpointReader(prefix, opener=opener)
 
+
+
+# --- CheckpointManager ------------------------------------------------------------
+
+@pytest.mark.parametrize("listed", ["../victim/x", "ABSOLUTE", "sub/../../victim/x"])
+def test_rotation_never_deletes_outside_its_directory(tmp_path, listed):
+    victim = tmp_path / "victim"
+    save_checkpoint(str(victim / "x"), {"w": np.zeros(2)}, object_graph=False)
+    before = sorted(os.listdir(victim))
+    run = tmp_path / "run"
+    manager = CheckpointManager(run, max_to_keep=1)
+    manager.save({"w": np.zeros(2)})
+    listed = str(victim / "x") if listed == "ABSOLUTE" else listed
+    state = read_state(run)
+    state.all_model_checkpoint_paths.insert(0, listed)
+    state.all_model_checkpoint_timestamps.insert(0, state.all_model_checkpoint_timestamps[0])
+    (run / "checkpoint").write_text(str(state))
+    manager = CheckpointManager(run, max_to_keep=1)
+    manager.save({"w": np.ones(2)})
+    manager.save({"w": np.ones(2)})
+    assert sorted(os.listdir(victim)) == before
+    assert list(read_state(run).all_model_checkpoint_paths) == ["ckpt-3"]   # dropped all the same
+    assert not (run / "ckpt-1.index").exists()   # its own files still go
+
+
+def test_failed_state_write_keeps_the_list_as_on_disk(tmp_path, monkeypatch):
+    manager = CheckpointManager(tmp_path, max_to_keep=2)
+    manager.save({"w": np.zeros(2)})
+    manager.save({"w": np.zeros(2)})
+    listed = (manager.checkpoints, manager.latest_checkpoint)
+
+    def failing(path, data, sync):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr("tfformats.writer.write_atomically", failing)
+    with pytest.raises(OSError):
+        manager.save({"w": np.ones(2)})
+    assert (manager.checkpoints, manager.latest_checkpoint) == listed
+    state = read_state(tmp_path)
+    assert [os.path.join(str(tmp_path), p) for p in state.all_model_checkpoint_paths] == listed[0]
+    assert (tmp_path / "ckpt-1.index").exists()   # nothing rotated out
+    monkeypatch.undo()
+    assert manager.save({"w": np.ones(2)}).endswith("ckpt-3")
+    assert list(read_state(tmp_path).all_model_checkpoint_paths) == ["ckpt-2", "ckpt-3"]
+
+
+def test_data_orphaned_by_a_killed_rotation_is_deleted_later(tmp_path, monkeypatch):
+    manager = CheckpointManager(tmp_path, max_to_keep=1)
+    manager.save({"w": np.zeros(2)})
+    real_remove = os.remove
+
+    def killed_after_the_index(path):
+        real_remove(path)
+        if path.endswith(".index"):
+            raise KeyboardInterrupt
+    with monkeypatch.context() as m:
+        m.setattr(os, "remove", killed_after_the_index)
+        with pytest.raises(KeyboardInterrupt):
+            manager.save({"w": np.zeros(2)})
+    assert (tmp_path / "ckpt-1.data-00000-of-00001").exists()   # the orphan
+    (tmp_path / "checkpoint.tempstate99").write_text("a killed state write")
+    manager = CheckpointManager(tmp_path, max_to_keep=1)
+    manager.save({"w": np.ones(2)})
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint", "ckpt-3.data-00000-of-00001",
+                                            "ckpt-3.index"]
