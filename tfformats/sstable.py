@@ -95,6 +95,11 @@ class Table:
         if block is None:
             offset, size = self._handles[i]
             block = self._block(offset, size, "data block")
+            # Lookups binary-search, so keys out of order (or twice) would make
+            # a name found or not depending on how it is looked for: checked
+            # once per block, against the index block's bounds too.
+            hot.check_block_keys(block, f"{self.source.path}: data block at offset {offset}",
+                                 self._separators[i - 1] if i else None, self._separators[i])
             # Threads sharing a reader evict concurrently: one at a time, or two
             # could pop the same oldest block (KeyError) or iterate while the
             # other resizes. Lookups (dict.get) need no lock.
