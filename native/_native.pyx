@@ -344,7 +344,7 @@ cdef int _check_after(_KeyBuf* key, Py_ssize_t shared, const unsigned char* suff
 
 
 cdef list _block_entries(const unsigned char* p, Py_ssize_t n, object where):
-    cdef Py_ssize_t count, end, pos = 0, start, shared, non_shared, value_len
+    cdef Py_ssize_t count, end, pos = 0, shared, non_shared, value_len
     cdef _KeyBuf key
     cdef list out = []
     end = _restarts(p, n, where, &count)
@@ -352,10 +352,7 @@ cdef list _block_entries(const unsigned char* p, Py_ssize_t n, object where):
     key.len = key.cap = 0
     try:
         while pos < end:
-            start = pos
             pos = _entry(p, pos, end, key.len, &shared, &non_shared, &value_len, where)
-            if start:
-                _check_after(&key, shared, p + pos, non_shared, start, where)
             _key_set(&key, shared, p + pos, non_shared)
             pos += non_shared
             out.append(_atomic((PyBytes_FromStringAndSize(<char*>key.data, key.len),
@@ -379,7 +376,7 @@ def block_entries(block, where):
         PyBuffer_Release(&view)
 
 
-def check_block_keys(block, where, after, upto):
+def check_block_keys(block, where, bytes after, bytes upto):
     """FormatError unless the keys of a block increase strictly, the first
     sorts after `after` and the last is at most `upto` (None: no bound)."""
     cdef Py_buffer view

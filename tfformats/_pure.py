@@ -116,17 +116,13 @@ def _check_after(key, before, at, where):
 
 
 def block_entries(block, where):
-    """Every (key, value) of a block, in order; values are bytes. FormatError
-    unless the keys increase strictly."""
+    """Every (key, value) of a block, in order; values are bytes."""
     end, _ = _restarts(block, where)
     out = []
     pos = 0
     key = b""
     while pos < end:
-        start = pos
         key, vstart, vend, pos = _entry_at(block, pos, end, key, where)
-        if out:
-            _check_after(key, out[-1][0], start, where)
         out.append((key, bytes(block[vstart:vend])))
     return out
 

@@ -67,7 +67,9 @@ class Table:
         _, pos = hot.decode_varint(footer, pos, where)
         index_handle = decode_handle(footer[pos:40], where)
         index = self._block(*index_handle, "index block")
-        entries = hot.block_entries(index, f"{source.path}: index block at offset {index_handle[0]}")
+        where = f"{source.path}: index block at offset {index_handle[0]}"
+        hot.check_block_keys(index, where, None, None)   # lookups bisect the separators
+        entries = hot.block_entries(index, where)
         self._separators = [k for k, _ in entries]
         self._handles = [decode_handle(v, f"{source.path}: index entry {k!r}") for k, v in entries]
         self._cache = {}   # block number -> contents, the 8 most recently read
