@@ -13,7 +13,7 @@ shards), so no single rename can replace it. The index is the commit point:
 
 Until step 4 the prefix holds no index beside new data: TensorFlow finds no
 checkpoint at all (never old index + new data), and tfformats' reader reads
-the old one from the aside names (`open_interrupted`). After a crash the next
+the old one from the aside names (`BundleReader`). After a crash the next
 write at that prefix calls `recover`, which puts the old files back if no new
 index landed and deletes the aside files if one did. One writer per prefix at
 a time: a write deletes the temporary files of earlier writers at its prefix.
