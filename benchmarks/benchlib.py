@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
@@ -395,6 +396,36 @@ def one_lookup(data):
                     info={"key": key})
 
 
+def two_threads(data):
+    """CRC checks of one reader on two threads against one thread: the CRC
+    releases the GIL, so two threads should take about half the time on two
+    cores. The reader's own multi-core CRC is switched off for both sides so
+    that only the threads of the caller run."""
+    import tfformats as tff  # noqa: PLC0415
+    from tfformats import crc  # noqa: PLC0415
+    reader = tff.open_checkpoint(data["prefix"])
+    names = list(reader)
+    saved, crc._WORKERS = crc._WORKERS, 1
+
+    def verify(subset):
+        return sum(reader.get_tensor(name).nbytes for name in subset)   # CRC checked
+
+    def both():
+        other = threading.Thread(target=verify, args=(names[1::2],))
+        other.start()
+        verify(names[0::2])
+        other.join()
+
+    def close():
+        crc._WORKERS = saved
+        reader.close()
+
+    return Scenario("two threads", Side("tfformats, 2 threads", both),
+                    [Side("tfformats, 1 thread", lambda: verify(names))],
+                    TARGETS["two_threads"], target_ratio=0.6, close=close,
+                    info={"tensors": len(names), "MiB": round(data["bytes"] / 2**20, 1)})
+
+
 def write(data, workdir):
     save_checkpoint = need("tfformats.writer", "save_checkpoint")
     import tfformats as tff  # noqa: PLC0415
@@ -505,6 +536,7 @@ SCENARIOS = {
     "bulk_read": (("bulk",), lambda d, w: [bulk_read(d["bulk"])]),
     "index_listing": (("index",), lambda d, w: [index_listing(d["index"])]),
     "one_lookup": (("index",), lambda d, w: [one_lookup(d["index"])]),
+    "two_threads": (("bulk",), lambda d, w: [two_threads(d["bulk"])]),
     "write": (("bulk",), lambda d, w: write(d["bulk"], w)),
     "fingerprint": (("saved_model",), lambda d, w: [fingerprint(d["saved_model"])]),
     "signatures": (("saved_model",), lambda d, w: [signatures(d["saved_model"])]),
@@ -598,7 +630,7 @@ def tmpdir(prefix="tfformats-bench-"):
 
 TARGETS = {"bulk_read": "≤ 0.25× TF", "index_listing": "≤ 0.1× TF", "one_lookup": "≤ 0.1× TF",
            "write": "≤ 0.5× TF", "fingerprint": "≤ 1× TF", "signatures": "< 50 ms",
-           "cli": "< 0.5 s each"}
+           "cli": "< 0.5 s each", "two_threads": "≤ 0.6× one thread (2 cores)"}
 
 
 # --- pytest-benchmark -------------------------------------------------------------------

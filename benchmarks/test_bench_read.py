@@ -13,3 +13,7 @@ def test_index_listing(benchmark, bench, index_data):
 
 def test_one_lookup(benchmark, bench, index_data):
     bench(benchmark, lambda: benchlib.one_lookup(index_data))
+
+
+def test_two_threads(benchmark, bench, bulk_data):
+    bench(benchmark, lambda: benchlib.two_threads(bulk_data))

@@ -328,6 +328,22 @@ cdef inline int _compare(const unsigned char* a, Py_ssize_t na,
     return (na > nb) - (na < nb)
 
 
+cdef object _short(bytes key):
+    return repr(key[:64]) + ("..." if len(key) > 64 else "")
+
+
+cdef int _check_after(_KeyBuf* key, Py_ssize_t shared, const unsigned char* suffix,
+                      Py_ssize_t n, Py_ssize_t at, object where) except -1:
+    """FormatError unless key[:shared] + suffix[:n] sorts after `key` (the
+    previous key of the block, `key.len` > 0 or not the first entry)."""
+    if _compare(suffix, n, key.data + shared, key.len - shared) > 0:
+        return 0
+    before = PyBytes_FromStringAndSize(<char*>key.data, key.len)
+    raise FormatError(f"{where}: key {_short(before[:shared] + suffix[:n])} at offset {at} "
+                      f"does not sort after the key before it, {_short(before)} "
+                      "(keys duplicated or out of order)")
+
+
 cdef list _block_entries(const unsigned char* p, Py_ssize_t n, object where):
     cdef Py_ssize_t count, end, pos = 0, shared, non_shared, value_len
     cdef _KeyBuf key
@@ -358,6 +374,40 @@ def block_entries(block, where):
     try:
         return _block_entries(<const unsigned char*>view.buf, view.len, where)
     finally:
+        PyBuffer_Release(&view)
+
+
+def check_block_keys(block, where, bytes after, bytes upto):
+    """FormatError unless the keys of a block increase strictly, the first
+    sorts after `after` and the last is at most `upto` (None: no bound)."""
+    cdef Py_buffer view
+    cdef const unsigned char* p
+    cdef Py_ssize_t count, end, pos = 0, start, shared, non_shared, value_len
+    cdef _KeyBuf key
+    PyObject_GetBuffer(block, &view, PyBUF_SIMPLE)
+    key.data = NULL
+    key.len = key.cap = 0
+    try:
+        p = <const unsigned char*>view.buf
+        end = _restarts(p, view.len, where, &count)
+        if after is not None:
+            _key_set(&key, 0, <const unsigned char*>PyBytes_AS_STRING(after),
+                     PyBytes_GET_SIZE(after))
+        while pos < end:
+            start = pos
+            pos = _entry(p, pos, end, key.len if start else 0, &shared, &non_shared,
+                         &value_len, where)
+            if start or after is not None:
+                _check_after(&key, shared if start else 0, p + pos, non_shared, start, where)
+            _key_set(&key, shared if start else 0, p + pos, non_shared)
+            pos += non_shared + value_len
+        if (end and upto is not None and _compare(key.data, key.len,
+                <const unsigned char*>PyBytes_AS_STRING(upto), PyBytes_GET_SIZE(upto)) > 0):
+            last = PyBytes_FromStringAndSize(<char*>key.data, key.len)
+            raise FormatError(f"{where}: its last key {_short(last)} sorts after the index "
+                              f"block's bound for it, {_short(upto)} (keys out of order)")
+    finally:
+        PyMem_Free(key.data)
         PyBuffer_Release(&view)
 
 

@@ -90,10 +90,29 @@ def test_random_damage_never_escapes_as_another_error(tmp_path_factory, data, ve
     if data.draw(st.booleans()):
         del target[data.draw(st.integers(0, len(target))):]
     prefix = write_bundle(tmp_path_factory.mktemp("fuzz"), bytes(index), bytes(blob))
+    # Every byte of the data file belongs to a tensor, and every tensor has a
+    # CRC: with verify=True, damaged data must be found, not handed out.
+    must_fail = verify and bytes(blob) != DATA
     try:
         read_everything(prefix, verify=verify)
+    except (tff.ChecksumError, tff.FormatError):
+        return
     except tff.TFFormatsError:
-        pass
+        if must_fail:
+            raise
+        return
+    assert not must_fail, "damaged data read without an error under verify=True"
+
+
+def test_every_data_byte_is_covered_by_a_tensor_crc():
+    """What the random-damage test relies on."""
+    with tff.open_checkpoint(DTYPES) as reader:
+        extents = sorted((e.offset, e.offset + e.size) for e in map(reader.entry, reader))
+    end = 0
+    for start, stop in extents:
+        assert start == end
+        end = stop
+    assert end == len(DATA)
 
 
 def test_checksum_error_for_every_damaged_tensor(tmp_path):
@@ -186,6 +205,33 @@ def test_partitioned_entry_with_missing_part(tmp_path):
     with tff.open_checkpoint(prefix) as reader:
         with pytest.raises(tff.FormatError, match="cover|lacks its part"):
             reader["p"]
+
+
+@pytest.mark.parametrize("extents", [
+    [((0, 2),), ((3, 2),)],                # one past the end; sizes add up, element 2 unset
+    [((0, 4), (0, 1)), ((0, 4), (2, 2))],  # the same in the second dimension of (4, 3)
+])
+def test_part_one_past_its_tensor_does_not_fit(tmp_path, extents):
+    from tfformats import slices
+    shape = (4,) if len(extents[0]) == 1 else (4, 3)
+    full = make_entry(shape=shape, size=0)
+    entries, offset = {}, 0
+    for ext in extents:
+        slice_ = full.slices.add()
+        for start, length in ext:
+            slice_.extent.add(start=start, length=length)
+        part_shape = tuple(length for _, length in ext)
+        size = 4 * int(np.prod(part_shape))
+        entries[slices.slice_key("p", ext)] = make_entry(shape=part_shape, offset=offset,
+                                                         size=size)
+        offset += size
+    entries["p"] = full
+    prefix = write_index(tmp_path, entries)
+    with tff.open_checkpoint(prefix, verify=False) as reader:
+        with pytest.raises(tff.FormatError, match="does not fit"):
+            reader["p"]
+        with pytest.raises(tff.FormatError, match="does not fit"):
+            reader.get_slice("p")[0:2]
 
 
 def test_huge_slice_outside_shape(tmp_path):

@@ -302,3 +302,56 @@ def test_checkpoint_to_checkpoint_variants(tmp_path):
     assert skipped == ["it/.ATTRIBUTES/ITERATOR_STATE"]
     with tfformats.open_checkpoint(tmp_path / "out") as reader:
         assert "table/.ATTRIBUTES/table-keys" in reader and skipped[0] not in reader
+
+
+# --- failed conversions leave nothing behind -------------------------------------------
+
+def _damaged_source(tmp_path):
+    """A checkpoint whose last tensor (in every order a converter uses) fails its CRC."""
+    src = save_checkpoint(tmp_path / "src" / "ckpt", {"a": np.ones(64, np.float32),
+                                                      "z": np.arange(64, dtype=np.float32)},
+                          object_graph=False)
+    with tfformats.open_checkpoint(src) as reader:
+        entry = reader.entry("z")
+    data = Path(f"{src}.data-00000-of-00001")
+    blob = bytearray(data.read_bytes())
+    blob[entry.offset] ^= 1
+    data.write_bytes(bytes(blob))
+    return src
+
+
+@pytest.mark.parametrize("convert, dst", [
+    (checkpoint_to_safetensors, "out/m.safetensors"),
+    (checkpoint_to_npz, "out/m.npz"),
+    (tfformats.checkpoint_to_checkpoint, "out/ckpt"),
+])
+def test_failed_conversion_leaves_no_file(tmp_path, convert, dst):
+    src = _damaged_source(tmp_path)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(tfformats.ChecksumError, match="'z'"):
+        convert(src, tmp_path / dst)
+    assert list((tmp_path / "out").iterdir()) == []   # no temporary file, no partial output
+
+
+@pytest.mark.parametrize("make, convert", [
+    (lambda src, p: checkpoint_to_safetensors(src, p / "m.safetensors"), safetensors_to_checkpoint),
+    (lambda src, p: checkpoint_to_npz(src, p / "m.npz"), npz_to_checkpoint),
+])
+def test_failed_conversion_to_a_checkpoint_leaves_no_file(tmp_path, make, convert, monkeypatch):
+    src = save_checkpoint(tmp_path / "src", {"a": np.ones(4), "z": np.zeros(4)},
+                          object_graph=False)
+    (tmp_path / "in").mkdir()
+    make(src, tmp_path / "in")
+    (path,) = (tmp_path / "in").iterdir()
+    (tmp_path / "out").mkdir()
+    from tfformats import writer
+    real_add = writer.BundleWriter.add
+
+    def add(self, name, value, dtype=None):   # the disk fills up at the second tensor
+        if self._entries:
+            raise OSError(28, "No space left on device")
+        return real_add(self, name, value, dtype)
+    monkeypatch.setattr(writer.BundleWriter, "add", add)
+    with pytest.raises(OSError):
+        convert(path, tmp_path / "out" / "ckpt")
+    assert list((tmp_path / "out").iterdir()) == []

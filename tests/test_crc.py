@@ -20,3 +20,74 @@ def test_crc32c_combine(n1, n2):
 def test_parallel_crc_equals_serial(size):
     data = np.random.default_rng(size).bytes(size)
     assert crc.crc32c_parallel(memoryview(data)) == hot.crc32c(data)
+
+
+# --- pieces of 2**29 bytes and more (tensors of 1 GiB and more) -------------------
+
+_ZEROS = bytes(16 << 20)
+
+
+def _crc_of(pieces, crc=0):
+    """CRC-32C of the concatenation of `pieces`: bytes, or an int for that many
+    zero bytes (fed through the CRC, never held in memory)."""
+    for piece in pieces:
+        if isinstance(piece, int):
+            while piece:
+                n = min(piece, len(_ZEROS))
+                crc = hot.crc32c(memoryview(_ZEROS)[:n], crc)
+                piece -= n
+        else:
+            crc = hot.crc32c(piece, crc)
+    return crc
+
+
+@pytest.mark.parametrize("n2", [(1 << 29) - 1, 1 << 29, (1 << 29) + 1, (1 << 30) + 5,
+                                (1 << 31) + (1 << 29) + 3])
+def test_crc32c_combine_of_big_pieces(n2):
+    # Sparse B: a few bytes, then zeros, then a few bytes.
+    a = b"tfformats" * 3
+    b = [b"\x01\x02\x03", n2 - 6, b"\xfe\xff\x00"]
+    expected = _crc_of([a, *b])
+    assert crc.crc32c_combine(hot.crc32c(a), _crc_of(b), n2) == expected
+    assert crc.crc32c_combine(hot.crc32c(a), _crc_of([n2]), n2) == _crc_of([a, n2])
+
+
+def test_gpu_uploader_combines_big_chunks():
+    from tfformats.cuda import _Check
+    lengths = [5, (1 << 29) + 7, 1 << 30]
+    pieces = [b"\x07" * 5, [b"\x09", lengths[1] - 1], [lengths[2] - 1, b"\x0b"]]
+    check = _Check("shard", "'big'", 0, _crc_of([pieces[0], *pieces[1], *pieces[2]]))
+    for n, piece in zip(lengths, pieces):
+        check.crcs[check.add_chunk(n)] = _crc_of(piece if isinstance(piece, list) else [piece])
+    check.verify()   # raises ChecksumError on a wrong combine
+
+
+def test_tensor_over_1_gib_reads_with_verify(tmp_path, monkeypatch):
+    """A valid checkpoint with a 1 GiB + 8 byte tensor in a sparse data file:
+    two CRC pieces of over 2**29 bytes each, whatever the number of cores."""
+    import tfformats as tff
+    from tfformats import protos
+    from tfformats.bundle import BUNDLE_VERSION, data_filename
+    from tfformats.sstable import TableBuilder
+
+    monkeypatch.setattr(crc, "_WORKERS", 2)
+    size = (1 << 30) + 8
+    prefix = str(tmp_path / "big")
+    header = protos.BundleHeaderProto(num_shards=1, endianness=protos.BundleHeaderProto.LITTLE)
+    header.version.producer = BUNDLE_VERSION
+    entry = protos.BundleEntryProto(dtype=4, shard_id=0, offset=0, size=size,   # DT_UINT8
+                                    crc32c=hot.mask_crc(_crc_of([size - 1, b"\x2a"])))
+    entry.shape.dim.add(size=size)
+    with open(prefix + ".index", "wb") as f:
+        table = TableBuilder(f)
+        table.add(b"", header.SerializeToString())
+        table.add(b"big", entry.SerializeToString())
+        table.finish()
+    with open(data_filename(prefix, 0, 1), "wb") as f:
+        f.truncate(size - 1)   # a hole: no disk space, reads as zeros
+        f.seek(size - 1)
+        f.write(b"\x2a")
+    with tff.open_checkpoint(prefix, verify=True) as reader:
+        value = reader["big"]
+        assert value.shape == (size,) and value[-1] == 42 and value[size // 2] == 0
+        del value

@@ -400,6 +400,8 @@ def block_parity(block, targets=(), where="tbl.index: data block at offset 9"):
     assert_parity("decode_entries", block, where)
     for target in targets:
         assert_parity("block_seek", block, target, where)
+    for after, upto in [(None, None), *zip((None, *targets), (*targets, None))]:
+        assert_parity("check_block_keys", block, where, after, upto)
 
 
 @needs_native

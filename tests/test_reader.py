@@ -191,6 +191,9 @@ class CountingOpener:
 @pytest.mark.parametrize("index", [
     np.s_[2:7], np.s_[4], np.s_[-1], np.s_[::3], np.s_[1:9:2, 1:], np.s_[..., 2],
     np.s_[3:4, 0], np.s_[[1, 5]], np.s_[::-1], np.s_[7:2],
+    # numpy reads a bool as a new axis (with a mask of one value), not as 0 or 1
+    True, False, np.True_, np.False_, np.s_[True, 2:5], np.s_[1, False], np.s_[..., True],
+    np.s_[np.True_, ..., 1], np.s_[[True] * 10],
 ])
 def test_get_slice_of_partitioned_variable(index):
     with tff.open_checkpoint(PARTITIONED) as reader:
@@ -215,6 +218,10 @@ def test_get_slice_of_plain_tensor():
     with tff.open_checkpoint(DTYPES) as reader:
         full = reader["float32_3d"]
         np.testing.assert_array_equal(reader.get_slice("float32_3d")[1, :, 2:], full[1, :, 2:])
+        for index in (True, np.False_, np.s_[True, 1], np.s_[1, ..., np.True_]):
+            part = reader.get_slice("float32_3d")[index]
+            assert part.shape == full[index].shape
+            np.testing.assert_array_equal(part, full[index])
         assert list(reader.get_slice("string_mixed")[1:3]) == list(reader["string_mixed"][1:3])
 
 
@@ -339,3 +346,24 @@ def test_partitioned_string_tensors_are_assembled():
         assert seen == {"table", "words"} and len(reader.entry("words").slices) == 3
         crossing = reader.get_slice("words")[1:5]   # spans three partitions
         assert crossing.tolist() == reader["words"][1:5].tolist()
+
+
+@requires_tf
+def test_every_key_of_a_tensorflow_index_with_several_blocks_looked_up_cold(tmp_path):
+    """TensorFlow cuts index blocks at 256 KiB: 600 keys of ~1 KB that share no
+    prefix give several blocks. Each key is looked up by a fresh reader that
+    has not scanned the index (the lookup bisects the index block)."""
+    import tensorflow as tf
+    rng = np.random.default_rng(3)
+    names = sorted({rng.bytes(500).hex() for _ in range(600)})
+    prefix = str(tmp_path / "ckpt")
+    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
+                      tensors=[tf.constant([i, -i], tf.int32) for i in range(len(names))])
+    with tff.open_checkpoint(prefix) as reader:
+        assert reader._bundle._table.block_count() >= 3
+    for i, name in enumerate(names):
+        with tff.open_checkpoint(prefix) as reader:
+            assert reader._bundle._decoded is None
+            assert reader[name].tolist() == [i, -i]
+    with tff.open_checkpoint(prefix) as reader:
+        assert list(reader) == names and name[:-1] not in reader and name + "0" not in reader

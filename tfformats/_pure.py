@@ -114,6 +114,16 @@ def _entry_at(block, pos, end, prev_key, where):
     return key, pos, pos + value_len, pos + value_len
 
 
+def _short(key):
+    return repr(key[:64]) + ("..." if len(key) > 64 else "")
+
+
+def _check_after(key, before, at, where):
+    if key <= before:
+        raise FormatError(f"{where}: key {_short(key)} at offset {at} does not sort after the "
+                          f"key before it, {_short(before)} (keys duplicated or out of order)")
+
+
 def block_entries(block, where):
     """Every (key, value) of a block, in order; values are bytes."""
     end, _ = _restarts(block, where)
@@ -124,6 +134,23 @@ def block_entries(block, where):
         key, vstart, vend, pos = _entry_at(block, pos, end, key, where)
         out.append((key, bytes(block[vstart:vend])))
     return out
+
+
+def check_block_keys(block, where, after, upto):
+    """FormatError unless the keys of a block increase strictly, the first
+    sorts after `after` and the last is at most `upto` (None: no bound)."""
+    end, _ = _restarts(block, where)
+    pos = 0
+    key = before = b""
+    while pos < end:
+        start = pos
+        key, _, _, pos = _entry_at(block, pos, end, key, where)
+        if start or after is not None:
+            _check_after(key, before if start else after, start, where)
+        before = key
+    if end and upto is not None and key > upto:
+        raise FormatError(f"{where}: its last key {_short(key)} sorts after the index "
+                          f"block's bound for it, {_short(upto)} (keys out of order)")
 
 
 def block_seek(block, target, where):

@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from . import dtypes, fileio, slices, wire
+from . import commit, dtypes, fileio, slices, wire
 from ._impl import hot
 from .crc import crc32c_parallel
 from .errors import (ChecksumError, CheckpointNotFoundError, FormatError,
@@ -120,8 +120,43 @@ class BundleReader:
         self.prefix = str(prefix)
         self.verify = verify
         self._opener = opener
+        self._decoded = None   # [(name, decode_entry tuple)], from a scan on demand
+        self._by_name = None   # the same as a dict, built when a read needs it
+        # Every data file is opened now, not at the first read: the maps keep
+        # the files that belong to this index even if the checkpoint is
+        # rewritten at the same prefix later. A rewrite while this opens is
+        # noticed (the index path names another file by then: writers replace
+        # or move the index before any data file) and opening starts over.
+        for _ in range(_OPEN_ATTEMPTS):
+            index, aside = self._open_index()
+            try:
+                self._open(index, aside)
+            except BaseException:
+                self.close()
+                raise
+            if all(_unchanged(s) for s in [index, *self._shards.values()]):
+                return
+            self.close()
+        raise FormatError(f"{self.prefix}: the checkpoint was replaced {_OPEN_ATTEMPTS} times "
+                          "while it was being opened; is a writer rewriting it in a loop?")
+
+    def _open_index(self):
+        """The index source, and the commit id whose aside files hold the
+        checkpoint when a crash interrupted a rewrite (else None)."""
         self._index_path = self.prefix + ".index"
-        self._table = Table(opener(self._index_path), verify=verify)
+        try:
+            return self._opener(self._index_path), None
+        except CheckpointNotFoundError:
+            for commit_id, asides in commit.aside_files(self.prefix).items():
+                if self._index_path in asides:
+                    self._index_path = asides[self._index_path]
+                    return self._opener(self._index_path), commit_id
+            raise
+
+    def _open(self, index, aside):
+        self._shards = {}
+        self._missing = {}   # shard id -> the error to raise when it is read
+        self._table = Table(index, verify=self.verify)
         raw = self._table.get(HEADER_KEY)
         if raw is None:
             raise FormatError(f"{self._index_path}: no bundle header entry; not a tensor bundle")
@@ -132,9 +167,31 @@ class BundleReader:
         self.num_shards = header.num_shards
         self.big_endian = header.endianness == wire.BIG_ENDIAN
         self.swapped = self.big_endian != (sys.byteorder == "big")
-        self._decoded = None   # [(name, decode_entry tuple)], from a scan on demand
-        self._by_name = None   # the same as a dict, built when a read needs it
-        self._shards = {}
+        for shard_id in range(self.num_shards):
+            path = data_filename(self.prefix, shard_id, self.num_shards)
+            try:
+                self._shards[shard_id] = self._open_data(path, aside)
+            except CheckpointNotFoundError:
+                self._missing[shard_id] = CheckpointNotFoundError(
+                    f"{path}: data shard {shard_id} of {self.num_shards} is missing")
+
+    def _open_data(self, path, aside):
+        """A data file; for an interrupted rewrite, its aside name while there
+        is one (`tfformats.commit`: the old file is moved aside before a new
+        one takes its name, so a file opened by its name is old only if no
+        aside file exists after it was opened)."""
+        if aside is None:
+            return self._opener(path)
+        aside_path = f"{path}.aside-{aside}"
+        for name in (aside_path, path, aside_path):
+            try:
+                source = self._opener(name)
+            except CheckpointNotFoundError:
+                continue
+            if name == aside_path or not fileio.exists(aside_path):
+                return source
+            source.close()
+        raise CheckpointNotFoundError(f"{path}: no such file")
 
     def _check_version(self, header):
         if header.producer < BUNDLE_MIN_PRODUCER or header.min_consumer > BUNDLE_VERSION:
@@ -249,13 +306,7 @@ class BundleReader:
     def _shard(self, shard_id):
         source = self._shards.get(shard_id)
         if source is None:
-            path = data_filename(self.prefix, shard_id, self.num_shards)
-            try:
-                source = self._opener(path)
-            except CheckpointNotFoundError:
-                raise CheckpointNotFoundError(
-                    f"{path}: data shard {shard_id} of {self.num_shards} is missing") from None
-            self._shards[shard_id] = source
+            raise self._missing[shard_id]
         return source
 
     def raw(self, entry):
@@ -371,10 +422,23 @@ class BundleReader:
         return out.reshape([len(r) for i, r in enumerate(ranges) if i not in squeeze])
 
     def close(self):
-        self._table.source.close()
+        table = getattr(self, "_table", None)
+        if table is not None:
+            table.source.close()
         for source in self._shards.values():
             source.close()
         self._shards.clear()
+
+
+# Opening starts over when the checkpoint was replaced meanwhile, this many times.
+_OPEN_ATTEMPTS = 3
+
+
+def _unchanged(source):
+    """Whether a source still is the file at its path (sources that cannot
+    tell, such as remote ones, are taken as unchanged)."""
+    unchanged = getattr(source, "unchanged", None)
+    return unchanged is None or unchanged()
 
 
 def _parts_fit(parts, shape):
@@ -387,14 +451,17 @@ def _normalize_index(index, shape):
     """Basic indexing -> (per-dimension ranges with step > 0, dims to drop).
 
     Returns (None, None) for what this cannot express (arrays, negative steps,
-    newaxis) so the caller falls back to assembling the tensor.
+    newaxis, bools, which numpy reads as a new axis and not as 0 or 1) so the
+    caller falls back to assembling the tensor.
     """
     if not isinstance(index, tuple):
         index = (index,)
-    if sum(i is Ellipsis for i in index) > 1:
+    # `is`, not ==: comparing an index array with Ellipsis would be elementwise.
+    ellipses = [at for at, i in enumerate(index) if i is Ellipsis]
+    if len(ellipses) > 1:
         return None, None
-    if Ellipsis in index:
-        at = index.index(Ellipsis)
+    if ellipses:
+        at = ellipses[0]
         index = index[:at] + (slice(None),) * (len(shape) - len(index) + 1) + index[at + 1:]
     if len(index) > len(shape):
         raise IndexError(f"too many indices for a tensor of rank {len(shape)}")
@@ -405,7 +472,7 @@ def _normalize_index(index, shape):
             r = range(*i.indices(n))
             if r.step < 0:
                 return None, None
-        elif isinstance(i, (int, np.integer)):
+        elif isinstance(i, (int, np.integer)) and not isinstance(i, bool):
             j = int(i) + n if i < 0 else int(i)
             if not 0 <= j < n:
                 raise IndexError(f"index {int(i)} is out of bounds for dimension {dim} of size {n}")

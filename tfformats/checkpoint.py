@@ -8,7 +8,7 @@ import os
 import re
 from collections.abc import Mapping
 
-from . import fileio, v1
+from . import commit, fileio, v1
 from .bundle import DATA_SUFFIX, BundleReader
 from .errors import CheckpointNotFoundError, DeviceError, FormatError, UnsupportedError
 from .objgraph import (OBJECT_GRAPH_KEY, VARIABLE_VALUE, object_variables, parse_graph,
@@ -76,7 +76,7 @@ def _listed_prefix(directory, listed):
     """
     for prefix in (os.path.join(directory, listed),
                    os.path.join(directory, re.split(r"[\\/]", listed)[-1])):
-        if fileio.isfile(prefix + ".index") or v1.is_v1(prefix):
+        if commit.has_index(prefix) or v1.is_v1(prefix):
             return prefix
     return None
 
@@ -130,7 +130,7 @@ def resolve_prefix(path):
         return path[:-len(".index")]
     if DATA_SUFFIX.search(path) and fileio.isfile(path):
         return DATA_SUFFIX.sub("", path)
-    if fileio.isfile(path + ".index"):
+    if commit.has_index(path):
         return path
     if v1.is_v1(path):
         return path

@@ -638,7 +638,7 @@ def _validate_checkpoint(target, prefix, findings, args, stats):
                 continue
             where = f"{index_path}: data block at offset {offset}"
             try:
-                items = hot.block_entries(table._block(offset, size, "data block"), where)
+                items = hot.block_entries(table._data_block(i), where)
             except TFFormatsError as e:
                 findings.add(target, "index", e, file=index_path, offset=offset)
                 continue

@@ -28,23 +28,19 @@ def _gf2_multiply(a, b):
         b = (b >> 1) ^ _POLY if b & 1 else b >> 1
 
 
-def _x_pow_2n_table():
-    table = [1 << 30]  # x^1
-    for _ in range(31):
-        table.append(_gf2_multiply(table[-1], table[-1]))
-    return table
-
-
-_X_POW_2N = _x_pow_2n_table()
+_X8 = 1 << 23   # x^8: one byte
 
 
 def _x_pow_8n(nbytes):
-    p, k = 1 << 31, 3   # x^0; bit k of the bit count is x^(2^k)
+    """x^(8 nbytes) mod P, by squaring. The powers x^(2^k) must not be reused
+    modulo 32: the polynomial is not irreducible, so x^(2^32) is not x, and
+    pieces of 2**29 bytes or more would get a wrong CRC."""
+    p, power = 1 << 31, _X8   # x^0; x^(8 * 2^k)
     while nbytes:
         if nbytes & 1:
-            p = _gf2_multiply(_X_POW_2N[k & 31], p)
+            p = _gf2_multiply(power, p)
+        power = _gf2_multiply(power, power)
         nbytes >>= 1
-        k += 1
     return p
 
 

@@ -14,6 +14,8 @@ memory-mapped; a remote source (range reads) only needs the same members.
 
 The low-level operations raise `OSError` as `os` does; the reading helpers
 (`open_file`, `read_file`) raise tfformats errors naming the file.
+A local file also has `unchanged()`, which readers use to notice a file
+replaced while they opened a checkpoint.
 """
 
 import contextlib
@@ -120,7 +122,9 @@ class LocalFile:
         except IsADirectoryError:
             raise FormatError(f"{self.path}: is a directory, expected a file") from None
         try:
-            self._size = os.fstat(fd).st_size
+            stat = os.fstat(fd)
+            self._size = stat.st_size
+            self.identity = (stat.st_dev, stat.st_ino, stat.st_size)
             # mmap cannot map an empty file; an empty buffer behaves the same.
             self._map = _map_or_read(fd, self._size, self.path) if self._size else b""
         finally:
@@ -129,6 +133,15 @@ class LocalFile:
 
     def size(self):
         return self._size
+
+    def unchanged(self):
+        """Whether `path` still names the file that was opened (same device,
+        inode and size): False once it was replaced, moved away or resized."""
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return False
+        return (stat.st_dev, stat.st_ino, stat.st_size) == self.identity
 
     def _check(self, offset, n, what):
         if offset < 0 or n < 0 or offset + n > self._size:

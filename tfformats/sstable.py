@@ -7,6 +7,7 @@ CRC-32C of contents + type. Block parsing lives in the hot-path module.
 
 import bisect
 import struct
+import threading
 
 from ._impl import hot
 from .errors import ChecksumError, FormatError, UnsupportedError
@@ -66,10 +67,13 @@ class Table:
         _, pos = hot.decode_varint(footer, pos, where)
         index_handle = decode_handle(footer[pos:40], where)
         index = self._block(*index_handle, "index block")
-        entries = hot.block_entries(index, f"{source.path}: index block at offset {index_handle[0]}")
+        where = f"{source.path}: index block at offset {index_handle[0]}"
+        hot.check_block_keys(index, where, None, None)   # lookups bisect the separators
+        entries = hot.block_entries(index, where)
         self._separators = [k for k, _ in entries]
         self._handles = [decode_handle(v, f"{source.path}: index entry {k!r}") for k, v in entries]
-        self._cache = {}
+        self._cache = {}   # block number -> contents, the 8 most recently read
+        self._cache_lock = threading.Lock()
 
     def _block(self, offset, size, what):
         """Contents of the block at `offset`, trailer checked, decompressed."""
@@ -93,9 +97,18 @@ class Table:
         if block is None:
             offset, size = self._handles[i]
             block = self._block(offset, size, "data block")
-            if len(self._cache) >= 8:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[i] = block
+            # Lookups binary-search, so keys out of order (or twice) would make
+            # a name found or not depending on how it is looked for: checked
+            # once per block, against the index block's bounds too.
+            hot.check_block_keys(block, f"{self.source.path}: data block at offset {offset}",
+                                 self._separators[i - 1] if i else None, self._separators[i])
+            # Threads sharing a reader evict concurrently: one at a time, or two
+            # could pop the same oldest block (KeyError) or iterate while the
+            # other resizes. Lookups (dict.get) need no lock.
+            with self._cache_lock:
+                if len(self._cache) >= 8:
+                    self._cache.pop(next(iter(self._cache)))
+                self._cache[i] = block
         return block
 
     def get(self, key):

@@ -18,7 +18,7 @@ import time
 import numpy as np
 from google.protobuf import text_format
 
-from . import fileio, protos, slices
+from . import commit, fileio, protos, slices
 from ._impl import hot
 from .bundle import BUNDLE_VERSION, DATA_SUFFIX, HEADER_KEY, data_filename
 from .checkpoint import STATE_FILENAME, read_state
@@ -146,8 +146,9 @@ class BundleWriter:
     """Streams tensors into `<prefix>.data-*` and writes `<prefix>.index` at `finish()`.
 
     Data goes to temporary files next to the final ones; `finish()` syncs
-    them and renames them into place, data first and the index last, so a
-    crash or `abort()` leaves any earlier checkpoint at `prefix` untouched.
+    them and puts them in place so that a crash at any instant leaves the
+    earlier checkpoint at `prefix` or the new one whole (`tfformats.commit`,
+    docs/durability.md); `abort()` leaves the earlier one untouched.
     Use it as a context manager to finish on success and abort on error.
 
     `num_shards=N` spreads tensors over N data files (each tensor goes to the
@@ -168,7 +169,7 @@ class BundleWriter:
         if max_shard_size is not None and max_shard_size < 1:
             raise ValueError(f"max_shard_size must be positive, got {max_shard_size}")
         self.prefix = os.fspath(prefix)
-        self._directory = _make_dirs(self.prefix)
+        _make_dirs(self.prefix)
         self._max_shard_size = max_shard_size
         self._sync = sync
         self._entries = {}  # key bytes -> BundleEntryProto
@@ -361,19 +362,21 @@ class BundleWriter:
         self._entries[key] = full
 
     def finish(self):
-        """Sync the data files and write the index, then rename them into place.
+        """Sync the data files, write the index, then put them in place.
 
-        The index is complete on disk before any file is renamed, so a
-        failure while writing it (a full disk) leaves the old checkpoint whole.
+        Everything is complete on disk before any final name changes, so a
+        failure while writing (a full disk) leaves the old checkpoint whole;
+        the files then replace the old ones by the crash-consistent protocol
+        of `tfformats.commit`, index last.
         """
         self._check_open()
         try:
             count = len(self._shards)
             index_path = self.prefix + ".index"
             sync = self._sync
-            if sync is None:
-                sync = any(fileio.exists(p) for p in [index_path] + [
-                    data_filename(self.prefix, i, count) for i in range(count)])
+            if sync is None:   # is there an older checkpoint here to protect?
+                sync = bool(fileio.exists(index_path) or commit.data_files(self.prefix)
+                            or commit.aside_files(self.prefix))
             for shard in self._shards:
                 shard.close(sync)
             header = protos.BundleHeaderProto(num_shards=count,
@@ -388,13 +391,12 @@ class BundleWriter:
                 table.finish()
                 if sync:
                     fileio.fsync(f, self._index_temp)
-            for i, shard in enumerate(self._shards):
-                fileio.replace(shard.temp, data_filename(self.prefix, i, count))
-                shard.temp = None
-            fileio.replace(self._index_temp, index_path)
+            commit.commit(self.prefix, [(shard.temp, data_filename(self.prefix, i, count))
+                                        for i, shard in enumerate(self._shards)],
+                          self._index_temp, sync)
             self._index_temp = None
-            if sync:
-                fileio.fsync_dir(self._directory)
+            for shard in self._shards:
+                shard.temp = None
         except BaseException:
             self.abort()
             raise
@@ -482,14 +484,10 @@ def save_checkpoint(prefix, tensors, *, object_graph=True, dtypes=None, full_nam
 # --- checkpoint directories -------------------------------------------------------
 
 def _delete_checkpoint(prefix):
-    directory, base = os.path.split(prefix)
-    try:
-        names = fileio.listdir(directory or ".")
-    except OSError:
-        names = []
-    data = [os.path.join(directory, n) for n in names
-            if n.startswith(base) and DATA_SUFFIX.fullmatch(n[len(base):])]
-    for path in [prefix + ".index"] + data:
+    """Delete a checkpoint's files, the index first: a crash in between leaves
+    data files without an index, which `_delete_orphans` finds later (an index
+    without its data would look like a checkpoint)."""
+    for path in [prefix + ".index"] + commit.data_files(prefix):
         remove_if_present(path)
 
 
@@ -568,40 +566,67 @@ class CheckpointManager:
 
         `save_options` go to `save_checkpoint`; with an object graph the
         checkpoint number is also stored as tf.train.Checkpoint's save_counter.
+        The manager's list changes only once the state file is written, so it
+        always says what the state file on disk says.
         """
         number = self._next_number() if checkpoint_number is None else int(checkpoint_number)
         prefix = os.path.join(self.directory, f"{self.checkpoint_name}-{number}")
         if save_options.get("object_graph", True):
             save_options.setdefault("save_counter", number)
         save_checkpoint(prefix, tensors, **save_options)
-        self._checkpoints.pop(prefix, None)  # re-saving a number makes it the newest
-        self._checkpoints[prefix] = time.time()
-        self._latest = prefix
+        checkpoints = dict(self._checkpoints)
+        checkpoints.pop(prefix, None)  # re-saving a number makes it the newest
+        checkpoints[prefix] = time.time()
+        last_preserved = self._last_preserved
         dropped = []
         hours = self.keep_checkpoint_every_n_hours
-        while self.max_to_keep is not None and len(self._checkpoints) > self.max_to_keep:
-            oldest = next(iter(self._checkpoints))
-            stamp = self._checkpoints.pop(oldest)
+        while self.max_to_keep is not None and len(checkpoints) > self.max_to_keep:
+            oldest = next(iter(checkpoints))
+            stamp = checkpoints.pop(oldest)
             # Written as TF's test is (stamp minus the interval, >=) so that
             # float rounding at the boundary decides the same way.
-            if hours and stamp - hours * 3600.0 >= self._last_preserved:
-                self._last_preserved = stamp  # kept on disk, no longer listed
+            if hours and stamp - hours * 3600.0 >= last_preserved:
+                last_preserved = stamp  # kept on disk, no longer listed
             else:
                 dropped.append(oldest)
         # The state file stops listing a checkpoint (and records a new
         # last_preserved_timestamp) before any files go, so a crash in
         # between never leaves it naming a deleted checkpoint.
-        self._write_state()
+        self._write_state(prefix, checkpoints, last_preserved)
+        self._checkpoints, self._latest, self._last_preserved = checkpoints, prefix, last_preserved
         for oldest in dropped:
-            _delete_checkpoint(oldest)
+            if self._owns(oldest):
+                _delete_checkpoint(oldest)
+        self._delete_orphans(number)
         return prefix
 
-    def _write_state(self):
+    def _owns(self, prefix):
+        """Whether `prefix` names files directly in this manager's directory.
+        A state file can name any path (`../elsewhere/x`, `/abs/x`): those are
+        dropped from the list when they rotate out, and never deleted."""
+        directory = os.path.realpath(self.directory)
+        return os.path.dirname(os.path.realpath(prefix)) == directory
+
+    def _delete_orphans(self, below):
+        """Delete data files of this manager's numbering (below `below`, so not
+        a checkpoint being written now) that have no index: what a rotation
+        killed between deleting an index and its data left."""
+        pattern = re.escape(self.checkpoint_name) + r"-(\d+)" + DATA_SUFFIX.pattern
+        for name in fileio.listdir(self.directory):
+            match = re.fullmatch(pattern, name)
+            if match and int(match.group(1)) < below:
+                prefix = os.path.join(self.directory, name[:-len(".data-00000-of-00000")])
+                if not commit.has_index(prefix):
+                    remove_if_present(os.path.join(self.directory, name))
+
+    def _write_state(self, latest, checkpoints, last_preserved):
         state = protos.CheckpointState(
-            model_checkpoint_path=os.path.relpath(self._latest, self.directory),
-            all_model_checkpoint_paths=[os.path.relpath(p, self.directory)
-                                        for p in self._checkpoints],
-            all_model_checkpoint_timestamps=list(self._checkpoints.values()),
-            last_preserved_timestamp=self._last_preserved)
-        write_atomically(os.path.join(self.directory, STATE_FILENAME),
-                         text_format.MessageToString(state).encode("utf-8"), sync=True)
+            model_checkpoint_path=os.path.relpath(latest, self.directory),
+            all_model_checkpoint_paths=[os.path.relpath(p, self.directory) for p in checkpoints],
+            all_model_checkpoint_timestamps=list(checkpoints.values()),
+            last_preserved_timestamp=last_preserved)
+        path = os.path.join(self.directory, STATE_FILENAME)
+        write_atomically(path, text_format.MessageToString(state).encode("utf-8"), sync=True)
+        for name in fileio.listdir(self.directory):   # of killed writers
+            if re.fullmatch(re.escape(STATE_FILENAME) + r"\.tempstate\d+", name):
+                remove_if_present(os.path.join(self.directory, name))
