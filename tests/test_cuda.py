@@ -244,8 +244,8 @@ def _corrupt(tmp_path, fixture, name, at=0):
     with tfformats.open_checkpoint(prefix) as reader:
         entry = reader.entry(name)
         if entry.slices:
-            entry = reader._bundle._part_entry(name, entry.slices[-1])
-        path = reader._bundle._shard(entry.shard_id).path
+            entry = reader._bundle.part_entry(name, entry.slices[-1])
+        path = reader._bundle.shard(entry.shard_id).path
     with open(path, "r+b") as f:
         f.seek(entry.offset + at)
         byte = f.read(1)
@@ -265,7 +265,7 @@ def test_crc_mismatch_raises(tmp_path, register, chunk_size):
         assert path in message and "'float64'" in message and f"offset {entry.offset}" in message
         # verify=False uploads the damaged bytes as they are
         out, _, _ = host_upload(reader, ["float64"], verify=False, register=register)
-        raw = reader._bundle._raw(entry)[1]
+        raw = reader._bundle.raw(entry)[1]
         assert out["float64"].tobytes() == bytes(raw)
 
 

@@ -64,7 +64,7 @@ def test_suffixed_keys_belong_to_their_objects():
 
 def _variant(reader):
     entry = reader.entry(VARIANT)
-    return entry, bytes(reader._bundle._raw(entry)[1])
+    return entry, bytes(reader._bundle.raw(entry)[1])
 
 
 def test_variant_crc_is_tensorflows():

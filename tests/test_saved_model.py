@@ -12,7 +12,7 @@ from tfformats import fingerprint
 from tfformats import saved_model as sm_module
 from tfformats.errors import (CheckpointNotFoundError, FormatError, TensorNotFoundError,
                               UnsupportedError)
-from tfformats.cli import _function_lines, show_all_lines
+from tfformats.cli.show import _function_lines, show_all_lines
 from tfformats.saved_model import load_saved_model, parse_keras_metadata
 
 from conftest import FIXTURES, HAVE_TF, requires_tf

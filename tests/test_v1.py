@@ -118,7 +118,7 @@ def test_entries_say_where_the_records_are():
         assert entry.size == 120 and entry.crc32c == 0 and entry.shard_id == 0
         plain = reader.entry("layer/big")
         assert plain.slices == () and plain.size == 64 * 64 * 4
-        assert reader._bundle._part_entry("part", ((4, 3), (0, 3))).shape == (3, 3)
+        assert reader._bundle.part_entry("part", ((4, 3), (0, 3))).shape == (3, 3)
 
 
 # --- sharded: Saver(sharded=True) -----------------------------------------------------
@@ -131,7 +131,7 @@ def test_sharded(path):
         assert reader._bundle.num_shards == 2
         assert_values(reader, SHARDED_VALUES)
         # The partitions of `spread` went to both devices, so to both files.
-        shards = {reader._bundle._part_entry("spread", ext).shard_id
+        shards = {reader._bundle.part_entry("spread", ext).shard_id
                   for ext in reader.entry("spread").slices}
         assert shards == {0, 1}
 

@@ -175,7 +175,7 @@ def test_rewriting_tf_fixtures_reproduces_their_bytes(prefix, tmp_path):
     adds = []
     for name, entry in reader.entries().items():
         for extents in entry.slices or [None]:
-            part = entry if extents is None else reader._part_entry(name, extents)
+            part = entry if extents is None else reader.part_entry(name, extents)
             # an empty tensor sits at the offset where it was added: before its neighbour
             adds.append(((part.offset, part.size > 0), name, entry, extents, part))
     adds.sort(key=lambda a: a[0])

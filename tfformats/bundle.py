@@ -68,8 +68,9 @@ class BundleReader:
         self.verify = verify
         self._opener = opener
         self._index_path = self.prefix + ".index"
-        self._table = Table(opener(self._index_path), verify=verify)
-        raw = self._table.get(HEADER_KEY)
+        # The index, public for checks that scan it block by block (tfformats.validate).
+        self.table = Table(opener(self._index_path), verify=verify)
+        raw = self.table.get(HEADER_KEY)
         if raw is None:
             raise FormatError(f"{self._index_path}: no bundle header entry; not a tensor bundle")
         header = wire.parse_bundle_header(raw, f"{self._index_path}: bundle header")
@@ -119,7 +120,8 @@ class BundleReader:
         bad = next(p for p in parts if not _parts_fit((p,), shape))
         raise FormatError(f"{where}: slice {bad} does not fit shape {list(shape)}")
 
-    def _decode(self, key, raw):
+    def entry_from_record(self, key, raw):
+        """The checked Entry of one index record (`key`, `raw` from the index table)."""
         name = _key_name(key)
         return self._entry(name, hot.decode_entry(raw, f"{self._index_path}: entry {name!r}"))
 
@@ -133,7 +135,7 @@ class BundleReader:
         if self._decoded is None:
             decoded = []
             with gc_paused():
-                for block, where in self._table.data_blocks():
+                for block, where in self.table.data_blocks():
                     decoded += hot.decode_entries(block, where)
             self._decoded = decoded
         return self._decoded
@@ -144,7 +146,7 @@ class BundleReader:
         shapes, kinds = {}, {}
         try:
             with gc_paused():
-                for block, where in self._table.data_blocks():
+                for block, where in self.table.data_blocks():
                     hot.index_listing(block, where, shapes, kinds, dtypes.BY_ENUM)
         except KeyError:  # an unknown dtype enum: let from_enum name the tensor
             for name, decoded in self.decoded_entries():
@@ -178,22 +180,24 @@ class BundleReader:
         else:
             key = name.encode("utf-8", "surrogateescape") if isinstance(name, str) else name
             if key != HEADER_KEY and not slices.is_slice_key(key):
-                raw = self._table.get(key)
+                raw = self.table.get(key)
                 if raw is not None:
-                    return self._decode(key, raw)
+                    return self.entry_from_record(key, raw)
         raise TensorNotFoundError(f"{self._index_path}: no tensor named {name!r}")
 
-    def _part_entry(self, name, extents):
+    def part_entry(self, name, extents):
+        """The Entry of the stored part `extents` of partitioned tensor `name`."""
         key = slices.slice_key(name, extents)
-        raw = self._table.get(key)
+        raw = self.table.get(key)
         if raw is None:
             raise FormatError(f"{self._index_path}: partitioned tensor {name!r} lacks its "
                               f"part {list(extents)}")
-        return self._decode(key, raw)
+        return self.entry_from_record(key, raw)
 
     # --- data ----------------------------------------------------------------
 
-    def _shard(self, shard_id):
+    def shard(self, shard_id):
+        """The opened data file of shard `shard_id` (CheckpointNotFoundError if missing)."""
         source = self._shards.get(shard_id)
         if source is None:
             path = data_filename(self.prefix, shard_id, self.num_shards)
@@ -205,9 +209,9 @@ class BundleReader:
             self._shards[shard_id] = source
         return source
 
-    def _raw(self, entry):
+    def raw(self, entry):
         """The stored bytes of an entry, bounds checked against its shard."""
-        source = self._shard(entry.shard_id)
+        source = self.shard(entry.shard_id)
         if entry.offset + entry.size > source.size():
             raise FormatError(f"{source.path}: tensor {entry.name!r} needs bytes "
                               f"{entry.offset}..{entry.offset + entry.size} but the shard has "
@@ -238,7 +242,7 @@ class BundleReader:
             raise FormatError(f"{self._index_path}: tensor {entry.name!r} of shape "
                               f"{list(entry.shape)} and dtype {dtype.name} needs "
                               f"{count * dtype.itemsize} bytes but its entry says {entry.size}")
-        source, view = self._raw(entry)
+        source, view = self.raw(entry)
         if verify:
             self._check_crc(entry, source, crc32c_parallel(view))
         array = np.frombuffer(view, dtype=dtype.as_numpy_dtype).reshape(entry.shape)
@@ -247,7 +251,7 @@ class BundleReader:
         return array.copy() if copy else array
 
     def _read_strings(self, entry, count, verify):
-        source, view = self._raw(entry)
+        source, view = self.raw(entry)
         values, crc = hot.decode_strings(
             view, count, self.big_endian, verify,
             f"{source.path}: tensor {entry.name!r} at offset {entry.offset}")
@@ -269,7 +273,7 @@ class BundleReader:
                                    f"has dtype {dtype.name}, which cannot be assembled")
         parts = []
         for extents in entry.slices:
-            part = self._part_entry(entry.name, extents)
+            part = self.part_entry(entry.name, extents)
             bounds = slices.resolve(extents, entry.shape)
             want = tuple(b - a for a, b in bounds)
             if part.shape != want or part.dtype != dtype:
@@ -318,7 +322,7 @@ class BundleReader:
         return out.reshape([len(r) for i, r in enumerate(ranges) if i not in squeeze])
 
     def close(self):
-        self._table.source.close()
+        self.table.source.close()
         for source in self._shards.values():
             source.close()
         self._shards.clear()

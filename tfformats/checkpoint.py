@@ -78,7 +78,8 @@ def is_v1_prefix(prefix):
     return not fileio.isfile(prefix + ".index") and v1.is_v1(prefix)
 
 
-def _is_saved_model_dir(path):
+def is_saved_model_dir(path):
+    """Whether directory `path` holds a saved_model.pb, .pbtxt or .cpb."""
     return any(fileio.exists(os.path.join(path, n))
                for n in ("saved_model.pb", "saved_model.pbtxt", "saved_model.cpb"))
 
@@ -94,7 +95,7 @@ def resolve_prefix(path):
     """
     path = os.fspath(path)
     if fileio.isdir(path):
-        if _is_saved_model_dir(path) or fileio.isfile(os.path.join(path, "variables", "variables.index")):
+        if is_saved_model_dir(path) or fileio.isfile(os.path.join(path, "variables", "variables.index")):
             prefix = os.path.join(path, "variables", "variables")
             if not fileio.isfile(prefix + ".index"):
                 raise CheckpointNotFoundError(f"{path}: SavedModel directory without variables "
@@ -207,6 +208,11 @@ class CheckpointReader(Mapping):
             self._bundle = BundleReader(self.prefix, verify=verify, opener=opener)
         self._objects = None
         self._spare_listing = None  # (shapes or None, dtypes or None), see _listing
+
+    @property
+    def bundle(self):
+        """The format-level reader underneath: a bundle.BundleReader, or a v1.V1Reader."""
+        return self._bundle
 
     # Mapping
     def __getitem__(self, name):

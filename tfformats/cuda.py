@@ -476,7 +476,7 @@ def _bundle_of(reader):
     if isinstance(bundle, V1Reader):   # its values are proto fields, not file bytes to copy
         raise UnsupportedError(f"{bundle.prefix}: a TF1 V1 checkpoint; GPU upload reads V2 "
                                "bundles only (load it to the host and copy with cupy.asarray)")
-    if not hasattr(bundle, "_raw"):
+    if not hasattr(bundle, "raw"):
         raise TypeError(f"expected a CheckpointReader or BundleReader, got {type(reader).__name__}")
     return bundle
 
@@ -584,7 +584,7 @@ class Uploader:
                               f"{list(entry.shape)} and dtype {entry.dtype.name} needs "
                               f"{count * entry.dtype.itemsize} bytes but its entry says "
                               f"{entry.size}")
-        source, _ = bundle._raw(entry)   # bounds checked
+        source, _ = bundle.raw(entry)   # bounds checked
         check = None
         if self.verify:
             check = _Check(source.path, repr(entry.name), entry.offset, hot.unmask_crc(entry.crc32c))

@@ -29,7 +29,7 @@ from google.protobuf import text_format
 
 from . import dtypes, fileio, fingerprint as _fingerprint, protos, slices, wire
 from .checkpoint import OBJECT_GRAPH_KEY, CheckpointReader
-from .errors import (CheckpointNotFoundError, FormatError, TensorNotFoundError,
+from .errors import (CheckpointNotFoundError, Finding, FormatError, TensorNotFoundError,
                      TFFormatsError, UnsupportedError)
 from .fingerprint import (FINGERPRINT_FILENAME as FINGERPRINT, SAVED_MODEL_CPB, SAVED_MODEL_PB,
                           SAVED_MODEL_PBTXT)
@@ -367,12 +367,6 @@ def ops_used(graph_def):
         for node in todo.pop().node_def:
             visit(node)
     return sorted(op for op in used if op not in functions)
-
-
-Finding = namedtuple("Finding", "check message file")
-Finding.__doc__ = """One problem `findings()` reports: `check` names the kind ("signature",
-"assets", "object-graph", "variables", "fingerprint"), `message` says what is wrong
-(without the directory in front), `file` is the file concerned or None."""
 
 
 class MetaGraph:

@@ -204,7 +204,7 @@ class V1Reader:
                               "record for it")
         return raw, where
 
-    def _part_entry(self, name, extents):
+    def part_entry(self, name, extents):
         """The Entry of one stored slice (its shape is the slice's)."""
         name, (dtype, shape, stored) = self._known(name)
         extents = tuple(map(tuple, extents))
@@ -225,7 +225,7 @@ class V1Reader:
         name, (dtype, shape, stored) = self._known(name)
         entry = self._entries.get(name)
         if entry is None:
-            parts = [self._part_entry(name, extents) for extents in stored]
+            parts = [self.part_entry(name, extents) for extents in stored]
             whole = len(parts) == 1 and slices.covers_all(next(iter(stored)), shape)
             first = parts[0] if parts else None
             entry = Entry(name, dtype, shape, first.shard_id if first else 0,
