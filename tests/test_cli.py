@@ -76,20 +76,20 @@ def test_usage_errors_exit_2_with_one_line(argv):
 
 
 def test_operational_error_is_one_line_without_traceback(tmp_path):
-    proc = run("ls", tmp_path / "nothing", check=1)
+    proc = run("ls", tmp_path / "nothing", check=3)
     line = one_error_line(proc)
     assert str(tmp_path / "nothing") in line
     assert "Traceback" not in proc.stderr
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    proc = run("ls", tmp_path / "nothing", "--debug", check=1)
+    proc = run("ls", tmp_path / "nothing", "--debug", check=3)
     assert "Traceback (most recent call last)" in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("tfformats: error: ")
 
 
 def test_unknown_tensor_is_an_operational_error():
-    proc = run("dump", FIXTURES / "keras_adam", "no/such/tensor", check=1)
+    proc = run("dump", FIXTURES / "keras_adam", "no/such/tensor", check=3)
     assert "no/such/tensor" in one_error_line(proc)
 
 
@@ -267,10 +267,10 @@ def test_show_list_ops_and_text_saved_model():
 
 def test_show_errors():
     assert "no MetaGraphDef with tag-set 'gpu'" in one_error_line(
-        run("show", FIXTURES / "tf1_builder", "--tag_set", "gpu", check=1))
+        run("show", FIXTURES / "tf1_builder", "--tag_set", "gpu", check=3))
     assert 'Could not find signature "nope"' in one_error_line(
-        run("show", FIXTURES / "tf1_builder", "--tag_set", "serve", "--signature_def", "nope", check=1))
-    one_error_line(run("show", FIXTURES / "keras_adam", check=1))
+        run("show", FIXTURES / "tf1_builder", "--tag_set", "serve", "--signature_def", "nope", check=3))
+    one_error_line(run("show", FIXTURES / "keras_adam", check=3))
 
 
 @pytest.mark.parametrize("name", SAVED_MODELS)
@@ -352,7 +352,7 @@ def test_dump_by_tensorflow_variable_name(name):
     # The name Keras shows (the object graph's full_name) finds the key too.
     doc = run_json("dump", FIXTURES / "keras_adam", name)
     assert doc["name"] == "model/layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE"
-    proc = run("dump", FIXTURES / "keras_adam", "dense/nope", check=1)
+    proc = run("dump", FIXTURES / "keras_adam", "dense/nope", check=3)
     assert "no tensor, object path or variable name 'dense/nope'" in one_error_line(proc)
 
 
@@ -459,6 +459,42 @@ def test_validate_saved_model_pb_and_missing_path(tmp_path):
     (model / "saved_model.pb").write_bytes(b"\x0a\x05\x12")
     findings = _validate(model, tmp_path / "nowhere")
     assert {f["check"] for f in findings} == {"proto", "path"}
+    assert next(f["message"] for f in findings if f["check"] == "path") == "does not exist"
+
+
+def test_validate_never_aborts_and_json_always_prints_a_document(tmp_path):
+    # A state file that is not UTF-8 makes the reader fail in a way no check foresaw:
+    # that is a finding of its own (exit 3: the checks could not finish), never an abort.
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "checkpoint").write_bytes(b'model_checkpoint_path: "\xff\x00"\n')
+    doc = run_json("validate", tmp_path / "bad", FIXTURES / "sharded", check=3)
+    assert doc["ok"] is False and [p["findings"] for p in doc["paths"]] == [1, 0]
+    assert doc["findings"][0]["path"] == str(tmp_path / "bad")
+    proc = run("validate", tmp_path / "bad", check=3)
+    assert proc.stderr == "" and proc.stdout.splitlines()[-1].startswith(f"{tmp_path / 'bad'}: 1 finding")
+
+
+def test_validate_expect_and_the_saved_model_pb_path(tmp_path):
+    model = FIXTURES / "tf1_builder"
+    for path in (model, model / "saved_model.pb", FIXTURES / "tf1_builder_pbtxt" / "saved_model.pbtxt"):
+        doc = run_json("validate", path, "--expect", "saved_model", check=0)
+        assert doc["paths"][0]["kind"] == "saved_model" and doc["paths"][0]["tensors"] == 2
+    findings = run_json("validate", FIXTURES / "sharded", "--expect", "saved_model", check=1)["findings"]
+    assert [(f["check"], f["message"]) for f in findings] == [("kind", "expected a SavedModel, found a checkpoint")]
+    findings = run_json("validate", model, "--expect", "checkpoint", check=1)["findings"]
+    assert [(f["check"], f["message"]) for f in findings] == [("kind", "expected a checkpoint, found a SavedModel")]
+    run("validate", model, "--expect", "graph", check=2)
+    (tmp_path / "w.safetensors").write_bytes(b"{}")
+    findings = _validate(tmp_path / "w.safetensors")
+    assert [f["message"] for f in findings] == ["a safetensors file, not a checkpoint or SavedModel"]
+
+
+def test_global_options_before_or_after_the_command():
+    before = run("--json", "ls", FIXTURES / "sharded", check=0)
+    after = run("ls", FIXTURES / "sharded", "--json", check=0)
+    assert json.loads(before.stdout)["tensors"] == json.loads(after.stdout)["tensors"]
+    assert run("-q", "--json", "validate", FIXTURES / "sharded", check=0).stdout.startswith("{")
+    assert "Traceback" in run("--debug", "ls", FIXTURES / "nothing", check=3).stderr
 
 
 def test_validate_dangling_object_graph_references(tmp_path):
@@ -525,7 +561,7 @@ def test_convert_round_trip_and_diff(tmp_path, ext):
 def test_convert_saved_model_variables_and_strings(tmp_path):
     run("convert", FIXTURES / "tf_keras_savedmodel", tmp_path / "m.safetensors", check=0)
     assert "m.safetensors" in os.listdir(tmp_path)
-    proc = run("convert", FIXTURES / "dtypes", tmp_path / "d.safetensors", check=1)
+    proc = run("convert", FIXTURES / "dtypes", tmp_path / "d.safetensors", check=3)
     assert "--skip-unsupported" in one_error_line(proc)
     one_error_line(run("convert", tmp_path / "a.npz", tmp_path / "b.safetensors", check=2))
 

@@ -1,8 +1,8 @@
 """The `tfformats` command: inspect, validate in CI, convert and compare.
 
 Every subcommand is a `cmd_*` function taking the parsed arguments and
-returning an exit status: 0 success (or "same" / "clean"), 1 findings,
-differences or an operational error, 2 a usage error. Heavy
+returning an exit status: 0 success (or "same" / "clean"), 1 findings or
+differences, 2 a usage error, 3 an operational error (see docs/cli.md). Heavy
 modules (numpy-heavy readers, protobuf, tqdm) are imported inside the
 handlers so that `tfformats ls` starts fast. The JSON documents are described
 in docs/cli.md; every one carries `"command"` and `"schema": 1`.

@@ -5,8 +5,8 @@ import sys
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1
-EXIT_ERROR = 1
 EXIT_USAGE = 2
+EXIT_ERROR = 3
 SCHEMA = 1
 
 
@@ -29,7 +29,7 @@ def json_doc(command, **fields):
 
 def show_progress(args):
     """Whether to draw progress bars: when stderr is a terminal, unless --quiet or --json."""
-    return not (getattr(args, "quiet", False) or getattr(args, "json", False)) and sys.stderr.isatty()
+    return not (args.quiet or args.json) and sys.stderr.isatty()
 
 
 def progress(args, total, desc, unit="B"):

@@ -33,7 +33,8 @@ _EXAMPLES = {
              "  tfformats dump run/ckpt-7 model/dense/kernel --npy kernel.npy"),
     "validate": ("examples:\n  tfformats validate run/ckpt-7 export/1\n"
                  "  tfformats validate export/1 --json > report.json\n"
-                 "exit status: 0 clean, 1 findings, 2 usage error"),
+                 "  tfformats validate export/1/saved_model.pb --expect saved_model\n"
+                 "exit status: 0 clean, 1 findings, 2 usage error, 3 a check could not finish"),
     "fingerprint": ("examples:\n  tfformats fingerprint export/1\n  tfformats fingerprint export/1 --check\n"
                     "  tfformats fingerprint export/1 --write"),
     "convert": ("examples:\n  tfformats convert run/ckpt-7 model.safetensors\n"
@@ -60,12 +61,17 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+_GLOBAL_OPTIONS = ("quiet", "debug", "json")
+
+
 def build_parser():
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS,
                         help="no progress bar")
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show the traceback of an error")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="machine-readable output (see docs/cli.md)")
     parser = _Parser(prog="tfformats", parents=[common],
                      description="Inspect, validate, convert and compare TensorFlow checkpoints and "
                                  "SavedModels without TensorFlow.",
@@ -80,13 +86,9 @@ def build_parser():
         p.set_defaults(handler=handler)
         return p
 
-    def add_json(p):
-        p.add_argument("--json", action="store_true", help="machine-readable output (see docs/cli.md)")
-
     p = command("ls", "list every tensor (from the index only)", cmd_ls)
     p.add_argument("path", help="checkpoint prefix, .index/.data file, checkpoint dir or SavedModel dir")
     p.add_argument("--glob", metavar="PATTERN", help="only names or object paths matching this pattern")
-    add_json(p)
 
     p = command("show", "what `saved_model_cli show` prints, without TensorFlow", cmd_show)
     p.add_argument("dir", nargs="?", help="SavedModel directory")
@@ -96,7 +98,6 @@ def build_parser():
     p.add_argument("--tag_set", "--tag-set", metavar="T", help="comma-separated tags of one MetaGraphDef")
     p.add_argument("--signature_def", "--signature-def", metavar="S", help="one SignatureDef key (needs --tag_set)")
     p.add_argument("--list_ops", "--list-ops", action="store_true", help="ops used by the MetaGraphDef")
-    add_json(p)
 
     p = command("dump", "print one tensor's values (or write them to .npy)", cmd_dump)
     p.add_argument("path", help="checkpoint or SavedModel")
@@ -106,17 +107,17 @@ def build_parser():
     p.add_argument("--precision", type=int, metavar="P", help="digits after the point")
     p.add_argument("--full", action="store_true", help="never summarize")
     p.add_argument("--npy", metavar="OUT", help="write the tensor to this .npy file instead")
-    add_json(p)
 
     p = command("validate", "check CRCs, shards, bounds, protos and fingerprints (for CI)", cmd_validate)
-    p.add_argument("paths", nargs="+", metavar="PATH", help="checkpoints or SavedModel directories")
-    add_json(p)
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="checkpoints, SavedModel directories or their saved_model.pb/.pbtxt")
+    p.add_argument("--expect", choices=("saved_model", "checkpoint"),
+                   help="what each PATH must be; anything else is a finding")
 
     p = command("fingerprint", "compute a SavedModel's fingerprint hashes", cmd_fingerprint)
     p.add_argument("dir", help="SavedModel directory")
     p.add_argument("--check", action="store_true", help="compare with fingerprint.pb; exit 1 on mismatch")
     p.add_argument("--write", action="store_true", help="(re)write fingerprint.pb")
-    add_json(p)
 
     p = command("convert", "checkpoint <-> .safetensors / .npz (by extension), or -> V2 checkpoint",
                 cmd_convert)
@@ -124,26 +125,26 @@ def build_parser():
     p.add_argument("dst", help="a .safetensors / .npz file, or a checkpoint prefix")
     p.add_argument("--skip-unsupported", action="store_true",
                    help="leave out tensors the target format cannot hold (strings) instead of failing")
-    add_json(p)
 
     p = command("diff", "compare the tensors of two checkpoints (or .safetensors / .npz)", cmd_diff)
     p.add_argument("a")
     p.add_argument("b")
     p.add_argument("--atol", type=float, default=0.0, help="absolute tolerance (default 0)")
     p.add_argument("--rtol", type=float, default=0.0, help="relative tolerance (default 0)")
-    add_json(p)
 
     p = command("bench", "decode throughput: native vs pure Python, CRC on and off", cmd_bench)
     p.add_argument("path")
     p.add_argument("--rounds", type=int, default=3, metavar="N", help="rounds per side (default 3)")
-    add_json(p)
     return parser
 
 
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    debug = getattr(args, "debug", False)
+    # The global options go before or after the command; SUPPRESS lets either place set them.
+    for name in _GLOBAL_OPTIONS:
+        setattr(args, name, getattr(args, name, False))
+    debug = args.debug
     try:
         sys.stdout.reconfigure(errors="backslashreplace")
     except (AttributeError, ValueError):

@@ -4,7 +4,7 @@ tfformats.fingerprint; this module turns their findings into text or JSON."""
 import os
 import sys
 
-from .common import EXIT_FINDINGS, EXIT_OK, emit_json, human_bytes, json_doc, show_progress
+from .common import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, emit_json, human_bytes, json_doc, show_progress
 
 
 def _finding_line(path, f):
@@ -17,7 +17,7 @@ def _finding_line(path, f):
 
 def cmd_validate(args):
     from ..validate import validate
-    reports = [validate(path, progress=show_progress(args)) for path in args.paths]
+    reports = [validate(path, expect=args.expect, progress=show_progress(args)) for path in args.paths]
     if args.json:
         findings = [{"path": r.path, **f._asdict()} for r in reports for f in r.findings]
         paths = [{"path": r.path, "kind": r.kind, "tensors": r.tensors, "bytes": r.bytes,
@@ -32,6 +32,14 @@ def cmd_validate(args):
             status = "OK" if r.ok else f"{len(r.findings)} finding(s)"
             out.write(f"{r.path}: {status} ({r.kind}, {r.tensors} tensors, "
                       f"{human_bytes(r.bytes)} checked)\n")
+    return _validate_status(reports)
+
+
+def _validate_status(reports):
+    """0 clean, 1 findings, 3 when a check could not run to the end (an "error"
+    finding: what it reports is incomplete)."""
+    if any(f.check == "error" for r in reports for f in r.findings):
+        return EXIT_ERROR
     return EXIT_OK if all(r.ok for r in reports) else EXIT_FINDINGS
 
 
