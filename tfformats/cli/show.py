@@ -258,8 +258,9 @@ def cmd_show(args):
         if args.list_ops:
             lines.append("--list_ops must be paired with a tag-set or with --all.")
         lines.append("The given SavedModel contains the following tag-sets:")
-        for tags in sorted(sorted(m.tags) for m in saved_model.meta_graphs):
-            lines.append(repr(", ".join(tags)))
+        # saved_model_cli's order: the tag lists as stored, sorted; each printed sorted.
+        for tags in sorted(m.tags for m in saved_model.meta_graphs):
+            lines.append(repr(", ".join(sorted(tags))))
     else:
         meta_graph = _find_meta_graph(saved_model, args.tag_set)
         if args.list_ops:
