@@ -21,8 +21,8 @@ from tfformats import protos
 from conftest import FIXTURES, expected_array, expected_checkpoints
 
 REPO = FIXTURES.parent.parent
-SAVED_MODELS = ["saved_model_module", "tf1_builder", "keras3_export", "tf_keras_savedmodel",
-                "saved_model_composite"]
+# Every SavedModel fixture, with what saved_model_cli printed for it.
+SAVED_MODELS = sorted(p.parent.name for p in FIXTURES.glob("*/saved_model_cli_show.txt"))
 OPS_LINE = re.compile(r"^(The MetaGraph with tag set \[.*\] contains the following ops: )(.*)$")
 
 
@@ -127,11 +127,16 @@ def _run_on_pty(*args):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
-def test_progress_bar_on_a_terminal_and_quiet_turns_it_off():
+def test_progress_bar_on_a_terminal_and_quiet_turns_it_off(tmp_path):
     rc, stderr = _run_on_pty("validate", FIXTURES / "sharded")
     assert rc == 0 and "validating" in stderr
     rc, stderr = _run_on_pty("validate", FIXTURES / "sharded", "--quiet")
     assert rc == 0 and stderr == ""
+    rc, stderr = _run_on_pty("--json", "validate", FIXTURES / "sharded")
+    assert rc == 0 and stderr == ""
+    # Bytes with a rate, left on screen at 100% when done.
+    rc, stderr = _run_on_pty("convert", FIXTURES / "sharded", tmp_path / "w.safetensors")
+    assert rc == 0 and "converting" in stderr and "B/s" in stderr and "100%" in stderr
 
 
 # --- ls ----------------------------------------------------------------------------
@@ -207,8 +212,9 @@ def _recorded(name, which):
 @pytest.mark.parametrize("name", SAVED_MODELS)
 def test_show_matches_saved_model_cli(name):
     assert run("show", FIXTURES / name, check=0).stdout.splitlines() == _recorded(name, "show")
-    assert (run("show", FIXTURES / name, "--tag_set", "serve", check=0).stdout.splitlines()
-            == _recorded(name, "show_tag_set_serve"))
+    if (FIXTURES / name / "saved_model_cli_show_tag_set_serve.txt").exists():  # not for tag `eval`
+        assert (run("show", FIXTURES / name, "--tag_set", "serve", check=0).stdout.splitlines()
+                == _recorded(name, "show_tag_set_serve"))
 
 
 def _split_ops(lines):
@@ -242,11 +248,12 @@ def test_show_all_matches_saved_model_cli(name):
 @pytest.mark.parametrize("name", SAVED_MODELS)
 def test_show_signature_def_matches_the_all_listing(name):
     theirs = _recorded(name, "show_all")
-    for key in run_json("show", FIXTURES / name, "--tag_set", "serve")["meta_graphs"][0]["signature_defs"]:
+    tag_set = _recorded(name, "show")[1].strip("'")   # the first tag set saved_model_cli listed
+    for key in run_json("show", FIXTURES / name, "--tag_set", tag_set)["meta_graphs"][0]["signature_defs"]:
         start = theirs.index(f"signature_def['{key}']:") + 1
         end = next(i for i in range(start, len(theirs)) if theirs[i].startswith("  Method name is:")) + 1
         expected = [line[2:] for line in theirs[start:end]]  # --all indents by one level
-        got = run("show", FIXTURES / name, "--tag_set", "serve", "--signature_def", key, check=0)
+        got = run("show", FIXTURES / name, "--tag_set", tag_set, "--signature_def", key, check=0)
         assert got.stdout.splitlines() == expected
 
 
@@ -289,7 +296,7 @@ def test_show_json_matches_the_model(name):
                     assert got[side][k]["name"] == info["name"]
                     assert got[side][k]["shape"] == info["shape"]
         assert ours["ops"] == sorted(ours["ops"])
-    if name == "tf1_builder":
+    if "Concrete Functions:" not in (FIXTURES / name / "saved_model_cli_show_all.txt").read_text():  # TF1
         assert doc["concrete_functions"] is None
     else:
         assert doc["concrete_functions"]
@@ -489,6 +496,18 @@ def test_validate_expect_and_the_saved_model_pb_path(tmp_path):
     assert [f["message"] for f in findings] == ["a safetensors file, not a checkpoint or SavedModel"]
 
 
+# Every TF-written checkpoint and SavedModel fixture (frozen_graph and function_graph hold graphs).
+TF_ARTIFACTS = sorted(p for p in FIXTURES.iterdir() if p.is_dir() and p.name not in ("frozen_graph", "function_graph"))
+
+
+def test_validate_finds_nothing_wrong_with_any_tf_written_fixture():
+    # tf1_eval_model's metric accumulators are local variables, which TF1 savers never store.
+    doc = run_json("validate", *TF_ARTIFACTS, check=0)
+    assert [p["path"] for p in doc["paths"]] == list(map(str, TF_ARTIFACTS)) and doc["findings"] == []
+    kinds = {os.path.basename(p["path"]): p["kind"] for p in doc["paths"]}
+    assert kinds["tf1_eval_model"] == kinds["tft_assets"] == kinds["tf1_multi_tags"] == "saved_model"
+
+
 def test_global_options_before_or_after_the_command():
     before = run("--json", "ls", FIXTURES / "sharded", check=0)
     after = run("ls", FIXTURES / "sharded", "--json", check=0)
@@ -535,7 +554,10 @@ def test_fingerprint_matches_the_stored_one(name):
 
 def test_fingerprint_write_then_check(tmp_path):
     model = shutil.copytree(FIXTURES / "tf1_builder", tmp_path / "m")  # TF wrote no fingerprint.pb here
-    assert run("fingerprint", model, "--check", check=1).stdout.splitlines()[-1] == "fingerprint.pb: MISMATCH"
+    assert run("fingerprint", model, "--check", check=1).stdout.splitlines()[-2:] == [
+        f"{model}: no fingerprint.pb (tfformats fingerprint --write creates one)", "fingerprint.pb: MISSING"]
+    doc = run_json("fingerprint", model, "--check", check=1)
+    assert doc["missing"] is True and doc["matches"] is False
     run("fingerprint", model, "--write", check=0)
     assert (model / "fingerprint.pb").exists()
     run("fingerprint", model, "--check", check=0)
@@ -543,6 +565,24 @@ def test_fingerprint_write_then_check(tmp_path):
 
 
 # --- convert and diff --------------------------------------------------------------
+
+@pytest.mark.parametrize("dst", ["out.pt", "model.h5", "weights.json"])
+def test_convert_unknown_output_extension_is_a_usage_error(tmp_path, dst):
+    proc = run("convert", FIXTURES / "sharded", tmp_path / dst, check=2)
+    assert ".safetensors" in proc.stderr and "--to checkpoint|safetensors|npz" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_convert_to_overrides_the_extension(tmp_path):
+    doc = run_json("convert", FIXTURES / "sharded", tmp_path / "weights.bin", "--to", "safetensors")
+    assert doc["dst_format"] == "safetensors"
+    from safetensors.numpy import load_file
+    loaded = load_file(str(tmp_path / "weights.bin"))   # the reference reader accepts it
+    with tfformats.CheckpointReader(FIXTURES / "sharded") as reader:
+        assert sorted(loaded) == sorted(n for n in reader if n != "_CHECKPOINTABLE_OBJECT_GRAPH")
+    run("convert", FIXTURES / "sharded", tmp_path / "model.ckpt-5", check=0)   # a prefix, no extension
+    run("convert", FIXTURES / "sharded", tmp_path / "copy.pt", "--to", "checkpoint", check=0)
+    run("diff", FIXTURES / "sharded", tmp_path / "copy.pt", check=0)
 
 @pytest.mark.parametrize("ext", ["safetensors", "npz"])
 def test_convert_round_trip_and_diff(tmp_path, ext):
@@ -589,15 +629,22 @@ def test_diff_names_and_dtypes():
 
 # --- bench -------------------------------------------------------------------------
 
-def test_bench_json():
-    doc = run_json("bench", FIXTURES / "sharded", "--rounds", "1")
-    impls = {r["implementation"] for r in doc["results"]}
-    assert "python" in impls
-    assert ("native" in impls) == doc["native_available"]
-    assert {r["crc"] for r in doc["results"]} == {True, False}
-    assert all(r["mb_per_s"] > 0 for r in doc["results"])
-    text = run("bench", FIXTURES / "sharded", "--rounds", "1", check=0).stdout
-    assert "MB/S" in text
+def test_bench_decodes_against_tensorflow_and_safetensors():
+    doc = run_json("bench", FIXTURES / "dtypes", "--rounds", "1")
+    rows = {r["reader"]: r for r in doc["results"]}
+    assert list(rows) == ["tfformats crc copy", "tfformats crc view", "tfformats copy", "tfformats view",
+                          "tensorflow", "safetensors"]
+    # The bytes are the stored bytes `ls` counts, of every tensor with values (strings included).
+    listed = run_json("ls", FIXTURES / "dtypes")["tensors"]
+    decodable = [t for t in listed if t["name"] != "_CHECKPOINTABLE_OBJECT_GRAPH"
+                 and t["dtype"] not in ("variant", "resource")]
+    assert doc["bytes"] == sum(t["bytes"] for t in decodable) and doc["tensors"] == len(decodable)
+    assert rows["tensorflow"]["bytes"] == doc["bytes"] and rows["tensorflow"]["vs_tensorflow"] == 1.0
+    no_strings = [t for t in decodable if t["dtype"] != "string"]
+    assert rows["safetensors"]["tensors"] <= len(no_strings) < len(decodable)
+    assert all(r["gb_per_s"] > 0 and r["meaning"] for r in rows.values())
+    text = run("bench", FIXTURES / "dtypes", "--rounds", "1", check=0).stdout
+    assert "GB/S" in text and "VS TENSORFLOW" in text and "the BYTES column of `tfformats ls`" in text
 
 
 def test_show_accepts_saved_model_cli_spelling_of_the_directory():

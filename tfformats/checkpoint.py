@@ -5,6 +5,7 @@ numpy array with TensorFlow's familiar method names on top.
 """
 
 import bisect
+import math
 import os
 import re
 from collections import namedtuple
@@ -13,6 +14,7 @@ from collections.abc import Mapping
 from . import fileio, v1
 from .bundle import DATA_SUFFIX, BundleReader
 from .errors import CheckpointNotFoundError, FormatError, UnsupportedError
+from .progress import bar
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 STATE_FILENAME = "checkpoint"
@@ -354,20 +356,36 @@ def list_variables(path):
         return sorted(reader.get_variable_to_shape_map().items())
 
 
-def load_checkpoint(path, verify=True, copy=True, device=None, skip_unsupported=False):
+def load_checkpoint(path, verify=True, copy=True, device=None, skip_unsupported=False, progress=False):
     """Every tensor of a checkpoint as a dict of numpy arrays (copies by default).
 
     Tensors no numpy array can hold (DT_VARIANT, e.g. a tf.data iterator's
     state; DT_RESOURCE) raise UnsupportedError, or are left out with
     `skip_unsupported=True`. With `device="cuda:0"` numeric tensors are CuPy
     arrays on that GPU (string tensors stay numpy); see `tfformats.cuda.load`.
+    `progress` (False, True or a callable; see tfformats.progress) counts the
+    bytes read, on the host.
     """
     if device is not None:
         from . import cuda  # lazily: only GPU users need CuPy
         return cuda.load(path, device, verify=verify, skip_unsupported=skip_unsupported)
     with CheckpointReader(path, verify=verify) as reader:
         skip = unsupported_tensors(reader, skip_unsupported)
-        return {name: reader.get_tensor(name, copy=copy) for name in reader if name not in skip}
+        names = [name for name in reader if name not in skip]
+        sizes = [tensor_nbytes(reader, name) for name in names]
+        tensors = {}
+        with bar(progress, sum(sizes), f"loading {os.path.basename(reader.prefix)}") as shown:
+            for name, size in zip(names, sizes):
+                tensors[name] = reader.get_tensor(name, copy=copy)
+                shown.update(size)
+        return tensors
+
+
+def tensor_nbytes(reader, name):
+    """The bytes a tensor's values take as an array, from the index alone (0 for
+    strings and variants, whose size the index does not say): what progress counts."""
+    itemsize = reader.dtype(name).itemsize
+    return math.prod(reader.shape(name)) * itemsize if itemsize else 0
 
 
 def unsupported_tensors(reader, skip):

@@ -88,7 +88,8 @@ def cmd_diff(args):
         only_a, only_b = sorted(names_a - names_b), sorted(names_b - names_a)
         common = sorted(names_a & names_b)
         changed = []
-        with progress(args, len(common), "comparing", unit="tensor") as bar:
+        from ..checkpoint import tensor_nbytes
+        with progress(args, sum(tensor_nbytes(a.reader, n) for n in common), "comparing") as bar:
             for name in common:
                 (dt_a, sh_a), (dt_b, sh_b) = a.meta(name), b.meta(name)
                 record = {"name": name, "a": {"dtype": dt_a, "shape": list(sh_a)},
@@ -102,7 +103,7 @@ def cmd_diff(args):
                     if not same:
                         changed.append({**record, "change": "values", "max_abs_diff": max_diff,
                                         "mismatched": bad})
-                bar.update(1)
+                bar.update(tensor_nbytes(a.reader, name))
     finally:
         a.close()
         b.close()

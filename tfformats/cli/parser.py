@@ -123,6 +123,8 @@ def build_parser():
                 cmd_convert)
     p.add_argument("src", help="checkpoint / SavedModel dir, or a .safetensors / .npz file")
     p.add_argument("dst", help="a .safetensors / .npz file, or a checkpoint prefix")
+    p.add_argument("--to", choices=("checkpoint", "safetensors", "npz"),
+                   help="the output format, whatever DST's extension says")
     p.add_argument("--skip-unsupported", action="store_true",
                    help="leave out tensors the target format cannot hold (strings) instead of failing")
 
@@ -132,7 +134,8 @@ def build_parser():
     p.add_argument("--atol", type=float, default=0.0, help="absolute tolerance (default 0)")
     p.add_argument("--rtol", type=float, default=0.0, help="relative tolerance (default 0)")
 
-    p = command("bench", "decode throughput: native vs pure Python, CRC on and off", cmd_bench)
+    p = command("bench", "decode throughput, every value read: CRC on and off, copies and views, "
+                "against TensorFlow and safetensors", cmd_bench)
     p.add_argument("path")
     p.add_argument("--rounds", type=int, default=3, metavar="N", help="rounds per side (default 3)")
     return parser

@@ -49,6 +49,8 @@ def cmd_fingerprint(args):
         from ..errors import CheckpointNotFoundError
         raise CheckpointNotFoundError(f"{args.dir}: not a SavedModel directory")
     computed = fingerprint.compute_fingerprint(args.dir)
+    # Checked before --write can create it: a missing file is not a mismatch.
+    missing = not os.path.exists(os.path.join(args.dir, fingerprint.FINGERPRINT_FILENAME))
     findings = fingerprint.check_fingerprint(args.dir) if args.check else []
     if args.write:
         fingerprint.write_fingerprint(args.dir, computed)
@@ -58,15 +60,18 @@ def cmd_fingerprint(args):
         emit_json(json_doc("fingerprint", path=args.dir, hashes={k: str(v) for k, v in hashes.items()},
                              singleprint=single, producer=computed.version.producer,
                              checked=args.check, matches=None if not args.check else not findings,
-                             findings=findings, written=args.write))
+                             missing=missing, findings=findings, written=args.write))
     else:
         for name, value in hashes.items():
             print(f"{name}: {value}")
         print(f"singleprint: {single}")
         if args.check:
-            for message in findings:
-                print(message if message.startswith(args.dir) else f"{args.dir}: {message}")
-            print("fingerprint.pb: " + ("matches" if not findings else "MISMATCH"))
+            if missing:
+                print(f"{args.dir}: no fingerprint.pb (tfformats fingerprint --write creates one)")
+            else:
+                for message in findings:
+                    print(message if message.startswith(args.dir) else f"{args.dir}: {message}")
+            print("fingerprint.pb: " + ("MISSING" if missing else "matches" if not findings else "MISMATCH"))
         if args.write:
             print(f"wrote {os.path.join(args.dir, fingerprint.FINGERPRINT_FILENAME)}")
     return EXIT_FINDINGS if findings else EXIT_OK
