@@ -15,6 +15,7 @@ from google.protobuf import text_format
 
 from . import protos
 from .errors import FormatError
+from . import fileio
 from .fileio import read_file
 from .tensor_proto import to_numpy
 
@@ -137,9 +138,9 @@ def _graph_defs(value):
         return [("", _as_graph_def(value))]
     path = os.fspath(value)
     name = os.path.basename(path).lower()
-    if os.path.isdir(path) or name in ("saved_model.pb", "saved_model.pbtxt"):
-        if os.path.isdir(path):
-            text = not os.path.exists(os.path.join(path, "saved_model.pb"))
+    if fileio.isdir(path) or name in ("saved_model.pb", "saved_model.pbtxt"):
+        if fileio.isdir(path):
+            text = not fileio.exists(os.path.join(path, "saved_model.pb"))
             path = os.path.join(path, "saved_model.pbtxt" if text else "saved_model.pb")
         saved_model = parse_message(protos.SavedModel, read_file(path), path,
                                     text=path.endswith(".pbtxt"))

@@ -7,13 +7,12 @@ findings, and it goes on with the next check, so one run reports everything
 (what a CI gate needs). It reads every stored byte once, CRCs included.
 """
 
-import glob
 import math
 import os
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from . import fingerprint, protos
+from . import fileio, fingerprint, protos
 from ._impl import hot
 from .bundle import HEADER_KEY, BundleReader, data_filename, variant_crc
 from .checkpoint import OBJECT_GRAPH_KEY, is_saved_model_dir, is_v1_prefix, resolve_prefix, saveable_keys
@@ -79,10 +78,10 @@ def validate(path, expect: Optional[str] = None, progress=False) -> Report:
 
 def _validate(report, path, expect, progress):
     directory = path
-    if os.path.basename(path) in (SAVED_MODEL_PB, SAVED_MODEL_PBTXT) and os.path.isfile(path):
+    if os.path.basename(path) in (SAVED_MODEL_PB, SAVED_MODEL_PBTXT) and fileio.isfile(path):
         directory = os.path.dirname(path) or "."
-    if os.path.isdir(directory) and (is_saved_model_dir(directory)
-                                     or os.path.isdir(os.path.join(directory, "variables"))):
+    if fileio.isdir(directory) and (is_saved_model_dir(directory)
+                                    or fileio.isdir(os.path.join(directory, "variables"))):
         report.kind = "saved_model"
     else:
         try:
@@ -104,9 +103,10 @@ def _validate(report, path, expect, progress):
 
 def _path_problem(path, error):
     """What is wrong with a path that names no checkpoint or SavedModel."""
-    if not os.path.lexists(path) and not glob.glob(glob.escape(path) + ".*"):
-        return "does not exist"
-    if os.path.isfile(path):
+    directory, name = os.path.split(path)
+    if not fileio.exists(path) and not any(n.startswith(name + ".") for n in _listdir(directory or ".")):
+        return "does not exist"   # neither a file or directory nor the prefix of any
+    if fileio.isfile(path):
         lower = path.lower()
         for ending, what in ((".safetensors", "a safetensors file"), (".npz", "a NumPy .npz file"),
                              (".meta", "a MetaGraphDef (.meta) file"), (".pb", "a protobuf file"),
@@ -208,7 +208,7 @@ def _missing_shards(report, bundle, pieces):
     # Every shard the header promises should exist, even when no tensor lives there.
     for shard in range(bundle.num_shards):
         path = data_filename(bundle.prefix, shard, bundle.num_shards)
-        if shard not in missing and not os.path.exists(path):
+        if shard not in missing and not fileio.exists(path):
             report.add("shard", f"data shard {shard} of {bundle.num_shards} is missing", file=path)
     return missing
 
@@ -303,9 +303,9 @@ def _v1_checkpoint(report, prefix):
 
 def _saved_model(report, directory, progress):
     pb = os.path.join(directory, SAVED_MODEL_PB)
-    model_file = pb if os.path.exists(pb) else os.path.join(directory, SAVED_MODEL_PBTXT)
+    model_file = pb if fileio.exists(pb) else os.path.join(directory, SAVED_MODEL_PBTXT)
     saved_model = None
-    if not os.path.exists(model_file):
+    if not fileio.exists(model_file):
         report.add("proto", "no saved_model.pb or saved_model.pbtxt", file=directory)
     else:
         try:
@@ -316,10 +316,9 @@ def _saved_model(report, directory, progress):
     for name, cls in (("keras_metadata.pb", protos.SavedMetadata),
                       (fingerprint.FINGERPRINT_FILENAME, protos.FingerprintDef)):
         path = os.path.join(directory, name)
-        if os.path.exists(path):
+        if fileio.exists(path):
             try:
-                with open(path, "rb") as f:
-                    parse_message(cls, f.read(), path)
+                parse_message(cls, fileio.read_file(path), path)
                 report.files += 1
             except Exception as e:
                 report.add("proto", e, file=path)
@@ -333,7 +332,7 @@ def _saved_model(report, directory, progress):
         finally:
             saved_model.close()
     prefix = os.path.join(directory, "variables", "variables")
-    if os.path.exists(prefix + ".index"):
+    if fileio.exists(prefix + ".index"):
         _bundle(report, prefix, progress)
     elif any(n.startswith("variables.data-") for n in _listdir(os.path.join(directory, "variables"))):
         report.add("index", "variables data shards without variables.index", file=prefix + ".index")
@@ -341,6 +340,6 @@ def _saved_model(report, directory, progress):
 
 def _listdir(path):
     try:
-        return os.listdir(path)
+        return fileio.listdir(path)
     except OSError:
         return []

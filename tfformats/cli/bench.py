@@ -102,9 +102,7 @@ def _measured(reader):
 
 
 def cmd_bench(args):
-    import tempfile
-
-    from .. import implementation
+    from .. import fileio, implementation
     from .common import open_reader
     if args.rounds < 1:
         raise UsageError("--rounds must be at least 1")
@@ -112,7 +110,7 @@ def cmd_bench(args):
         prefix = reader.prefix
         names, sizes = _measured(reader)
     total = sum(sizes.values())
-    with tempfile.TemporaryDirectory(prefix="tfformats-bench-") as workdir:
+    with fileio.scratch_dir("tfformats-bench-") as workdir:
         runs = {"tfformats crc copy": (_tfformats_run(prefix, names, True, True), total),
                 "tfformats crc view": (_tfformats_run(prefix, names, True, False), total),
                 "tfformats copy": (_tfformats_run(prefix, names, False, True), total),

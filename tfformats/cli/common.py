@@ -1,6 +1,7 @@
 """What every subcommand shares: exit statuses, the JSON envelope, progress
 bars and small text-formatting helpers."""
 
+import os
 import sys
 
 EXIT_OK = 0
@@ -80,8 +81,12 @@ def json_safe(value):
 
 
 def line_width():
-    import shutil
-    return max(40, shutil.get_terminal_size((80, 24)).columns) if sys.stdout.isatty() else 75
+    if not sys.stdout.isatty():
+        return 75
+    try:
+        return max(40, os.get_terminal_size(sys.stdout.fileno()).columns)
+    except OSError:
+        return 80
 
 
 def open_reader(path, verify=True):

@@ -3,6 +3,7 @@
 import os
 import re
 
+from .. import fileio
 from .common import EXIT_OK, UsageError, emit_json, json_doc, progress, show_progress
 
 
@@ -29,7 +30,7 @@ def _checked_kind(path, what):
     foreign = (kind == "checkpoint" and re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", extension)
                and extension.lower() not in _CHECKPOINT_EXTENSIONS)
     # An input prefix need not exist as a file (`run/model.v2` for its .index): only a file can be foreign.
-    if foreign and (what == "output" or os.path.isfile(path)):
+    if foreign and (what == "output" or fileio.isfile(path)):
         hint = f"; or name the output format with --to {'|'.join(FORMATS)}" if what == "output" else ""
         raise UsageError(f"{what} {path}: unknown extension .{extension}; convert supports TF "
                          "checkpoints (a prefix such as out/ckpt; a SavedModel directory as input), "
@@ -59,7 +60,7 @@ def cmd_convert(args):
         except UnsupportedError as e:
             raise UnsupportedError(f"{e} (on the command line: --skip-unsupported)") from None
     else:
-        size = os.path.getsize(args.src) if os.path.isfile(args.src) else None
+        size = fileio.size(args.src) if fileio.isfile(args.src) else None
         with progress(args, size, f"converting {os.path.basename(args.src)}") as bar:
             function(args.src, args.dst)
             bar.update(size or 0)

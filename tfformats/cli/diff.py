@@ -1,8 +1,10 @@
 """`diff`: compare the tensors of two checkpoints (or .safetensors / .npz files)."""
 
+import contextlib
 import os
 import sys
 
+from .. import fileio
 from .common import EXIT_FINDINGS, EXIT_OK, emit_json, json_doc, json_safe, open_reader, progress, shape_text
 from .convert import kind_of
 
@@ -13,18 +15,24 @@ class _Source:
     and the object graph come back exactly as `convert` stores them."""
 
     def __init__(self, path):
-        import tempfile
         self.path = path
         self.kind = kind_of(path)
-        self._tmp = None
+        self._scratch = contextlib.ExitStack()
+        try:
+            self._open(path)
+        except BaseException:   # nothing left behind in the scratch directory
+            self._scratch.close()
+            raise
+
+    def _open(self, path):
         prefix = path
         if self.kind != "checkpoint":
             from .. import convert
-            if not os.path.isfile(path):
+            if not fileio.isfile(path):
                 from ..errors import CheckpointNotFoundError
                 raise CheckpointNotFoundError(f"{path}: no such file")
-            self._tmp = tempfile.TemporaryDirectory(prefix="tfformats-diff-")
-            prefix = os.path.join(self._tmp.name, "ckpt")
+            workdir = self._scratch.enter_context(fileio.scratch_dir("tfformats-diff-"))
+            prefix = os.path.join(workdir, "ckpt")
             to_checkpoint = (convert.safetensors_to_checkpoint if self.kind == "safetensors"
                              else convert.npz_to_checkpoint)
             to_checkpoint(path, prefix)
@@ -44,8 +52,7 @@ class _Source:
 
     def close(self):
         self.reader.close()
-        if self._tmp is not None:
-            self._tmp.cleanup()
+        self._scratch.close()
 
 
 def _compare(a, b, atol, rtol):

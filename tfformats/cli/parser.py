@@ -2,7 +2,6 @@
 and turns what it raises into a message and an exit status."""
 
 import argparse
-import os
 import sys
 
 from .bench import cmd_bench
@@ -161,7 +160,8 @@ def main(argv=None):
         return EXIT_USAGE
     except BrokenPipeError:
         # The reader went away (`tfformats ls x | head`): not an error worth a message.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        from ..fileio import discard_output
+        discard_output(sys.stdout.fileno())
         return EXIT_ERROR
     except KeyboardInterrupt:
         sys.stderr.write("tfformats: interrupted\n")

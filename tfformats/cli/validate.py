@@ -4,6 +4,7 @@ tfformats.fingerprint; this module turns their findings into text or JSON."""
 import os
 import sys
 
+from .. import fileio
 from .common import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, emit_json, human_bytes, json_doc, show_progress
 
 
@@ -45,12 +46,12 @@ def _validate_status(reports):
 
 def cmd_fingerprint(args):
     from .. import fingerprint
-    if not os.path.isdir(args.dir):
+    if not fileio.isdir(args.dir):
         from ..errors import CheckpointNotFoundError
         raise CheckpointNotFoundError(f"{args.dir}: not a SavedModel directory")
     computed = fingerprint.compute_fingerprint(args.dir)
     # Checked before --write can create it: a missing file is not a mismatch.
-    missing = not os.path.exists(os.path.join(args.dir, fingerprint.FINGERPRINT_FILENAME))
+    missing = not fileio.exists(os.path.join(args.dir, fingerprint.FINGERPRINT_FILENAME))
     findings = fingerprint.check_fingerprint(args.dir) if args.check else []
     if args.write:
         fingerprint.write_fingerprint(args.dir, computed)
