@@ -213,3 +213,44 @@ def test_ops_may_be_one_name():
         protos.TensorProto(dtype=1, float_val=[2.0]))
     assert list(graph_constants(graph, ops="HostConst")) == ["h"]
     assert list(graph_constants(graph, ops=("Const", "HostConst"))) == ["c", "h"]
+
+
+def _tf_constants(graph_def):
+    """name -> array of every top-level Const node, decoded by TensorFlow."""
+    import tensorflow as tf
+    return {n.name: tf.make_ndarray(n.attr["value"].tensor) for n in graph_def.node if n.op == "Const"}
+
+
+@requires_tf
+def test_meta_graph_file_constants_match_tf():
+    from tensorflow.core.protobuf import meta_graph_pb2
+    meta = FIXTURES / "tf1_partitioned" / "model.ckpt.meta"
+    theirs = _tf_constants(meta_graph_pb2.MetaGraphDef.FromString(meta.read_bytes()).graph_def)
+    ours = graph_constants(meta)
+    assert set(ours) == set(theirs) and theirs
+    for name, value in theirs.items():
+        assert_same_tensor(ours[name], value)
+
+
+@requires_tf
+def test_saved_model_constants_of_every_meta_graph_match_tf():
+    from tensorflow.core.protobuf import saved_model_pb2
+    model = FIXTURES / "tf1_multi_tags"
+    theirs = {}
+    for meta in saved_model_pb2.SavedModel.FromString((model / "saved_model.pb").read_bytes()).meta_graphs:
+        tags = ",".join(sorted(meta.meta_info_def.tags))
+        theirs.update((f"{tags}:{k}", v) for k, v in _tf_constants(meta.graph_def).items())
+    assert {k.split(":")[0] for k in theirs} == {"serve", "gpu,train"}
+    for path in (model, model / "saved_model.pb"):
+        ours = graph_constants(path)
+        assert set(ours) == set(theirs)
+        for name, value in theirs.items():
+            assert_same_tensor(ours[name], value)
+    # One meta graph: plain node names, as for a GraphDef file.
+    one = graph_constants(FIXTURES / "tf1_builder_pbtxt" / "saved_model.pbtxt")
+    assert one.keys() == graph_constants(FIXTURES / "tf1_builder").keys() and ":" not in "".join(one)
+
+
+def test_a_checkpoint_file_is_named_not_misread():
+    with pytest.raises(FormatError, match="a tensor file .*not a graph"):
+        graph_constants(FIXTURES / "sharded" / "ckpt.index")

@@ -12,7 +12,7 @@ from tfformats import fingerprint
 from tfformats import saved_model as sm_module
 from tfformats.errors import (CheckpointNotFoundError, FormatError, TensorNotFoundError,
                               UnsupportedError)
-from tfformats.cli import _function_lines, show_all_lines
+from tfformats.cli.show import _function_lines, show_all_lines
 from tfformats.saved_model import load_saved_model, parse_keras_metadata
 
 from conftest import FIXTURES, HAVE_TF, requires_tf
@@ -648,3 +648,24 @@ def test_tf1_loader_runs_edited_partitioned_model(tmp_path, edit):
     assert not np.allclose(y, check["y"])  # the edit shows in the signature's output
     whole = tf.train.load_checkpoint(str(tmp_path / "out" / "variables" / "variables"))
     np.testing.assert_array_equal(whole.get_tensor("part"), want["part"])
+
+
+def test_tf1_local_variables_have_no_checkpoint_key():
+    # TF1 savers store global variables only: the metric accumulators of an eval graph are
+    # local variables, listed without a key (TensorFlow loads the model; see manifest.json).
+    manifest = json.loads((FIXTURES / "manifest.json").read_text())["tf1_eval_model"]
+    sm = load_saved_model(FIXTURES / "tf1_eval_model")
+    infos = {v.name: v for v in sm.variable_infos()}
+    assert sorted(n for n, v in infos.items() if v.key is None) == manifest["loaded_local_variables"]
+    assert infos["w"].key == "w" and sm.findings() == []
+
+
+def test_tf_transform_style_model_assets(tmp_path):
+    # TF1's builder keeps AssetFileDefs in the "saved_model_assets" collection (twice, here).
+    sm = load_saved_model(FIXTURES / "tft_assets")
+    (asset,) = sm.assets
+    assert (asset.filename, asset.tensor_name, asset.exists) == ("vocab.txt", "vocab_filename:0", True)
+    assert sm.variable_infos() == [] and sm.findings() == []
+    model = shutil.copytree(FIXTURES / "tft_assets", tmp_path / "m")
+    (model / "assets" / "vocab.txt").unlink()
+    assert [f.check for f in load_saved_model(model).findings()] == ["assets"]

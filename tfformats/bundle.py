@@ -156,8 +156,8 @@ class BundleReader:
     def _open(self, index, aside):
         self._shards = {}
         self._missing = {}   # shard id -> the error to raise when it is read
-        self._table = Table(index, verify=self.verify)
-        raw = self._table.get(HEADER_KEY)
+        self.table = Table(index, verify=self.verify)
+        raw = self.table.get(HEADER_KEY)
         if raw is None:
             raise FormatError(f"{self._index_path}: no bundle header entry; not a tensor bundle")
         header = wire.parse_bundle_header(raw, f"{self._index_path}: bundle header")
@@ -229,7 +229,8 @@ class BundleReader:
         bad = next(p for p in parts if not _parts_fit((p,), shape))
         raise FormatError(f"{where}: slice {bad} does not fit shape {list(shape)}")
 
-    def _decode(self, key, raw):
+    def entry_from_record(self, key, raw):
+        """The checked Entry of one index record (`key`, `raw` from the index table)."""
         name = _key_name(key)
         return self._entry(name, hot.decode_entry(raw, f"{self._index_path}: entry {name!r}"))
 
@@ -243,7 +244,7 @@ class BundleReader:
         if self._decoded is None:
             decoded = []
             with gc_paused():
-                for block, where in self._table.data_blocks():
+                for block, where in self.table.data_blocks():
                     decoded += hot.decode_entries(block, where)
             self._decoded = decoded
         return self._decoded
@@ -254,7 +255,7 @@ class BundleReader:
         shapes, kinds = {}, {}
         try:
             with gc_paused():
-                for block, where in self._table.data_blocks():
+                for block, where in self.table.data_blocks():
                     hot.index_listing(block, where, shapes, kinds, dtypes.BY_ENUM)
         except KeyError:  # an unknown dtype enum: let from_enum name the tensor
             for name, decoded in self.decoded_entries():
@@ -288,22 +289,24 @@ class BundleReader:
         else:
             key = name.encode("utf-8", "surrogateescape") if isinstance(name, str) else name
             if key != HEADER_KEY and not slices.is_slice_key(key):
-                raw = self._table.get(key)
+                raw = self.table.get(key)
                 if raw is not None:
-                    return self._decode(key, raw)
+                    return self.entry_from_record(key, raw)
         raise TensorNotFoundError(f"{self._index_path}: no tensor named {name!r}")
 
     def part_entry(self, name, extents):
+        """The Entry of the stored part `extents` of partitioned tensor `name`."""
         key = slices.slice_key(name, extents)
-        raw = self._table.get(key)
+        raw = self.table.get(key)
         if raw is None:
             raise FormatError(f"{self._index_path}: partitioned tensor {name!r} lacks its "
                               f"part {list(extents)}")
-        return self._decode(key, raw)
+        return self.entry_from_record(key, raw)
 
     # --- data ----------------------------------------------------------------
 
-    def _shard(self, shard_id):
+    def shard(self, shard_id):
+        """The opened data file of shard `shard_id` (CheckpointNotFoundError if missing)."""
         source = self._shards.get(shard_id)
         if source is None:
             raise self._missing[shard_id]
@@ -311,7 +314,7 @@ class BundleReader:
 
     def raw(self, entry):
         """The stored bytes of an entry, bounds checked against its shard."""
-        source = self._shard(entry.shard_id)
+        source = self.shard(entry.shard_id)
         if entry.offset + entry.size > source.size():
             raise FormatError(f"{source.path}: tensor {entry.name!r} needs bytes "
                               f"{entry.offset}..{entry.offset + entry.size} but the shard has "
@@ -422,7 +425,7 @@ class BundleReader:
         return out.reshape([len(r) for i, r in enumerate(ranges) if i not in squeeze])
 
     def close(self):
-        table = getattr(self, "_table", None)
+        table = getattr(self, "table", None)
         if table is not None:
             table.source.close()
         for source in self._shards.values():

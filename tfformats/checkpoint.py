@@ -4,6 +4,7 @@
 numpy array with TensorFlow's familiar method names on top.
 """
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -13,6 +14,7 @@ from .bundle import DATA_SUFFIX, BundleReader
 from .errors import CheckpointNotFoundError, DeviceError, FormatError, UnsupportedError
 from .objgraph import (OBJECT_GRAPH_KEY, VARIABLE_VALUE, object_variables, parse_graph,
                        saveable_keys)
+from .progress import bar
 
 STATE_FILENAME = "checkpoint"
 
@@ -87,7 +89,8 @@ def is_v1_prefix(prefix):
     return not fileio.isfile(prefix + ".index") and v1.is_v1(prefix)
 
 
-def _is_saved_model_dir(path):
+def is_saved_model_dir(path):
+    """Whether directory `path` holds a saved_model.pb, .pbtxt or .cpb."""
     return any(fileio.exists(os.path.join(path, n))
                for n in ("saved_model.pb", "saved_model.pbtxt", "saved_model.cpb"))
 
@@ -103,7 +106,7 @@ def resolve_prefix(path):
     """
     path = os.fspath(path)
     if fileio.isdir(path):
-        if _is_saved_model_dir(path) or fileio.isfile(os.path.join(path, "variables", "variables.index")):
+        if is_saved_model_dir(path) or fileio.isfile(os.path.join(path, "variables", "variables.index")):
             prefix = os.path.join(path, "variables", "variables")
             if not fileio.isfile(prefix + ".index"):
                 raise CheckpointNotFoundError(f"{path}: SavedModel directory without variables "
@@ -298,19 +301,35 @@ def list_variables(path):
         return sorted(reader.get_variable_to_shape_map().items())
 
 
-def load_checkpoint(path, verify=True, copy=True, device=None, skip_unsupported=False):
+def load_checkpoint(path, verify=True, copy=True, device=None, skip_unsupported=False, progress=False):
     """Every tensor of a checkpoint as a dict of numpy arrays (copies by default).
 
     Tensors no numpy array can hold (DT_VARIANT, e.g. a tf.data iterator's
     state; DT_RESOURCE) raise UnsupportedError, or are left out with
     `skip_unsupported=True`. With `device="cuda:0"` numeric tensors are CuPy
     arrays on that GPU (string tensors stay numpy); see `tfformats.cuda.load`.
+    `progress` (False, True or a callable; see tfformats.progress) counts the
+    bytes read, on the host.
     """
     if device is not None:
         return _devices().load(path, device, verify=verify, skip_unsupported=skip_unsupported)
     with CheckpointReader(path, verify=verify) as reader:
         skip = unsupported_tensors(reader, skip_unsupported)
-        return {name: reader.get_tensor(name, copy=copy) for name in reader if name not in skip}
+        names = [name for name in reader if name not in skip]
+        sizes = [tensor_nbytes(reader, name) for name in names]
+        tensors = {}
+        with bar(progress, sum(sizes), f"loading {os.path.basename(reader.prefix)}") as shown:
+            for name, size in zip(names, sizes):
+                tensors[name] = reader.get_tensor(name, copy=copy)
+                shown.update(size)
+        return tensors
+
+
+def tensor_nbytes(reader, name):
+    """The bytes a tensor's values take as an array, from the index alone (0 for
+    strings and variants, whose size the index does not say): what progress counts."""
+    itemsize = reader.dtype(name).itemsize
+    return math.prod(reader.shape(name)) * itemsize if itemsize else 0
 
 
 def unsupported_tensors(reader, skip):

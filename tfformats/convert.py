@@ -5,7 +5,8 @@ The object graph is carried along (safetensors metadata, an extra `.npz`
 member), so a checkpoint converted there and back still restores in
 TensorFlow. String tensors have no place in either format: they raise
 `UnsupportedError` naming the tensor, or are skipped and reported with
-`skip_unsupported=True`.
+`skip_unsupported=True`. Every converter takes `progress` (False, True or
+a callable; see tfformats.progress), counting the tensor bytes read.
 
 The safetensors layout (8-byte little-endian header length, JSON header,
 packed data) is written and read here directly: that keeps bfloat16 and
@@ -23,10 +24,11 @@ import zipfile
 import numpy as np
 
 from . import dtypes, fileio, slices
-from .checkpoint import CheckpointReader
+from .checkpoint import CheckpointReader, tensor_nbytes
 from .errors import CheckpointNotFoundError, FormatError, UnsupportedError
 from .fileio import replaced_atomically
 from .objgraph import ATTRIBUTES, OBJECT_GRAPH_KEY
+from .progress import bar
 from .writer import BundleWriter, _pieces, save_checkpoint
 
 # TensorFlow dtype name <-> safetensors dtype string (same bit layout).
@@ -56,6 +58,12 @@ def _unsupported(name, why, skip, skipped):
     skipped.append(name)
 
 
+def _reading(reader, src, progress):
+    """A progress bar over the bytes of every tensor of `reader`."""
+    total = sum(tensor_nbytes(reader, name) for name in reader)
+    return bar(progress, total, f"converting {os.path.basename(os.fspath(src))}")
+
+
 def _write_back(dst_prefix, tensors, graph, kinds=None):
     """save_checkpoint, building an object graph only if the names are object keys."""
     object_keys = bool(tensors) and all(ATTRIBUTES in n for n in tensors)
@@ -66,7 +74,7 @@ def _write_back(dst_prefix, tensors, graph, kinds=None):
 
 # --- checkpoint -> V2 checkpoint ----------------------------------------------------
 
-def checkpoint_to_checkpoint(src, dst_prefix, *, skip_unsupported=False):
+def checkpoint_to_checkpoint(src, dst_prefix, *, skip_unsupported=False, progress=False):
     """Rewrite checkpoint `src` (any form tfformats reads, a TF1 V1 file too)
     as the V2 bundle `dst_prefix`: same keys, dtypes and values, partitioned
     tensors stored as the same parts, the object graph carried as it is.
@@ -74,7 +82,8 @@ def checkpoint_to_checkpoint(src, dst_prefix, *, skip_unsupported=False):
     skipped with `skip_unsupported=True`; returns the names skipped.
     """
     skipped = []
-    with CheckpointReader(src) as reader, BundleWriter(dst_prefix) as writer:
+    with (CheckpointReader(src) as reader, BundleWriter(dst_prefix) as writer,
+          _reading(reader, src, progress) as shown):
         for name in reader:
             entry = reader.entry(name)
             if entry.dtype.as_numpy_dtype is None:
@@ -87,12 +96,13 @@ def checkpoint_to_checkpoint(src, dst_prefix, *, skip_unsupported=False):
             for extents in entry.slices:
                 part = value[slices.index(slices.resolve(extents, entry.shape))]
                 writer.add_slice(name, entry.shape, extents, part, dtype=entry.dtype)
+            shown.update(tensor_nbytes(reader, name))
     return skipped
 
 
 # --- safetensors ------------------------------------------------------------------
 
-def checkpoint_to_safetensors(src, dst, *, skip_unsupported=False):
+def checkpoint_to_safetensors(src, dst, *, skip_unsupported=False, progress=False):
     """Write every tensor of checkpoint `src` into the safetensors file `dst`.
 
     Returns the names skipped (only with `skip_unsupported=True`).
@@ -124,13 +134,15 @@ def checkpoint_to_safetensors(src, dst, *, skip_unsupported=False):
             header[_METADATA] = metadata
         encoded = json.dumps(header, separators=(",", ":")).encode()
         encoded += b" " * (-len(encoded) % 8)  # data starts 8-byte aligned
-        with replaced_atomically(os.fspath(dst)) as temp, fileio.create(temp) as f:
+        with (replaced_atomically(os.fspath(dst)) as temp, fileio.create(temp) as f,
+              _reading(reader, src, progress) as shown):
             f.write(struct.pack("<Q", len(encoded)))
             f.write(encoded)
             for name in names:
                 # little-endian on any host, one bounded piece at a time
                 for piece in _pieces(reader[name], reader.dtype(name)):
                     f.write(piece)
+                shown.update(tensor_nbytes(reader, name))
     return skipped
 
 
@@ -228,7 +240,7 @@ def _write_npz(dst, arrays):
                     np.lib.format.write_array(f, array, allow_pickle=False)
 
 
-def checkpoint_to_npz(src, dst, *, skip_unsupported=False):
+def checkpoint_to_npz(src, dst, *, skip_unsupported=False, progress=False):
     """Write every tensor of checkpoint `src` into the `.npz` file `dst`.
 
     numpy cannot name bfloat16, float8 or int4 in `.npy` headers, and knows
@@ -236,7 +248,7 @@ def checkpoint_to_npz(src, dst, *, skip_unsupported=False):
     Returns the names skipped (only with `skip_unsupported=True`).
     """
     skipped = []
-    with CheckpointReader(src) as reader:
+    with CheckpointReader(src) as reader, _reading(reader, src, progress) as shown:
         arrays, kinds = {}, {}
         for name in reader:
             dtype = reader.dtype(name)
@@ -253,6 +265,7 @@ def checkpoint_to_npz(src, dst, *, skip_unsupported=False):
                 if array.dtype.isbuiltin != 1:
                     array = array.view(f"u{array.itemsize}")
                 arrays[name] = array
+                shown.update(tensor_nbytes(reader, name))
         arrays[_NPZ_DTYPES] = np.array(json.dumps(kinds))
         _write_npz(dst, arrays)
     return skipped

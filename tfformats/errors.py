@@ -3,7 +3,12 @@
 Every class derives from `TFFormatsError` and from the built-in exception a
 caller would naturally catch, so `except KeyError` and `except ValueError`
 keep working for people who do not know tfformats' own classes.
+
+`Finding` is the other way a problem is reported: by the checks that go on
+after one (tfformats.validate, `SavedModel.findings()`), instead of raising.
 """
+
+from typing import NamedTuple, Optional
 
 
 class TFFormatsError(Exception):
@@ -39,3 +44,15 @@ class DeviceError(TFFormatsError, RuntimeError):
 
 class InvalidDeviceError(DeviceError, ValueError):
     """A device specification that names no CUDA device ("cuda:x", "tpu")."""
+class Finding(NamedTuple):
+    """One problem a check found. `check` names its kind ("crc", "index",
+    "entry", "shard", "bounds", "tensor", "object-graph", "proto", "path",
+    "signature", "assets", "variables", "fingerprint", "error", ...),
+    `message` says what is wrong (without the file in front), `file` is the
+    file concerned, `tensor` and `offset` locate it there when known."""
+
+    check: str
+    message: str
+    file: Optional[str] = None
+    tensor: Optional[str] = None
+    offset: Optional[int] = None

@@ -376,3 +376,20 @@ def write_atomically(path, data, sync):
     `sync` fsyncs it first, so the rename never lands before the bytes do."""
     with replaced_atomically(path) as temp:
         write_file(temp, data, sync)
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix):
+    """A private local directory in the system's temporary location, removed
+    with everything in it afterwards (the command line's intermediate files)."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def discard_output(fd):
+    """Point file descriptor `fd` at the null device: what the command does to
+    stdout once its reader has gone (`tfformats ls | head`)."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), fd)

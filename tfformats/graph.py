@@ -4,6 +4,8 @@ A frozen graph keeps its weights as `Const` nodes whose `value` attr is a
 TensorProto; `graph_constants` turns those into numpy arrays. TF2 graphs
 (SavedModels, `tf.function` graphs) keep most constants in the bodies of the
 functions in `library`; those are read too, keyed "<function name>/<node name>".
+`graph_constants` also takes the files that hold GraphDefs: a MetaGraphDef
+(`model.ckpt.meta`) and a SavedModel (its directory or `saved_model.pb`/`.pbtxt`).
 """
 
 import os
@@ -13,6 +15,7 @@ from google.protobuf import text_format
 
 from . import protos
 from .errors import FormatError
+from . import fileio
 from .fileio import read_file
 from .tensor_proto import to_numpy
 
@@ -75,7 +78,12 @@ def graph_constants(graph_def_or_path, ops=("Const",), functions=True):
     """name -> numpy array for every `Const` node of a GraphDef.
 
     Accepts a GraphDef message (ours or TensorFlow's: anything with the same
-    wire format) or a path. Top-level nodes are keyed by node name. With
+    wire format) or a path: a GraphDef file, a MetaGraphDef file (`.meta`) or a
+    SavedModel (directory, `saved_model.pb` or `.pbtxt`). A SavedModel with
+    several meta graphs prefixes each key with its tag set and a colon
+    ("serve:w", "gpu,train:w"; node names cannot hold a colon); a file of
+    another kind (a checkpoint) raises FormatError saying what it is.
+    Top-level nodes are keyed by node name. With
     `functions=True` (the default) the bodies of all functions in `library`
     are read too, called or not (a nested `tf.function` is a function of its
     own there), keyed "<function signature name>/<node name>". Such a key
@@ -87,9 +95,19 @@ def graph_constants(graph_def_or_path, ops=("Const",), functions=True):
     """
     where = f"{os.fspath(graph_def_or_path)}: " if isinstance(
         graph_def_or_path, (str, os.PathLike)) else ""
-    graph_def = _as_graph_def(graph_def_or_path)
     if isinstance(ops, str):  # else `node.op in ops` would match substrings
         ops = (ops,)
+    graphs = _graph_defs(graph_def_or_path)
+    if len(graphs) == 1:
+        return _constants(graphs[0][1], ops, functions, where)
+    out = {}
+    for tags, graph_def in graphs:
+        out.update((f"{tags}:{key}", value) for key, value
+                   in _constants(graph_def, ops, functions, f"{where}meta graph {tags!r}: ").items())
+    return out
+
+
+def _constants(graph_def, ops, functions, where):
     out = {}
     for node in graph_def.node:
         if _is_constant(node, ops):
@@ -112,6 +130,28 @@ def graph_constants(graph_def_or_path, ops=("Const",), functions=True):
 def _is_constant(node, ops):
     return (node.op in ops and "value" in node.attr
             and node.attr["value"].WhichOneof("value") != "placeholder")
+
+
+def _graph_defs(value):
+    """[(tag set, GraphDef)] that a graph_constants argument stands for."""
+    if not isinstance(value, (str, os.PathLike)):
+        return [("", _as_graph_def(value))]
+    path = os.fspath(value)
+    name = os.path.basename(path).lower()
+    if fileio.isdir(path) or name in ("saved_model.pb", "saved_model.pbtxt"):
+        if fileio.isdir(path):
+            text = not fileio.exists(os.path.join(path, "saved_model.pb"))
+            path = os.path.join(path, "saved_model.pbtxt" if text else "saved_model.pb")
+        saved_model = parse_message(protos.SavedModel, read_file(path), path,
+                                    text=path.endswith(".pbtxt"))
+        # Tags sorted within a set: "gpu,train" whichever order they were saved in.
+        return [(",".join(sorted(m.meta_info_def.tags)), m.graph_def) for m in saved_model.meta_graphs]
+    if name.endswith(".meta"):
+        return [("", parse_message(protos.MetaGraphDef, read_file(path), path).graph_def)]
+    if name.endswith(".index") or ".data-" in name or name.endswith((".safetensors", ".npz")):
+        raise FormatError(f"{path}: a tensor file (checkpoint, safetensors or npz), not a graph; "
+                          "read its tensors with tfformats.CheckpointReader or convert")
+    return [("", load_graph_def(path))]
 
 
 def _as_graph_def(value):

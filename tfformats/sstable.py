@@ -10,7 +10,7 @@ import struct
 import threading
 
 from ._impl import hot
-from .errors import ChecksumError, FormatError, UnsupportedError
+from .errors import ChecksumError, FormatError, TFFormatsError, UnsupportedError
 
 MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48
@@ -66,6 +66,7 @@ class Table:
         _, pos = hot.decode_varint(footer, 0, where)
         _, pos = hot.decode_varint(footer, pos, where)
         index_handle = decode_handle(footer[pos:40], where)
+        self._index_handle = index_handle
         index = self._block(*index_handle, "index block")
         where = f"{source.path}: index block at offset {index_handle[0]}"
         hot.check_block_keys(index, where, None, None)   # lookups bisect the separators
@@ -75,14 +76,15 @@ class Table:
         self._cache = {}   # block number -> contents, the 8 most recently read
         self._cache_lock = threading.Lock()
 
-    def _block(self, offset, size, what):
-        """Contents of the block at `offset`, trailer checked, decompressed."""
+    def _block(self, offset, size, what, verify=None):
+        """Contents of the block at `offset`, trailer checked, decompressed; its
+        CRC checked when `verify` (default: the table's setting)."""
         where = f"{self.source.path}: {what} at offset {offset}"
         if size > self.source.size():
             raise FormatError(f"{where}: block size {size} exceeds the file")
         raw = self.source.view(offset, size + TRAILER_SIZE, what)
         kind = raw[size]
-        if self.verify:
+        if self.verify if verify is None else verify:
             stored = struct.unpack_from("<I", raw, size + 1)[0]
             if hot.crc32c(raw[:size + 1]) != hot.unmask_crc(stored):
                 raise ChecksumError(f"{where}: block checksum mismatch")
@@ -138,6 +140,28 @@ class Table:
         """Every (key, value) in key order, block by block."""
         for block, where in self.data_blocks():
             yield from hot.block_entries(block, where)
+
+    def check_index_block(self):
+        """Raise ChecksumError if the index block's CRC does not match, whatever `verify` says."""
+        self._block(*self._index_handle, "index block", verify=True)
+
+    def checked_blocks(self):
+        """(offset, contents, problem) of every data block in key order, each CRC
+        checked whatever `verify` says. `problem` is None, a ChecksumError (the
+        contents are still given, read unchecked) or another TFFormatsError
+        (contents None): a scan that reports every damaged block, not the first."""
+        for offset, size in self._handles:
+            problem = None
+            try:
+                try:
+                    contents = self._block(offset, size, "data block", verify=True)
+                except ChecksumError as e:
+                    problem = e
+                    contents = self._block(offset, size, "data block", verify=False)
+            except TFFormatsError as e:
+                yield offset, None, e
+            else:
+                yield offset, contents, problem
 
     def block_count(self):
         return len(self._handles)

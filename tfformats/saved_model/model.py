@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import fileio, fingerprint as _fingerprint, protos
 from ..checkpoint import CheckpointReader
-from ..errors import (CheckpointNotFoundError, FormatError, TensorNotFoundError,
+from ..errors import (CheckpointNotFoundError, Finding, FormatError, TensorNotFoundError,
                       TFFormatsError, UnsupportedError)
 from ..graph import parse_message
 from ..objgraph import OBJECT_GRAPH_KEY, VARIABLE_SUFFIX, VARIABLE_VALUE, node_paths
@@ -25,6 +25,8 @@ from .spec import (ASSETS_DIR, ASSETS_EXTRA_DIR, FINGERPRINT, KERAS_METADATA, SA
                    parse_keras_metadata, shape_from_proto)
 
 _VariableDef = protos.message_class("tfformats.VariableDef")
+_AssetFileDef = protos.message_class("tfformats.AssetFileDef")
+_TF1_ASSETS = "saved_model_assets"   # TF1's collection of AssetFileDefs (as Any)
 
 
 # --- object graph ------------------------------------------------------------------
@@ -145,12 +147,6 @@ def ops_used(graph_def):
         for node in todo.pop().node_def:
             visit(node)
     return sorted(op for op in used if op not in functions)
-
-
-Finding = namedtuple("Finding", "check message file")
-Finding.__doc__ = """One problem `findings()` reports: `check` names the kind ("signature",
-"assets", "object-graph", "variables", "fingerprint"), `message` says what is wrong
-(without the directory in front), `file` is the file concerned or None."""
 
 
 class MetaGraph:
@@ -306,17 +302,30 @@ class MetaGraph:
                 # A partition of a TF1 partitioned variable is stored as a
                 # slice of the full tensor, under the full tensor's key.
                 key = vdef.save_slice_info_def.full_name or name
+                if collection == "local_variables":
+                    # Metric accumulators and the like: TF1 savers store global variables
+                    # only, so a local one has no key in the checkpoint.
+                    key = None
                 out.append(VariableInfo(name, None, key, dtype, shape,
                                         vdef.variable_name in trainable or vdef.trainable, None))
         return out
 
     def assets(self):
-        """Asset of every AssetFileDef, resolved under `assets/`."""
+        """Asset of every AssetFileDef, resolved under `assets/`: the meta graph's
+        own list, or the "saved_model_assets" collection where TF1's builder keeps them."""
         out = []
-        for asset in self.proto.asset_file_def:
+        asset_defs = list(self.proto.asset_file_def)
+        if not asset_defs and _TF1_ASSETS in self.proto.collection_def:
+            try:
+                asset_defs = [_AssetFileDef.FromString(a.value)
+                              for a in self.proto.collection_def[_TF1_ASSETS].any_list.value]
+            except Exception:
+                raise FormatError(f"{self._export_dir}: collection {_TF1_ASSETS!r} holds a "
+                                  "value that is not an AssetFileDef") from None
+        for asset in asset_defs:
             path = os.path.join(self._export_dir, ASSETS_DIR, asset.filename)
             out.append(Asset(asset.filename, path, fileio.isfile(path), asset.tensor_info.name))
-        return out
+        return list(dict.fromkeys(out))   # TF1's builder can list one asset twice
 
     def findings(self):
         """Finding of every dangling reference inside this meta graph: signature

@@ -1,0 +1,76 @@
+"""`convert`: checkpoint <-> .safetensors / .npz, or checkpoint -> V2 checkpoint."""
+
+import os
+import re
+
+from .. import fileio
+from .common import EXIT_OK, UsageError, emit_json, json_doc, progress, show_progress
+
+
+# Extensions that name a TF checkpoint file or prefix (`model.ckpt`, `ckpt-7.index`).
+_CHECKPOINT_EXTENSIONS = ("ckpt", "index")
+FORMATS = ("checkpoint", "safetensors", "npz")
+
+
+def kind_of(path):
+    """The format a path's extension names; a checkpoint prefix for anything else."""
+    lower = path.lower()
+    if lower.endswith(".safetensors"):
+        return "safetensors"
+    if lower.endswith(".npz"):
+        return "npz"
+    return "checkpoint"
+
+
+def _checked_kind(path, what):
+    """kind_of, but an extension of another format (`.pt`, `.h5`, `.json`) is a usage error."""
+    kind = kind_of(path)
+    extension = os.path.splitext(os.path.basename(path))[1][1:]
+    # A word after the last dot is an extension; `ckpt-100` or `data-00000-of-00001` is not.
+    foreign = (kind == "checkpoint" and re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", extension)
+               and extension.lower() not in _CHECKPOINT_EXTENSIONS)
+    # An input prefix need not exist as a file (`run/model.v2` for its .index): only a file can be foreign.
+    if foreign and (what == "output" or fileio.isfile(path)):
+        hint = f"; or name the output format with --to {'|'.join(FORMATS)}" if what == "output" else ""
+        raise UsageError(f"{what} {path}: unknown extension .{extension}; convert supports TF "
+                         "checkpoints (a prefix such as out/ckpt; a SavedModel directory as input), "
+                         f".safetensors and .npz{hint}")
+    return kind
+
+
+def cmd_convert(args):
+    from .. import convert
+    src_kind = _checked_kind(args.src, "input")
+    dst_kind = args.to or _checked_kind(args.dst, "output")
+    if src_kind != "checkpoint" and dst_kind != "checkpoint":
+        raise UsageError("convert goes between a TF checkpoint and .safetensors/.npz; "
+                         f"{args.src} -> {args.dst} has no checkpoint side")
+    functions = {("checkpoint", "checkpoint"): "checkpoint_to_checkpoint",   # e.g. V1 -> V2
+                 ("checkpoint", "safetensors"): "checkpoint_to_safetensors",
+                 ("checkpoint", "npz"): "checkpoint_to_npz",
+                 ("safetensors", "checkpoint"): "safetensors_to_checkpoint",
+                 ("npz", "checkpoint"): "npz_to_checkpoint"}
+    function = getattr(convert, functions[src_kind, dst_kind])
+    skipped = []
+    if src_kind == "checkpoint":
+        from ..errors import UnsupportedError
+        try:
+            skipped = function(args.src, args.dst, skip_unsupported=args.skip_unsupported,
+                               progress=show_progress(args))
+        except UnsupportedError as e:
+            raise UnsupportedError(f"{e} (on the command line: --skip-unsupported)") from None
+    else:
+        size = fileio.size(args.src) if fileio.isfile(args.src) else None
+        with progress(args, size, f"converting {os.path.basename(args.src)}") as bar:
+            function(args.src, args.dst)
+            bar.update(size or 0)
+    if args.json:
+        emit_json(json_doc("convert", src=args.src, dst=args.dst, src_format=src_kind,
+                             dst_format=dst_kind, skipped=list(skipped or [])))
+    else:
+        for name in skipped or []:
+            print(f"skipped {name} (no equivalent dtype in {dst_kind})")
+        print(f"{args.src} ({src_kind}) -> {args.dst} ({dst_kind})")
+    return EXIT_OK
+
+

@@ -1,0 +1,100 @@
+"""`ls`: every tensor of a checkpoint, from its index only."""
+
+import sys
+
+from .common import EXIT_OK, emit_json, human_bytes, json_doc, open_reader, table
+
+
+def _object_variables(reader):
+    """key -> ObjectVariable; an unreadable object graph only costs the column."""
+    from ..errors import TFFormatsError
+    try:
+        return reader.object_variables()
+    except TFFormatsError as e:
+        print(f"tfformats: warning: object graph unreadable, no object paths: {e}", file=sys.stderr)
+        return {}
+
+
+def _object_path(var):
+    if var is None or var.path is None:
+        return None
+    return var.path
+
+
+def _listing(reader, pattern=None):
+    """(entries, object variables by key, [(bytes, parts) of partitioned tensors]) for `ls`.
+
+    Plain tensors need nothing beyond their Entry; a partitioned one also gets
+    the entries of its parts (from the index, like everything else here).
+    """
+    from fnmatch import fnmatchcase
+    bundle = reader.bundle
+    table = bundle.entries(checked=False)
+    objects = _object_variables(reader)
+    entries = [table[n] for n in sorted(table)]
+    if pattern is not None:
+        def wanted(entry):
+            var = objects.get(entry.name)
+            return fnmatchcase(entry.name, pattern) or (
+                var is not None and var.path is not None and fnmatchcase(var.path, pattern))
+        entries = [e for e in entries if wanted(e)]
+    parts = {e.name: [bundle.part_entry(e.name, ext) for ext in e.slices]
+             for e in entries if e.slices}
+    return entries, objects, parts
+
+
+def cmd_ls(args):
+    with open_reader(args.path) as reader:
+        entries, objects, parts = _listing(reader, args.glob)
+        sizes = [e.size if not e.slices else sum(p.size for p in parts[e.name]) for e in entries]
+        total = sum(sizes)
+        if args.json:
+            tensors = []
+            for entry, size in zip(entries, sizes):
+                var = objects.get(entry.name)
+                pieces = parts.get(entry.name)
+                tensors.append({
+                    "name": entry.name,
+                    "object_path": _object_path(var),
+                    "attribute": None if var is None else var.attribute,
+                    "dtype": entry.dtype.name,
+                    "shape": None if entry.shape is None else list(entry.shape),
+                    "bytes": size,
+                    "shard": None if pieces else entry.shard_id,
+                    "offset": None if pieces else entry.offset,
+                    "parts": None if pieces is None else [
+                        {"slice": [list(e) for e in ext], "shard": p.shard_id,
+                         "offset": p.offset, "bytes": p.size}
+                        for ext, p in zip(entry.slices, pieces)],
+                })
+            emit_json(json_doc("ls", path=args.path, prefix=reader.prefix,
+                                 num_shards=reader.bundle.num_shards, tensors=tensors,
+                                 totals={"count": len(entries), "bytes": total}))
+            return EXIT_OK
+        out = sys.stdout
+        if entries:
+            # Column by column with C-level helpers: this is the hot loop for big indexes.
+            names = [e.name for e in entries]
+            if objects:
+                paths = []
+                for name in names:
+                    var = objects.get(name)
+                    path = _object_path(var)
+                    if path is not None and var.attribute != "VARIABLE_VALUE":
+                        path = f"{path}:{var.attribute}"
+                    paths.append(path or "-")
+            else:
+                paths = ["-"] * len(names)
+            kinds = [e.dtype.name for e in entries]
+            shapes = ["?" if e.shape is None else repr(list(e.shape)) for e in entries]
+            nbytes = list(map(str, sizes))
+            shards = [str(e.shard_id) if not e.slices else
+                      ",".join(str(s) for s in sorted({p.shard_id for p in parts[e.name]}))
+                      for e in entries]
+            out.write(table([names, paths, kinds, shapes, nbytes, shards],
+                             ("NAME", "OBJECT PATH", "DTYPE", "SHAPE", "BYTES", "SHARD"), right=(4,)))
+            out.write("\n")
+        out.write(f"{len(entries)} tensors, {total} bytes ({human_bytes(total)})\n")
+    return EXIT_OK
+
+
