@@ -53,7 +53,7 @@ def test_crc32c_combine_of_big_pieces(n2):
 
 
 def test_gpu_uploader_combines_big_chunks():
-    from tfformats.cuda import _Check
+    from tfformats.cuda.uploader import _Check
     lengths = [5, (1 << 29) + 7, 1 << 30]
     pieces = [b"\x07" * 5, [b"\x09", lengths[1] - 1], [lengths[2] - 1, b"\x0b"]]
     check = _Check("shard", "'big'", 0, _crc_of([pieces[0], *pieces[1], *pieces[2]]))
