@@ -58,11 +58,7 @@ def bundle(tmp_path, request):
     _rewrite_table(prefix + ".index", request.param)
     with tff.open_checkpoint(prefix) as reader:   # still a valid bundle
         assert [float(reader[n]) for n in NAMES] == list(range(12))
-<<<<<<< HEAD
         assert reader.bundle.table.block_count() > 1 or request.param > 48
-=======
-        assert reader.bundle._table.block_count() > 1 or request.param > 48
->>>>>>> 0bbcc4d
     return prefix
 
 

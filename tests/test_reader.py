@@ -360,11 +360,7 @@ def test_every_key_of_a_tensorflow_index_with_several_blocks_looked_up_cold(tmp_
     tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
                       tensors=[tf.constant([i, -i], tf.int32) for i in range(len(names))])
     with tff.open_checkpoint(prefix) as reader:
-<<<<<<< HEAD
         assert reader.bundle.table.block_count() >= 3
-=======
-        assert reader.bundle._table.block_count() >= 3
->>>>>>> 0bbcc4d
     for i, name in enumerate(names):
         with tff.open_checkpoint(prefix) as reader:
             assert reader.bundle._decoded is None

@@ -38,7 +38,7 @@ def many_blocks(tmp_path):
 def test_one_reader_many_threads(many_blocks, verify, monkeypatch):
     monkeypatch.setattr(sys, "getswitchinterval", sys.getswitchinterval)   # restored below
     reader = tff.open_checkpoint(many_blocks, verify=verify)
-    assert reader.bundle._table.block_count() > 30   # the cache keeps 8
+    assert reader.bundle.table.block_count() > 30   # the cache keeps 8
     errors, wrong = [], []
     start = threading.Barrier(16)
 

@@ -150,7 +150,7 @@ class Table:
         checked whatever `verify` says. `problem` is None, a ChecksumError (the
         contents are still given, read unchecked) or another TFFormatsError
         (contents None): a scan that reports every damaged block, not the first."""
-        for offset, size in self._handles:
+        for i, (offset, size) in enumerate(self._handles):
             problem = None
             try:
                 try:
@@ -158,6 +158,8 @@ class Table:
                 except ChecksumError as e:
                     problem = e
                     contents = self._block(offset, size, "data block", verify=False)
+                hot.check_block_keys(contents, f"{self.source.path}: data block at offset {offset}",
+                                     self._separators[i - 1] if i else None, self._separators[i])
             except TFFormatsError as e:
                 yield offset, None, e
             else:
