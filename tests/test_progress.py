@@ -43,6 +43,22 @@ def test_converters_and_validate_report_every_tensor_byte(tmp_path):
     assert report.ok and calls[-1] == (report.bytes, report.bytes)
 
 
+def test_writers_report_every_tensor_byte_written(tmp_path):
+    tensors = load_checkpoint(CKPT)
+    numeric = sum(a.nbytes for a in tensors.values() if a.dtype != object)
+    convert.checkpoint_to_safetensors(CKPT, tmp_path / "w.safetensors")
+    convert.checkpoint_to_npz(CKPT, tmp_path / "w.npz")
+    for function, src in ((convert.safetensors_to_checkpoint, tmp_path / "w.safetensors"),
+                          (convert.npz_to_checkpoint, tmp_path / "w.npz")):
+        calls, callback = _recorder()
+        function(src, tmp_path / function.__name__, progress=callback)
+        assert calls[-1] == (numeric, numeric), function.__name__
+        assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+    calls, callback = _recorder()
+    tfformats.save_checkpoint(tmp_path / "saved", tensors, progress=callback)
+    assert calls[-1] == (numeric, numeric)
+
+
 def test_progress_true_draws_a_tqdm_bar_and_other_values_are_refused(monkeypatch):
     err = io.StringIO()
     monkeypatch.setattr("sys.stderr", err)

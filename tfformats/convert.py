@@ -64,12 +64,13 @@ def _reading(reader, src, progress):
     return bar(progress, total, f"converting {os.path.basename(os.fspath(src))}")
 
 
-def _write_back(dst_prefix, tensors, graph, kinds=None):
+def _write_back(dst_prefix, tensors, graph, kinds=None, progress=False):
     """save_checkpoint, building an object graph only if the names are object keys."""
     object_keys = bool(tensors) and all(ATTRIBUTES in n for n in tensors)
     if graph is not None:
         tensors[OBJECT_GRAPH_KEY] = graph
-    return save_checkpoint(dst_prefix, tensors, object_graph=object_keys, dtypes=kinds)
+    return save_checkpoint(dst_prefix, tensors, object_graph=object_keys, dtypes=kinds,
+                           progress=progress)
 
 
 # --- checkpoint -> V2 checkpoint ----------------------------------------------------
@@ -201,7 +202,7 @@ def _safetensors_tensor(buf, start, info, where):
         raise FormatError(f"{where}: shape {shape!s:.200}: {exc}") from None
 
 
-def safetensors_to_checkpoint(src, dst_prefix):
+def safetensors_to_checkpoint(src, dst_prefix, *, progress=False):
     """Write every tensor of the safetensors file `src` as a checkpoint at `dst_prefix`.
 
     The object graph recorded by `checkpoint_to_safetensors` is restored;
@@ -219,7 +220,7 @@ def safetensors_to_checkpoint(src, dst_prefix):
             graph = base64.b64decode(graph, validate=True)
         except (TypeError, ValueError):  # binascii.Error is a ValueError
             raise FormatError(f"{path}: metadata {_GRAPH_METADATA!r} is not base64") from None
-    return _write_back(dst_prefix, tensors, graph)
+    return _write_back(dst_prefix, tensors, graph, progress=progress)
 
 
 # --- npz --------------------------------------------------------------------------
@@ -346,7 +347,7 @@ def _as_recorded(array, kind, where):
     raise FormatError(f"{where}: an array of {array.dtype} cannot hold {kind} values")
 
 
-def npz_to_checkpoint(src, dst_prefix):
+def npz_to_checkpoint(src, dst_prefix, *, progress=False):
     """Write every array of the `.npz` file `src` as a checkpoint at `dst_prefix`.
 
     Dtypes recorded by `checkpoint_to_npz` are restored; other arrays keep
@@ -361,4 +362,4 @@ def npz_to_checkpoint(src, dst_prefix):
     for name, kind in kinds.items():
         if name in tensors:
             tensors[name] = _as_recorded(tensors[name], kind, f"{path}: array {name!r}")
-    return _write_back(dst_prefix, tensors, graph, kinds)
+    return _write_back(dst_prefix, tensors, graph, kinds, progress)

@@ -27,6 +27,7 @@ from .dtypes import as_dtype
 from .errors import CheckpointNotFoundError, FormatError, UnsupportedError
 from .fileio import remove_if_present, temp_name, write_atomically
 from .objgraph import OBJECT_GRAPH_KEY, VARIABLE_SUFFIX, build_object_graph, parse_graph
+from .progress import bar
 from .sstable import TableBuilder
 
 # Big arrays are converted, checksummed and written in pieces of this size.
@@ -435,8 +436,16 @@ class BundleWriter:
 SAVE_COUNTER_KEY = "save_counter" + VARIABLE_SUFFIX
 
 
+def _numeric_bytes(value):
+    """What a progress bar counts for `value`: the bytes of numeric arrays (as
+    the readers count them), nothing for strings and serialized protos."""
+    value = np.asarray(value) if not isinstance(value, (bytes, str)) else None
+    return 0 if value is None or value.dtype.kind in "OSU" else value.nbytes
+
+
 def save_checkpoint(prefix, tensors, *, object_graph=True, dtypes=None, full_names=None,
-                    save_counter=None, num_shards=None, max_shard_size=None, sync=None):
+                    save_counter=None, num_shards=None, max_shard_size=None, sync=None,
+                    progress=False):
     """Write `tensors` (name -> array) as a TF2 checkpoint at `prefix`; returns `prefix`.
 
     With `object_graph=True` names are object paths as `CheckpointReader.object_paths()`
@@ -452,6 +461,8 @@ def save_checkpoint(prefix, tensors, *, object_graph=True, dtypes=None, full_nam
     the one numpy reports (needed for qint types).
 
     Tensors are written in the mapping's order, the object graph last.
+    `progress` (False, True or a callable, see tfformats.progress) counts the
+    tensor bytes written.
     """
     tensors = dict(tensors)
     dtypes = dict(dtypes or {})
@@ -472,10 +483,13 @@ def save_checkpoint(prefix, tensors, *, object_graph=True, dtypes=None, full_nam
             graph, keys = build_object_graph(tensors, {**names, **(full_names or {})})
             tensors = {keys[name]: value for name, value in tensors.items()}
             dtypes = {keys.get(name, name): dtype for name, dtype in dtypes.items()}
+    total = sum(map(_numeric_bytes, tensors.values()))
     with BundleWriter(prefix, num_shards=num_shards, max_shard_size=max_shard_size,
-                      sync=sync) as writer:
+                      sync=sync) as writer, \
+            bar(progress, total, f"writing {os.path.basename(os.fspath(prefix))}") as shown:
         for name, value in tensors.items():
             writer.add(name, value, dtypes.get(name))
+            shown.update(_numeric_bytes(value))
         if graph is not None:
             writer.add(OBJECT_GRAPH_KEY, np.array(graph.SerializeToString(), dtype=object))
     return os.fspath(prefix)

@@ -4,7 +4,7 @@ import os
 import re
 
 from .. import fileio
-from .common import EXIT_OK, UsageError, emit_json, json_doc, progress, show_progress
+from .common import EXIT_OK, UsageError, emit_json, json_doc, show_progress
 
 
 # Extensions that name a TF checkpoint file or prefix (`model.ckpt`, `ckpt-7.index`).
@@ -60,10 +60,7 @@ def cmd_convert(args):
         except UnsupportedError as e:
             raise UnsupportedError(f"{e} (on the command line: --skip-unsupported)") from None
     else:
-        size = fileio.size(args.src) if fileio.isfile(args.src) else None
-        with progress(args, size, f"converting {os.path.basename(args.src)}") as bar:
-            function(args.src, args.dst)
-            bar.update(size or 0)
+        function(args.src, args.dst, progress=show_progress(args))
     if args.json:
         emit_json(json_doc("convert", src=args.src, dst=args.dst, src_format=src_kind,
                              dst_format=dst_kind, skipped=list(skipped or [])))
