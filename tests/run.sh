@@ -14,6 +14,11 @@ PY="$VENV/bin/python"
 "$PY" -m pip install -q -e ".[test]"
 
 export TF_CPP_MIN_LOG_LEVEL=3
+# The layers of docs/architecture.md ([tool.importlinter] in pyproject.toml)
+# and the annotations of the public API ([tool.mypy]); either failing fails CI.
+echo "== import layers and types =="
+"$VENV/bin/lint-imports"
+"$PY" -m mypy tfformats
 echo "== native implementation =="
 "$PY" -c 'import tfformats, sys; sys.exit(tfformats.implementation() != "native")' \
   || { echo "the native extension did not build" >&2; exit 1; }

@@ -11,7 +11,7 @@ if os.environ.get("TFFORMATS_PUREPYTHON", "") not in ("", "0"):
     from . import _pure as hot
 else:
     try:
-        from . import _native as hot
+        from . import _native as hot  # type: ignore  # typed by its twin, _pure
     except ImportError:
         from . import _pure as hot
 

@@ -5,6 +5,8 @@ family and the sub-byte integers, which TensorFlow stores one element per
 byte). Quantized types (qint8, ...) are read as their underlying integers.
 """
 
+from typing import Any
+
 import numpy as np
 
 from .errors import UnsupportedError
@@ -52,7 +54,7 @@ class DType:
 
 
 STRING_ENUM = 7
-_TABLE = [
+_TABLE: "list[tuple[str, int, Any]]" = [
     # name, enum, numpy type (None: not readable as an array; a string: from ml_dtypes)
     ("float32", 1, np.float32), ("float64", 2, np.float64), ("int32", 3, np.int32),
     ("uint8", 4, np.uint8), ("int16", 5, np.int16), ("int8", 6, np.int8),
@@ -76,7 +78,7 @@ BY_ENUM = {e: DType(n, e, t if t is None or isinstance(t, str) else np.dtype(t))
 BY_NAME = {d.name: d for d in BY_ENUM.values()}
 BY_NAME.update(half=BY_NAME["float16"], float=BY_NAME["float32"], double=BY_NAME["float64"])
 
-_FROM_NUMPY = {}  # numpy dtype -> the DType a writer stores it as (not the quantized one)
+_FROM_NUMPY: "dict[np.dtype, DType]" = {}  # numpy dtype -> the DType a writer stores it as (not the quantized one)
 
 
 def _from_numpy():

@@ -248,7 +248,7 @@ class LocalFileSystem:
 
 
 LOCAL = LocalFileSystem()
-_BY_SCHEME = {}
+_BY_SCHEME: "dict[str, FileSystem]" = {}
 
 
 def register_filesystem(scheme, fs):

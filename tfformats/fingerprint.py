@@ -61,7 +61,7 @@ _KEY_KIND = {
 }
 
 
-_plans = {}  # message descriptor -> plan dict, or None when nothing to fix
+_plans: dict = {}  # message descriptor -> plan dict, or None when nothing to fix
 
 
 def _is_map(field):
