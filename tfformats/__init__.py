@@ -1,5 +1,7 @@
 """Read and write TensorFlow checkpoints and SavedModels without TensorFlow."""
 
+from __future__ import annotations
+
 from . import checkpoint as _checkpoint
 from ._impl import IMPLEMENTATION
 from .checkpoint import (CheckpointReader, latest_checkpoint, list_variables, load_checkpoint,
@@ -49,7 +51,7 @@ def __getattr__(name):
     raise AttributeError(f"module 'tfformats' has no attribute {name!r}")
 
 
-def implementation():
+def implementation() -> str:
     """"native" when the compiled hot paths are in use, else "python"."""
     return IMPLEMENTATION
 

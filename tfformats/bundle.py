@@ -5,6 +5,10 @@ partitioned tensors; it hands out numpy arrays that are read-only zero-copy
 views over the memory-mapped data files unless a copy is asked for.
 """
 
+from __future__ import annotations
+from typing import Any, Callable, Iterator
+import os
+
 import contextlib
 import gc
 import math
@@ -63,18 +67,18 @@ class TensorStore(Protocol):
 
     def entry(self, name: str) -> Entry: ...
 
-    def part_entry(self, name: str, extents) -> Entry:
+    def part_entry(self, name: str, extents: Any) -> Entry:
         """The Entry of one stored part of a partitioned tensor."""
 
     def parts(self, entry: Entry) -> list:
         """[(bounds, part Entry)] of a partitioned tensor, checked to tile it."""
 
-    def read(self, name: str, copy: bool = False, verify=None) -> np.ndarray: ...
+    def read(self, name: str, copy: bool = False, verify: bool | None = None) -> np.ndarray: ...
 
     def read_entry(self, entry: Entry, copy: bool = False, verify: bool = True) -> np.ndarray:
         """The values of an Entry: a whole tensor or one part from `parts()`."""
 
-    def read_region(self, name: str, index) -> np.ndarray: ...
+    def read_region(self, name: str, index: Any) -> np.ndarray: ...
 
     def raw(self, entry: Entry) -> tuple:
         """(source, memoryview of the stored bytes) of a tensor or part."""
@@ -83,7 +87,7 @@ class TensorStore(Protocol):
 
 
 @contextlib.contextmanager
-def gc_paused():
+def gc_paused() -> Iterator[None]:
     """Build many small containers without the collector rescanning them all.
 
     Listing 100,000 entries allocates enough tuples and lists to trigger
@@ -102,7 +106,7 @@ def gc_paused():
 DATA_SUFFIX = re.compile(r"\.data-\d{5}-of-\d{5}$")
 
 
-def data_filename(prefix, shard, num_shards):
+def data_filename(prefix: str, shard: int, num_shards: int) -> str:
     return f"{prefix}.data-{shard:05d}-of-{num_shards:05d}"
 
 
@@ -115,8 +119,11 @@ class BundleReader:
     a `TensorStore`."""
 
     raw_bytes = True
+    _decoded: list | None
+    _by_name: dict | None
 
-    def __init__(self, prefix, verify=True, opener=fileio.open_file):
+    def __init__(self, prefix: str | os.PathLike, verify: bool = True,
+                 opener: Callable[[str], fileio.Source] = fileio.open_file) -> None:
         self.prefix = str(prefix)
         self.verify = verify
         self._opener = opener
@@ -229,12 +236,12 @@ class BundleReader:
         bad = next(p for p in parts if not _parts_fit((p,), shape))
         raise FormatError(f"{where}: slice {bad} does not fit shape {list(shape)}")
 
-    def entry_from_record(self, key, raw):
+    def entry_from_record(self, key: bytes, raw: bytes) -> Entry:
         """The checked Entry of one index record (`key`, `raw` from the index table)."""
         name = _key_name(key)
         return self._entry(name, hot.decode_entry(raw, f"{self._index_path}: entry {name!r}"))
 
-    def decoded_entries(self):
+    def decoded_entries(self) -> list:
         """[(name, decode_entry tuple)] of every tensor in key order, from one scan.
 
         Listing uses these as they are (a shape from a damaged index may be
@@ -249,10 +256,11 @@ class BundleReader:
             self._decoded = decoded
         return self._decoded
 
-    def listing(self):
+    def listing(self) -> tuple:
         """({name: list(shape)}, {name: DType}) of every tensor, from one pass over
         the index that builds nothing else (what TensorFlow's listing calls return)."""
-        shapes, kinds = {}, {}
+        shapes: dict[str, list[int]] = {}
+        kinds: dict[str, dtypes.DType] = {}
         try:
             with gc_paused():
                 for block, where in self.table.data_blocks():
@@ -263,7 +271,7 @@ class BundleReader:
             raise
         return shapes, kinds
 
-    def entries(self, checked=True):
+    def entries(self, checked: bool = True) -> dict:
         """name -> Entry for every tensor, partitioned parts folded into their tensor.
 
         `checked=False` skips the checks `entry()` makes before a read, for
@@ -278,7 +286,7 @@ class BundleReader:
             except KeyError:  # an unknown dtype: let the checked path name it
                 return self.entries()
 
-    def entry(self, name):
+    def entry(self, name: str) -> Entry:
         """The Entry of `name`: from the scan if there was one, else one lookup."""
         if self._decoded is not None:
             if self._by_name is None:
@@ -294,7 +302,7 @@ class BundleReader:
                     return self.entry_from_record(key, raw)
         raise TensorNotFoundError(f"{self._index_path}: no tensor named {name!r}")
 
-    def part_entry(self, name, extents):
+    def part_entry(self, name: str, extents: Any) -> Entry:
         """The Entry of the stored part `extents` of partitioned tensor `name`."""
         key = slices.slice_key(name, extents)
         raw = self.table.get(key)
@@ -305,14 +313,14 @@ class BundleReader:
 
     # --- data ----------------------------------------------------------------
 
-    def shard(self, shard_id):
+    def shard(self, shard_id: int) -> fileio.Source:
         """The opened data file of shard `shard_id` (CheckpointNotFoundError if missing)."""
         source = self._shards.get(shard_id)
         if source is None:
             raise self._missing[shard_id]
         return source
 
-    def raw(self, entry):
+    def raw(self, entry: Entry) -> tuple:
         """The stored bytes of an entry, bounds checked against its shard."""
         source = self.shard(entry.shard_id)
         if entry.offset + entry.size > source.size():
@@ -326,12 +334,12 @@ class BundleReader:
             raise ChecksumError(f"{source.path}: tensor {entry.name!r} at offset {entry.offset}: "
                                 "data checksum mismatch")
 
-    def read(self, name, copy=False, verify=None):
+    def read(self, name: str, copy: bool = False, verify: bool | None = None) -> np.ndarray:
         """The whole tensor `name` as a numpy array (bytes objects for strings)."""
         entry = self.entry(name)
         return self.read_entry(entry, copy, self.verify if verify is None else verify)
 
-    def read_entry(self, entry, copy=False, verify=True):
+    def read_entry(self, entry: Entry, copy: bool = False, verify: bool = True) -> np.ndarray:
         if entry.slices:
             return self._assemble(entry, verify)
         dtype = entry.dtype
@@ -364,7 +372,7 @@ class BundleReader:
         array[:] = values
         return array.reshape(entry.shape)
 
-    def parts(self, entry):
+    def parts(self, entry: Entry) -> list:
         """[(bounds, part Entry)] of a partitioned tensor, checked to tile it exactly.
 
         Gaps would hand out uninitialised memory and overlaps would hide them,
@@ -396,7 +404,7 @@ class BundleReader:
             out[slices.index(bounds)] = self.read_entry(part, verify=verify)
         return out
 
-    def read_region(self, name, index):
+    def read_region(self, name: str, index: Any) -> np.ndarray:
         """`tensor[index]` reading only the bytes it needs (no CRC check)."""
         entry = self.entry(name)
         if entry.dtype.is_string and not entry.slices:   # strings are not fixed-width
@@ -424,7 +432,7 @@ class BundleReader:
                 out[tuple(dst)] = self.read_entry(part, verify=False)[tuple(src)]
         return out.reshape([len(r) for i, r in enumerate(ranges) if i not in squeeze])
 
-    def close(self):
+    def close(self) -> None:
         table = getattr(self, "table", None)
         if table is not None:
             table.source.close()
@@ -497,7 +505,7 @@ def _byteswapped(array):
     return array.view(unit).byteswap().view(dtype)
 
 
-def variant_crc(buf, count, where):
+def variant_crc(buf: Any, count: int, where: str) -> int:
     """The unmasked CRC-32C TensorFlow stores for a DT_VARIANT tensor's bytes.
 
     Each of the `count` elements is a varint length, a serialized

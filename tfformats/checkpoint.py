@@ -4,6 +4,13 @@
 numpy array with TensorFlow's familiar method names on top.
 """
 
+from __future__ import annotations
+from .objgraph import ObjectVariable
+from .dtypes import DType
+from .bundle import Entry, TensorStore
+import numpy as np
+from typing import Any, Callable, Iterator
+
 import math
 import os
 import re
@@ -24,7 +31,7 @@ STATE_FILENAME = "checkpoint"
 _device_front_end = None
 
 
-def set_device_front_end(loader):
+def set_device_front_end(loader: Callable[[], Any]) -> None:
     """Serve `device=` with the module `loader()` returns (its `to_device` and
     `load`); called once by the package."""
     global _device_front_end
@@ -39,7 +46,7 @@ def _devices():
 
 # --- the `checkpoint` state file ------------------------------------------------
 
-def read_state(directory, filename=STATE_FILENAME):
+def read_state(directory: str | os.PathLike, filename: str = STATE_FILENAME) -> Any:
     """The parsed CheckpointState of `directory`, or None if it has none."""
     path = os.path.join(directory, filename)
     data = fileio.read_file_if_present(path)
@@ -59,7 +66,7 @@ def read_state(directory, filename=STATE_FILENAME):
     return state
 
 
-def latest_checkpoint(directory, filename=STATE_FILENAME):
+def latest_checkpoint(directory: str | os.PathLike, filename: str = STATE_FILENAME) -> str | None:
     """Like `tf.train.latest_checkpoint`: the newest prefix listed, or None."""
     state = read_state(directory, filename)
     if state is None:
@@ -83,19 +90,19 @@ def _listed_prefix(directory, listed):
     return None
 
 
-def is_v1_prefix(prefix):
+def is_v1_prefix(prefix: str) -> bool:
     """Whether a prefix from `resolve_prefix` is a TF1 V1 checkpoint: a V2
     bundle wherever there is an index, else a V1 table file (or shard set)."""
     return not fileio.isfile(prefix + ".index") and v1.is_v1(prefix)
 
 
-def is_saved_model_dir(path):
+def is_saved_model_dir(path: str | os.PathLike) -> bool:
     """Whether directory `path` holds a saved_model.pb, .pbtxt or .cpb."""
     return any(fileio.exists(os.path.join(path, n))
                for n in ("saved_model.pb", "saved_model.pbtxt", "saved_model.cpb"))
 
 
-def resolve_prefix(path):
+def resolve_prefix(path: str | os.PathLike) -> str:
     """The bundle prefix a user path stands for.
 
     Accepts a prefix, a `.index` or `.data-XXXXX-of-YYYYY` file, a directory
@@ -158,7 +165,11 @@ class CheckpointReader(Mapping):
     the parts of partitioned tensors and stored bytes, for V2 and V1 alike.
     """
 
-    def __init__(self, path, verify=True, opener=fileio.open_file):
+    bundle: TensorStore
+    _objects: dict[str, ObjectVariable] | None
+
+    def __init__(self, path: str | os.PathLike, verify: bool = True,
+                 opener: Callable[[str], fileio.Source] = fileio.open_file) -> None:
         self.path = os.fspath(path)
         self.prefix = resolve_prefix(self.path)
         if is_v1_prefix(self.prefix):
@@ -169,32 +180,32 @@ class CheckpointReader(Mapping):
         self._spare_listing = None  # (shapes or None, dtypes or None), see _listing
 
     # Mapping
-    def __getitem__(self, name):
+    def __getitem__(self, name: str) -> np.ndarray:
         return self.bundle.read(name)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return (name for name, _ in self.bundle.decoded_entries())  # in key order
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.bundle.decoded_entries())
 
-    def __contains__(self, name):
+    def __contains__(self, name: object) -> bool:
         return self.has_tensor(name)
 
     # cheap, index-only information
-    def shape(self, name):
+    def shape(self, name: str) -> list[int]:
         return list(self.bundle.entry(name).shape)
 
-    def dtype(self, name):
+    def dtype(self, name: str) -> DType:
         return self.bundle.entry(name).dtype
 
-    def entry(self, name):
+    def entry(self, name: str) -> Entry:
         return self.bundle.entry(name)
 
-    def get_variable_to_shape_map(self):
+    def get_variable_to_shape_map(self) -> dict[str, list[int]]:
         return self._listing(0)
 
-    def get_variable_to_dtype_map(self):
+    def get_variable_to_dtype_map(self) -> dict[str, DType]:
         return self._listing(1)
 
     def _listing(self, which):
@@ -209,7 +220,7 @@ class CheckpointReader(Mapping):
         self._spare_listing = (None, maps[1]) if which == 0 else (maps[0], None)
         return maps[which]
 
-    def has_tensor(self, name):
+    def has_tensor(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
         try:
@@ -219,25 +230,25 @@ class CheckpointReader(Mapping):
         return True
 
     # data
-    def get_tensor(self, name, copy=False, device=None):
+    def get_tensor(self, name: str, copy: bool = False, device: str | None = None) -> Any:
         """The tensor `name` as numpy, or with `device="cuda:0"` as a CuPy array."""
         if device is not None:
             return _devices().to_device(self, name, device, verify=self.bundle.verify)
         return self.bundle.read(name, copy=copy)
 
-    def get_slice(self, name):
+    def get_slice(self, name: str) -> TensorSlice:
         """A lazy handle: `reader.get_slice(name)[10:20]` reads only those bytes."""
         self.bundle.entry(name)  # fail early on unknown names
         return TensorSlice(self.bundle, name)
 
     # object graph
-    def object_graph(self):
+    def object_graph(self) -> Any:
         """The TrackableObjectGraph proto, or None for a name-based checkpoint."""
         if OBJECT_GRAPH_KEY not in self:
             return None
         return parse_graph(self.get_tensor(OBJECT_GRAPH_KEY).item(), self.prefix)
 
-    def object_variables(self):
+    def object_variables(self) -> dict[str, ObjectVariable]:
         """key -> ObjectVariable for every key the object graph names, and for
         the suffixed keys of saveables with several tensors (`saveable_keys`)."""
         if self._objects is None:
@@ -253,18 +264,18 @@ class CheckpointReader(Mapping):
             self._objects = objects
         return self._objects
 
-    def object_paths(self):
+    def object_paths(self) -> dict[str, str]:
         """Object path (`model/layer_with_weights-0/kernel`) -> checkpoint key."""
         return {v.path: k for k, v in self.object_variables().items()
                 if v.path is not None and v.attribute == VARIABLE_VALUE}
 
-    def close(self):
+    def close(self) -> None:
         self.bundle.close()
 
-    def __enter__(self):
+    def __enter__(self) -> CheckpointReader:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self):
@@ -274,34 +285,35 @@ class CheckpointReader(Mapping):
 class TensorSlice:
     """Returned by `get_slice`: index it to read part of a tensor."""
 
-    def __init__(self, bundle, name):
+    def __init__(self, bundle: TensorStore, name: str) -> None:
         self._bundle = bundle
         self.name = name
 
     @property
-    def shape(self):
+    def shape(self) -> list[int]:
         return list(self._bundle.entry(self.name).shape)
 
     @property
-    def dtype(self):
+    def dtype(self) -> DType:
         return self._bundle.entry(self.name).dtype
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: Any) -> np.ndarray:
         return self._bundle.read_region(self.name, index)
 
 
-def open_checkpoint(path, verify=True):
+def open_checkpoint(path: str | os.PathLike, verify: bool = True) -> CheckpointReader:
     """Open any checkpoint path form; see `resolve_prefix`."""
     return CheckpointReader(path, verify=verify)
 
 
-def list_variables(path):
+def list_variables(path: str | os.PathLike) -> list[tuple[str, list[int]]]:
     """Like `tf.train.list_variables`: sorted (name, shape) pairs."""
     with CheckpointReader(path) as reader:
         return sorted(reader.get_variable_to_shape_map().items())
 
 
-def load_checkpoint(path, verify=True, copy=True, device=None, skip_unsupported=False, progress=False):
+def load_checkpoint(path: str | os.PathLike, verify: bool = True, copy: bool = True, device: str | None = None,
+                    skip_unsupported: bool = False, progress: bool | Callable[..., Any] = False) -> dict[str, Any]:
     """Every tensor of a checkpoint as a dict of numpy arrays (copies by default).
 
     Tensors no numpy array can hold (DT_VARIANT, e.g. a tf.data iterator's
@@ -325,14 +337,14 @@ def load_checkpoint(path, verify=True, copy=True, device=None, skip_unsupported=
         return tensors
 
 
-def tensor_nbytes(reader, name):
+def tensor_nbytes(reader: CheckpointReader, name: str) -> int:
     """The bytes a tensor's values take as an array, from the index alone (0 for
     strings and variants, whose size the index does not say): what progress counts."""
     itemsize = reader.dtype(name).itemsize
     return math.prod(reader.shape(name)) * itemsize if itemsize else 0
 
 
-def unsupported_tensors(reader, skip):
+def unsupported_tensors(reader: CheckpointReader, skip: bool) -> set[str]:
     """Names of the tensors with no array form (variant, resource): returned
     when `skip` is true, else UnsupportedError naming the first."""
     names = {name: dtype for name, dtype in reader.get_variable_to_dtype_map().items()

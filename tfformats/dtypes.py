@@ -5,6 +5,8 @@ family and the sub-byte integers, which TensorFlow stores one element per
 byte). Quantized types (qint8, ...) are read as their underlying integers.
 """
 
+from __future__ import annotations
+
 from typing import Any
 
 import numpy as np
@@ -17,13 +19,13 @@ class DType:
 
     __slots__ = ("name", "enum", "_numpy")
 
-    def __init__(self, name, enum, numpy_type):
+    def __init__(self, name: str, enum: int, numpy_type: Any) -> None:
         self.name = name
         self.enum = enum
         self._numpy = numpy_type
 
     @property
-    def as_numpy_dtype(self):
+    def as_numpy_dtype(self) -> np.dtype | None:
         """The numpy dtype (None for resource/variant; object for strings)."""
         if isinstance(self._numpy, str):  # an ml_dtypes type, imported on first use
             import ml_dtypes
@@ -31,25 +33,25 @@ class DType:
         return self._numpy
 
     @property
-    def itemsize(self):
+    def itemsize(self) -> int | None:
         """Bytes per element in a bundle; None for variable-length types."""
         return None if self.as_numpy_dtype is None or self.is_string else self.as_numpy_dtype.itemsize
 
     @property
-    def is_string(self):
+    def is_string(self) -> bool:
         return self.enum == STRING_ENUM
 
     def __repr__(self):
         return f"tfformats.{self.name}"
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         if isinstance(other, DType):
             return self.enum == other.enum
         if isinstance(other, str):
             return self.name == other
         return NotImplemented
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash(self.enum)
 
 
@@ -89,7 +91,7 @@ def _from_numpy():
     return _FROM_NUMPY
 
 
-def from_enum(enum, tensor=None):
+def from_enum(enum: int, tensor: str | None = None) -> DType:
     """The DType for a DataType enum value; unknown values raise UnsupportedError."""
     try:
         return BY_ENUM[enum]
@@ -98,7 +100,7 @@ def from_enum(enum, tensor=None):
         raise UnsupportedError(f"unknown DataType enum {enum}{where}") from None
 
 
-def as_dtype(value):
+def as_dtype(value: Any) -> DType:
     """A DType from a DType, a name ("bfloat16"), an enum value or a numpy dtype."""
     if isinstance(value, DType):
         return value

@@ -20,6 +20,9 @@ state file (`model.ckpt-?????-of-00002`); both stand for every shard.
 `CheckpointReader` uses, so the public API works unchanged.
 """
 
+from __future__ import annotations
+from typing import Any, Callable
+
 import math
 import os
 import re
@@ -40,7 +43,7 @@ CHECKPOINT_VERSION = 1   # TF_CHECKPOINT_VERSION: the format version this reader
 _SHARD = re.compile(r"^(.*)-(\?{5}|\d{5})-of-(\d{5})$", re.S)
 
 
-def shard_files(path):
+def shard_files(path: str) -> list[str]:
     """The files of the V1 checkpoint `path` names: a shard file name or
     pattern stands for every shard of its set, anything else for itself."""
     match = _SHARD.match(path)
@@ -60,7 +63,7 @@ def _is_table(path):
         return False
 
 
-def is_v1(path):
+def is_v1(path: str | os.PathLike) -> bool:
     """Whether `path` names a V1 checkpoint: a table file (a V2 `.index` aside,
     which callers tell apart by its suffix), or a shard set with one."""
     return any(_is_table(f) for f in shard_files(os.fspath(path)))
@@ -104,6 +107,8 @@ def _check_representable(shape, dtype, where):
 class _StoredSlice(Entry):
     """The Entry of one stored slice, knowing which slice it is."""
 
+    extents: Any
+
     def __new__(cls, extents, *fields):
         self = super().__new__(cls, *fields)
         self.extents = extents
@@ -124,8 +129,11 @@ class V1Reader:
 
     raw_bytes = False   # values live in protos; there are no stored bytes to hand out
     swapped = False     # and are decoded in this host's byte order
+    _tensors: dict[str, Any]
+    _entries: dict[str, Entry]
 
-    def __init__(self, path, verify=True, opener=fileio.open_file):
+    def __init__(self, path: str | os.PathLike, verify: bool = True,
+                 opener: Callable[[str], fileio.Source] = fileio.open_file) -> None:
         self.prefix = os.fspath(path)
         self.verify = verify
         self._files = shard_files(self.prefix)
@@ -216,7 +224,7 @@ class V1Reader:
                               "record for it")
         return raw, where
 
-    def part_entry(self, name, extents):
+    def part_entry(self, name: str, extents: Any) -> Entry:
         """The Entry of one stored slice (its shape is the slice's)."""
         name, (dtype, shape, stored) = self._known(name)
         extents = tuple(map(tuple, extents))
@@ -233,7 +241,7 @@ class V1Reader:
         return _StoredSlice(extents, name, dtype, part_shape, shard,
                             self._tables[shard].block_offset(key) or 0, size, 0, ())
 
-    def entry(self, name):
+    def entry(self, name: str) -> Entry:
         name, (dtype, shape, stored) = self._known(name)
         entry = self._entries.get(name)
         if entry is None:
@@ -246,15 +254,15 @@ class V1Reader:
             self._entries[name] = entry
         return entry
 
-    def decoded_entries(self):
+    def decoded_entries(self) -> list:
         """[(name, (DType, shape))] in key order, from the metadata alone."""
         return self._decoded
 
-    def listing(self):
+    def listing(self) -> tuple:
         return ({name: list(shape) for name, (_, shape, _) in self._tensors.items()},
                 {name: dtype for name, (dtype, _, _) in self._tensors.items()})
 
-    def entries(self, checked=True):
+    def entries(self, checked: bool = True) -> dict:
         """name -> Entry of every tensor (`checked` is BundleReader's; V1
         entries are checked as the metadata is read)."""
         return {name: self.entry(name) for name, _ in self.decoded_entries()}
@@ -283,11 +291,11 @@ class V1Reader:
             flat = tensor_proto.typed_values(values, field, n, count, dtype.as_numpy_dtype)
         return flat.reshape(part_shape)
 
-    def read(self, name, copy=False, verify=None):
+    def read(self, name: str, copy: bool = False, verify: bool | None = None) -> np.ndarray:
         """The whole tensor `name` (block CRCs are checked as the reader was opened)."""
         return self.read_entry(self.entry(name), copy)
 
-    def parts(self, entry):
+    def parts(self, entry: Entry) -> list:
         """[(bounds, part Entry)] of a partitioned tensor, checked to tile it."""
         name, (_, shape, stored) = self._known(entry.name)
         parts = [(slices.resolve(extents, shape), self.part_entry(name, extents))
@@ -297,11 +305,11 @@ class V1Reader:
                               f"its shape {list(shape)} exactly")
         return parts
 
-    def raw(self, entry):
+    def raw(self, entry: Entry) -> tuple:
         raise UnsupportedError(f"{self.prefix}: tensor {entry.name!r}: a V1 checkpoint keeps "
                                "values in protos, not as stored bytes")
 
-    def read_entry(self, entry, copy=False, verify=True):
+    def read_entry(self, entry: Entry, copy: bool = False, verify: bool = True) -> np.ndarray:
         name, (dtype, shape, stored) = self._known(entry.name)
         if isinstance(entry, _StoredSlice):   # one part, from parts()
             array = self._values(name, dtype, entry.extents, entry.shard_id, shape)
@@ -312,7 +320,8 @@ class V1Reader:
                                    "decode")
         _check_representable(shape, dtype, where)
         if len(stored) == 1 and slices.covers_all(next(iter(stored)), shape):
-            array = self._values(name, dtype, *next(iter(stored.items())), shape)
+            # mypy miscounts a starred Any followed by a positional argument
+            array = self._values(name, dtype, *next(iter(stored.items())), shape)  # type: ignore[call-arg]
         else:
             boxes = [slices.resolve(extents, shape) for extents in stored]
             if not slices.tiles(boxes, shape):
@@ -326,12 +335,12 @@ class V1Reader:
                 array[slices.index(box)] = part
         return _finished(array, dtype, copy)
 
-    def read_region(self, name, index):
+    def read_region(self, name: str, index: Any) -> np.ndarray:
         """`tensor[index]`: V1 records hold whole slices, so the tensor is read whole."""
         array = self.read(name)
         return array[index] if array.dtype == object else array[index].copy()
 
-    def close(self):
+    def close(self) -> None:
         for table in self._tables:
             table.source.close()
         self._tables = []
