@@ -6,15 +6,15 @@ views over the memory-mapped data files unless a copy is asked for.
 """
 
 from __future__ import annotations
-from typing import Any, Callable, Iterator
-import os
 
 import contextlib
 import gc
 import math
+import os
 import re
 import sys
 from collections import namedtuple
+from typing import Any, Callable, Iterator
 from typing import Protocol, runtime_checkable
 
 import numpy as np

@@ -5,22 +5,23 @@ numpy array with TensorFlow's familiar method names on top.
 """
 
 from __future__ import annotations
-from .objgraph import ObjectVariable
-from .dtypes import DType
-from .bundle import Entry, TensorStore
-import numpy as np
-from typing import Any, Callable, Iterator
 
 import math
 import os
 import re
 from collections.abc import Mapping
+from typing import Any, Callable, Iterator
+
+import numpy as np
 
 from . import commit, fileio, v1
 from .bundle import DATA_SUFFIX, BundleReader
+from .bundle import Entry, TensorStore
+from .dtypes import DType
 from .errors import CheckpointNotFoundError, DeviceError, FormatError, UnsupportedError
 from .objgraph import (OBJECT_GRAPH_KEY, VARIABLE_VALUE, object_variables, parse_graph,
                        saveable_keys)
+from .objgraph import ObjectVariable
 from .progress import bar
 
 STATE_FILENAME = "checkpoint"

@@ -21,13 +21,13 @@ state file (`model.ckpt-?????-of-00002`); both stand for every shard.
 """
 
 from __future__ import annotations
-from typing import Any, Callable
 
 import math
 import os
 import re
 import struct
 import sys
+from typing import Any, Callable
 
 import numpy as np
 
