@@ -14,12 +14,15 @@ float8 independent of the installed `safetensors` release, streams tensors
 of any size without holding them in memory, and needs no extra package.
 """
 
+from __future__ import annotations
+
 import base64
 import json
 import math
 import os
 import struct
 import zipfile
+from typing import Any, Callable
 
 import numpy as np
 
@@ -75,14 +78,15 @@ def _write_back(dst_prefix, tensors, graph, kinds=None, progress=False):
 
 # --- checkpoint -> V2 checkpoint ----------------------------------------------------
 
-def checkpoint_to_checkpoint(src, dst_prefix, *, skip_unsupported=False, progress=False):
+def checkpoint_to_checkpoint(src: str | os.PathLike, dst_prefix: str | os.PathLike, *, skip_unsupported: bool = False,
+                             progress: bool | Callable[..., Any] = False) -> list[str]:
     """Rewrite checkpoint `src` (any form tfformats reads, a TF1 V1 file too)
     as the V2 bundle `dst_prefix`: same keys, dtypes and values, partitioned
     tensors stored as the same parts, the object graph carried as it is.
     Tensors with no values to copy (DT_VARIANT) raise UnsupportedError or are
     skipped with `skip_unsupported=True`; returns the names skipped.
     """
-    skipped = []
+    skipped: list[str] = []
     with (CheckpointReader(src) as reader, BundleWriter(dst_prefix) as writer,
           _reading(reader, src, progress) as shown):
         for name in reader:
@@ -103,13 +107,15 @@ def checkpoint_to_checkpoint(src, dst_prefix, *, skip_unsupported=False, progres
 
 # --- safetensors ------------------------------------------------------------------
 
-def checkpoint_to_safetensors(src, dst, *, skip_unsupported=False, progress=False):
+def checkpoint_to_safetensors(src: str | os.PathLike, dst: str | os.PathLike, *, skip_unsupported: bool = False,
+                              progress: bool | Callable[..., Any] = False) -> Any:
     """Write every tensor of checkpoint `src` into the safetensors file `dst`.
 
     Returns the names skipped (only with `skip_unsupported=True`).
     """
-    skipped = []
+    skipped: list[str] = []
     with CheckpointReader(src) as reader:
+        header: dict[str, Any]
         header, names, offset = {}, [], 0
         metadata = {}
         for name in sorted(reader):
@@ -126,7 +132,7 @@ def checkpoint_to_safetensors(src, dst, *, skip_unsupported=False, progress=Fals
                              skipped)
                 continue
             shape = reader.shape(name)
-            size = math.prod(shape) * dtype.itemsize
+            size = math.prod(shape) * dtype.itemsize  # type: ignore[operator]  # not a string
             header[name] = {"dtype": _SAFETENSORS[dtype.name], "shape": shape,
                             "data_offsets": [offset, offset + size]}
             names.append(name)
@@ -202,7 +208,8 @@ def _safetensors_tensor(buf, start, info, where):
         raise FormatError(f"{where}: shape {shape!s:.200}: {exc}") from None
 
 
-def safetensors_to_checkpoint(src, dst_prefix, *, progress=False):
+def safetensors_to_checkpoint(src: str | os.PathLike, dst_prefix: str | os.PathLike, *,
+                              progress: bool | Callable[..., Any] = False) -> Any:
     """Write every tensor of the safetensors file `src` as a checkpoint at `dst_prefix`.
 
     The object graph recorded by `checkpoint_to_safetensors` is restored;
@@ -241,14 +248,15 @@ def _write_npz(dst, arrays):
                     np.lib.format.write_array(f, array, allow_pickle=False)
 
 
-def checkpoint_to_npz(src, dst, *, skip_unsupported=False, progress=False):
+def checkpoint_to_npz(src: str | os.PathLike, dst: str | os.PathLike, *, skip_unsupported: bool = False,
+                      progress: bool | Callable[..., Any] = False) -> Any:
     """Write every tensor of checkpoint `src` into the `.npz` file `dst`.
 
     numpy cannot name bfloat16, float8 or int4 in `.npy` headers, and knows
     no qint types, so each tensor's TensorFlow dtype is recorded alongside.
     Returns the names skipped (only with `skip_unsupported=True`).
     """
-    skipped = []
+    skipped: list[str] = []
     with CheckpointReader(src) as reader, _reading(reader, src, progress) as shown:
         arrays, kinds = {}, {}
         for name in reader:
@@ -347,7 +355,7 @@ def _as_recorded(array, kind, where):
     raise FormatError(f"{where}: an array of {array.dtype} cannot hold {kind} values")
 
 
-def npz_to_checkpoint(src, dst_prefix, *, progress=False):
+def npz_to_checkpoint(src: str | os.PathLike, dst_prefix: str | os.PathLike, *, progress: bool | Callable[..., Any] = False) -> Any:
     """Write every array of the `.npz` file `src` as a checkpoint at `dst_prefix`.
 
     Dtypes recorded by `checkpoint_to_npz` are restored; other arrays keep

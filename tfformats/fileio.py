@@ -18,6 +18,8 @@ A local file also has `unchanged()`, which readers use to notice a file
 replaced while they opened a checkpoint.
 """
 
+from __future__ import annotations
+
 import contextlib
 import mmap
 import os
@@ -113,7 +115,7 @@ class LocalFile:
     the cost of memory for the whole file.
     """
 
-    def __init__(self, path):
+    def __init__(self, path: str | os.PathLike) -> None:
         self.path = os.fspath(path)
         try:
             fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
@@ -131,10 +133,10 @@ class LocalFile:
             os.close(fd)
         self._view = memoryview(self._map)
 
-    def size(self):
+    def size(self) -> int:
         return self._size
 
-    def unchanged(self):
+    def unchanged(self) -> bool:
         """Whether `path` still names the file that was opened (same device,
         inode and size): False once it was replaced, moved away or resized."""
         try:
@@ -148,14 +150,14 @@ class LocalFile:
             raise FormatError(f"{self.path}: {what} of {n} bytes at offset {offset} lies "
                               f"outside the file's {self._size} bytes")
 
-    def view(self, offset, n, what="read"):
+    def view(self, offset: int, n: int, what: str = "read") -> memoryview:
         self._check(offset, n, what)
         return self._view[offset:offset + n]
 
-    def read(self, offset, n, what="read"):
+    def read(self, offset: int, n: int, what: str = "read") -> bytes:
         return bytes(self.view(offset, n, what))
 
-    def close(self):
+    def close(self) -> None:
         """Drop the map. Arrays already handed out keep their pages alive."""
         try:
             self._view.release()
@@ -213,8 +215,11 @@ class LocalFileSystem:
     rmdir = staticmethod(os.rmdir)
     replace = staticmethod(os.replace)
     rename = staticmethod(os.rename)
-    copy = staticmethod(shutil.copy2)
-    copytree = staticmethod(shutil.copytree)
+    def copy(self, src: str, dst: str) -> None:
+        shutil.copy2(src, dst)
+
+    def copytree(self, src: str, dst: str) -> None:
+        shutil.copytree(src, dst)
 
     def walk_files(self, root):
         for directory, _, files in os.walk(root):
@@ -251,7 +256,7 @@ LOCAL = LocalFileSystem()
 _BY_SCHEME: "dict[str, FileSystem]" = {}
 
 
-def register_filesystem(scheme, fs):
+def register_filesystem(scheme: str, fs: FileSystem | None) -> None:
     """Serve paths starting with `<scheme>://` from `fs` (a `FileSystem`);
     None takes the scheme away again."""
     if fs is None:
@@ -260,7 +265,7 @@ def register_filesystem(scheme, fs):
         _BY_SCHEME[scheme] = fs
 
 
-def filesystem(path):
+def filesystem(path: str | os.PathLike) -> FileSystem:
     """The `FileSystem` that serves `path`."""
     scheme, sep, _ = os.fspath(path).partition("://")
     if sep and scheme in _BY_SCHEME:
@@ -300,23 +305,23 @@ copytree = _delegate("copytree")
 fsync_dir = _delegate("fsync_dir")
 
 
-def make_temp_dir(parent, prefix):
+def make_temp_dir(parent: str | os.PathLike, prefix: str) -> str:
     """A new empty directory in `parent` whose name starts with `prefix`."""
     return filesystem(parent).make_temp_dir(os.fspath(parent), prefix)
 
 
-def fsync(file, path):
+def fsync(file: BinaryIO, path: str | os.PathLike) -> None:
     """Flush `file` (from `create(path)`) to stable storage."""
     filesystem(path).fsync(file)
 
 
-def open_file(path):
+def open_file(path: str | os.PathLike) -> Source:
     """A `Source` for reading `path`: a memory map for a local file."""
     path = os.fspath(path)
     return filesystem(path).open_source(path)
 
 
-def read_file(path):
+def read_file(path: str | os.PathLike) -> bytes:
     """The whole (small) file `path`, as bytes."""
     try:
         with open_input(path) as f:
@@ -327,7 +332,7 @@ def read_file(path):
         raise FormatError(f"{path}: is a directory, expected a file") from None
 
 
-def read_file_if_present(path):
+def read_file_if_present(path: str | os.PathLike) -> bytes | None:
     """The whole (small) file `path` as bytes, or None when it does not exist."""
     try:
         return read_file(path)
@@ -335,7 +340,7 @@ def read_file_if_present(path):
         return None
 
 
-def remove_if_present(path):
+def remove_if_present(path: str | os.PathLike) -> None:
     try:
         remove(path)
     except FileNotFoundError:
@@ -344,13 +349,13 @@ def remove_if_present(path):
 
 # --- atomic writes -------------------------------------------------------------
 
-def temp_name(path):
+def temp_name(path: str | os.PathLike) -> str:
     """A fresh temporary name beside `path`, to write it under and rename later."""
     return f"{path}.tempstate{secrets.randbits(64)}"
 
 
 @contextlib.contextmanager
-def replaced_atomically(path):
+def replaced_atomically(path: str | os.PathLike) -> Iterator[str]:
     """Yield a fresh temporary name beside `path` to write the new file under;
     it is renamed over `path` when the block completes and removed when it
     fails, so readers see the old file or the new one, never a part."""
@@ -363,7 +368,7 @@ def replaced_atomically(path):
         raise
 
 
-def write_file(path, data, sync=False):
+def write_file(path: str | os.PathLike, data: bytes, sync: bool = False) -> None:
     """Write `data` (bytes) to the new file `path`; `sync` fsyncs it."""
     with create(path) as f:
         f.write(data)
@@ -371,7 +376,7 @@ def write_file(path, data, sync=False):
             fsync(f, path)
 
 
-def write_atomically(path, data, sync):
+def write_atomically(path: str | os.PathLike, data: bytes, sync: bool) -> None:
     """Write a small file (`data`, bytes) atomically (`replaced_atomically`).
     `sync` fsyncs it first, so the rename never lands before the bytes do."""
     with replaced_atomically(path) as temp:
@@ -379,7 +384,7 @@ def write_atomically(path, data, sync):
 
 
 @contextlib.contextmanager
-def scratch_dir(prefix):
+def scratch_dir(prefix: str) -> Iterator[str]:
     """A private local directory in the system's temporary location, removed
     with everything in it afterwards (the command line's intermediate files)."""
     path = tempfile.mkdtemp(prefix=prefix)
@@ -389,7 +394,7 @@ def scratch_dir(prefix):
         shutil.rmtree(path, ignore_errors=True)
 
 
-def discard_output(fd):
+def discard_output(fd: int) -> None:
     """Point file descriptor `fd` at the null device: what the command does to
     stdout once its reader has gone (`tfformats ls | head`)."""
     os.dup2(os.open(os.devnull, os.O_WRONLY), fd)

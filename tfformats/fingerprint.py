@@ -15,8 +15,11 @@ visiting only the message types that can contain a map. The result is the same
 under both the upb and the pure-Python backends.
 """
 
+from __future__ import annotations
+
 import os
 import secrets
+from typing import Any
 
 from google.protobuf import descriptor as _descriptor
 
@@ -114,7 +117,7 @@ def _plan(desc):
     return _plans[desc]
 
 
-def canonical_serialize(message):
+def canonical_serialize(message: Any) -> bytes:
     """Serialize `message` exactly as C++ `SerializeToStringDeterministic` does.
 
     Fields come in field-number order and map entries sorted by key (integers
@@ -155,7 +158,7 @@ def _strip_uid(name, uid):
     return name[:-len(suffix)] if name.endswith(suffix) else name
 
 
-def regularize_graph_def(graph_def):
+def regularize_graph_def(graph_def: Any) -> Any:
     """A regularized copy of `graph_def`, as TF does before hashing the program.
 
     Call ops lose the uid digits of their function name (the trailing '_'
@@ -240,7 +243,7 @@ def _saved_object_graph_hash(object_graph):
     return h
 
 
-def fingerprint_saved_model(saved_model, checkpoint_index_bytes=None):
+def fingerprint_saved_model(saved_model: Any, checkpoint_index_bytes: bytes | None = None) -> Any:
     """The FingerprintDef of an already-parsed SavedModel message.
 
     `checkpoint_index_bytes` is the content of `variables/variables.index`,
@@ -267,7 +270,7 @@ def _random_uuid():
     return f"{secrets.randbits(128):020d}"
 
 
-def read_saved_model(export_dir):
+def read_saved_model(export_dir: str | os.PathLike) -> Any:
     """Parse `<export_dir>/saved_model.pb` (or `.pbtxt`) into a SavedModel message."""
     export_dir = os.fspath(export_dir)
     if fileio.exists(os.path.join(export_dir, SAVED_MODEL_CPB)):
@@ -292,7 +295,7 @@ def _read_checkpoint_index(export_dir):
         return None
 
 
-def compute_fingerprint(export_dir):
+def compute_fingerprint(export_dir: str | os.PathLike) -> Any:
     """Compute the FingerprintDef of the SavedModel in `export_dir`, as TF does.
 
     A directory holding only `saved_model.pbtxt` gets what TF 2.21's
@@ -312,13 +315,13 @@ def compute_fingerprint(export_dir):
     return fingerprint_saved_model(saved_model, _read_checkpoint_index(export_dir))
 
 
-def read_fingerprint(export_dir):
+def read_fingerprint(export_dir: str | os.PathLike) -> Any:
     """Parse `<export_dir>/fingerprint.pb`."""
     path = os.path.join(os.fspath(export_dir), FINGERPRINT_FILENAME)
     return parse_message(protos.FingerprintDef, read_file(path), path)
 
 
-def write_fingerprint(export_dir, fp=None):
+def write_fingerprint(export_dir: str | os.PathLike, fp: Any = None) -> Any:
     """Write `fingerprint.pb` atomically (computing it when `fp` is None); return fp."""
     export_dir = os.fspath(export_dir)
     if fp is None:
@@ -329,13 +332,13 @@ def write_fingerprint(export_dir, fp=None):
     return fp
 
 
-def singleprint(fp):
+def singleprint(fp: Any) -> str:
     """TF's "singleprint": the four model hashes joined by '/' (no checksum)."""
     return (f"{fp.graph_def_program_hash}/{fp.signature_def_hash}/"
             f"{fp.saved_object_graph_hash}/{fp.checkpoint_hash}")
 
 
-def check_fingerprint(export_dir):
+def check_fingerprint(export_dir: str | os.PathLike) -> list[str]:
     """Compare the stored fingerprint.pb with a fresh computation.
 
     Returns a list of findings (strings); empty when all five hashes match.

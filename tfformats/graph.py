@@ -8,7 +8,10 @@ functions in `library`; those are read too, keyed "<function name>/<node name>".
 (`model.ckpt.meta`) and a SavedModel (its directory or `saved_model.pb`/`.pbtxt`).
 """
 
+from __future__ import annotations
+
 import os
+from typing import Any, Iterable
 
 from google.protobuf import message as _message
 from google.protobuf import text_format
@@ -22,7 +25,7 @@ from .tensor_proto import to_numpy
 _TEXT_SUFFIXES = (".pbtxt", ".txt", ".prototxt")
 
 
-def parse_message(message_class, data, path, text=None):
+def parse_message(message_class: Any, data: Any, path: str, text: bool | None = None) -> Any:
     """Parse binary (or, when `text` is true, text-format) protobuf data.
 
     Every parser failure, including protobuf's nesting-depth limit, becomes a
@@ -45,7 +48,7 @@ def parse_message(message_class, data, path, text=None):
         raise FormatError(f"{path}: not a valid {what} ({type(e).__name__}: {e})") from None
 
 
-def load_graph_def(path, as_text=None):
+def load_graph_def(path: str | os.PathLike, as_text: bool | None = None) -> Any:
     """Read a GraphDef file, binary or text format.
 
     `as_text=None` guesses from the suffix (.pbtxt/.txt/.prototxt are text)
@@ -74,7 +77,8 @@ def _looks_like_text(data):
     return head.lstrip().startswith((b"node", b"library", b"versions", b"#"))
 
 
-def graph_constants(graph_def_or_path, ops=("Const",), functions=True):
+def graph_constants(graph_def_or_path: Any, ops: Iterable[str] = ("Const",),
+                    functions: bool = True) -> dict[str, Any]:
     """name -> numpy array for every `Const` node of a GraphDef.
 
     Accepts a GraphDef message (ours or TensorFlow's: anything with the same
@@ -100,7 +104,7 @@ def graph_constants(graph_def_or_path, ops=("Const",), functions=True):
     graphs = _graph_defs(graph_def_or_path)
     if len(graphs) == 1:
         return _constants(graphs[0][1], ops, functions, where)
-    out = {}
+    out: dict[str, Any] = {}
     for tags, graph_def in graphs:
         out.update((f"{tags}:{key}", value) for key, value
                    in _constants(graph_def, ops, functions, f"{where}meta graph {tags!r}: ").items())

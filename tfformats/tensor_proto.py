@@ -24,8 +24,11 @@ Which typed field holds which dtype (checked against TF 2.21):
 `from_numpy` makes the proto `tf.make_tensor_proto` makes for the same array.
 """
 
+from __future__ import annotations
+
 import math
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -88,7 +91,8 @@ def shape_of(shape_proto, what="TensorProto"):
     return shape
 
 
-def to_numpy(tensor_proto, what="TensorProto", max_broadcast_bytes=MAX_BROADCAST_BYTES):
+def to_numpy(tensor_proto: Any, what: str = "TensorProto",
+             max_broadcast_bytes: int = MAX_BROADCAST_BYTES) -> np.ndarray:
     """The value of a TensorProto as a new numpy array.
 
     Strings come back as an object array of bytes. Raises FormatError for a
@@ -167,7 +171,7 @@ def typed_values(values, field, n, count, npd):
     return np.array(values, dtype=npd)
 
 
-def from_numpy(array, dtype=None):
+def from_numpy(array: Any, dtype: Any = None) -> Any:
     """A TensorProto holding `array`, the way `tf.make_tensor_proto` encodes it.
 
     `dtype` (a DType, a name or an enum) overrides the stored dtype, e.g. to

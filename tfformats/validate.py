@@ -7,10 +7,13 @@ findings, and it goes on with the next check, so one run reports everything
 (what a CI gate needs). It reads every stored byte once, CRCs included.
 """
 
+from __future__ import annotations
+
 import math
 import os
 from dataclasses import dataclass, field
 from typing import List, Optional
+from typing import Any, Callable
 
 from . import fileio, fingerprint, protos
 from ._impl import hot
@@ -41,10 +44,11 @@ class Report:
     findings: List[Finding] = field(default_factory=list)
 
     @property
-    def ok(self):
+    def ok(self) -> bool:
         return not self.findings
 
-    def add(self, check, problem, file=None, tensor=None, offset=None):
+    def add(self, check: str, problem: str | Exception, file: str | None = None,
+            tensor: str | None = None, offset: int | None = None) -> None:
         """Record a finding; `problem` is a message or the exception that tells it."""
         if isinstance(problem, Exception) and not isinstance(problem, (TFFormatsError, OSError)):
             problem = f"unexpected {type(problem).__name__}: {problem}"
@@ -58,7 +62,7 @@ class Report:
         self.findings.append(Finding(check, message, file, tensor, offset))
 
 
-def validate(path, expect: Optional[str] = None, progress=False) -> Report:
+def validate(path: str | os.PathLike, expect: Optional[str] = None, progress: bool | Callable[..., Any] = False) -> Report:
     """Check the checkpoint or SavedModel at `path` (see the module docstring).
 
     `expect` ("checkpoint" or "saved_model") makes any other kind of artifact

@@ -10,10 +10,13 @@ Files are always written little-endian (the header says so), whatever the
 host, so a bundle is portable.
 """
 
+from __future__ import annotations
+
 import math
 import os
 import re
 import time
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from google.protobuf import text_format
@@ -162,7 +165,11 @@ class BundleWriter:
     always fsyncs, `sync=False` never does.
     """
 
-    def __init__(self, prefix, *, num_shards=None, max_shard_size=None, sync=None):
+    _entries: dict[bytes, Any]
+    _index_temp: str | None
+
+    def __init__(self, prefix: str | os.PathLike, *, num_shards: int | None = None,
+                 max_shard_size: int | None = None, sync: bool | None = None) -> None:
         if num_shards is not None and max_shard_size is not None:
             raise ValueError("give num_shards or max_shard_size, not both")
         if num_shards is not None and not 1 <= num_shards <= 99999:
@@ -270,7 +277,7 @@ class BundleWriter:
 
     # public API
 
-    def add(self, name, value, dtype=None):
+    def add(self, name: str, value: Any, dtype: Any = None) -> None:
         """Write one tensor: an array, a scalar, nested lists, or bytes/str values.
 
         `dtype` (a name such as "bfloat16" or "qint8", a DType or a numpy
@@ -280,7 +287,7 @@ class BundleWriter:
         array, dtype = _array(value, dtype, name)
         self._write(key, array, dtype, name)
 
-    def add_chunks(self, name, dtype, shape, chunks):
+    def add_chunks(self, name: str, dtype: Any, shape: Sequence[int], chunks: Iterable[Any]) -> None:
         """Write one numeric tensor from an iterable of pieces of its bytes.
 
         Pieces are bytes-like objects (uint8 arrays included) holding
@@ -316,7 +323,8 @@ class BundleWriter:
         mask = _LOW_BITS.get(dtype.name)
         return [raw if mask is None else raw & mask]
 
-    def add_slice(self, full_name, full_shape, extents, value, dtype=None):
+    def add_slice(self, full_name: str, full_shape: Sequence[int], extents: Sequence[Any], value: Any,
+                  dtype: Any = None) -> None:
         """Write one part of a partitioned tensor, as TF1 partitioned variables do.
 
         `extents` holds a (start, length) pair per dimension, length -1 for the
@@ -362,7 +370,7 @@ class BundleWriter:
                 extent.length = length
         self._entries[key] = full
 
-    def finish(self):
+    def finish(self) -> str:
         """Sync the data files, write the index, then put them in place.
 
         Everything is complete on disk before any final name changes, so a
@@ -404,7 +412,7 @@ class BundleWriter:
         self._closed = True
         return self.prefix
 
-    def abort(self):
+    def abort(self) -> None:
         """Stop writing and delete the temporary files; nothing final changes."""
         self._closed = True
         for shard in self._shards:
@@ -416,10 +424,10 @@ class BundleWriter:
             if temp is not None:
                 remove_if_present(temp)
 
-    def __enter__(self):
+    def __enter__(self) -> BundleWriter:
         return self
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if self._closed:  # finish() or abort() was called inside the block
             return
         if exc_type is None:
@@ -443,9 +451,11 @@ def _numeric_bytes(value):
     return 0 if value is None or value.dtype.kind in "OSU" else value.nbytes
 
 
-def save_checkpoint(prefix, tensors, *, object_graph=True, dtypes=None, full_names=None,
-                    save_counter=None, num_shards=None, max_shard_size=None, sync=None,
-                    progress=False):
+def save_checkpoint(prefix: str | os.PathLike, tensors: Mapping[str, Any], *, object_graph: bool = True,
+                    dtypes: Mapping[str, Any] | None = None, full_names: Mapping[str, str] | None = None,
+                    save_counter: int | None = None, num_shards: int | None = None,
+                    max_shard_size: int | None = None, sync: bool | None = None,
+                    progress: bool | Callable[..., Any] = False) -> str:
     """Write `tensors` (name -> array) as a TF2 checkpoint at `prefix`; returns `prefix`.
 
     With `object_graph=True` names are object paths as `CheckpointReader.object_paths()`
@@ -518,8 +528,9 @@ class CheckpointManager:
     An existing state file is picked up: numbering and rotation continue.
     """
 
-    def __init__(self, directory, max_to_keep=5, keep_checkpoint_every_n_hours=None,
-                 checkpoint_name="ckpt"):
+    def __init__(self, directory: str | os.PathLike, max_to_keep: int | None = 5,
+                 keep_checkpoint_every_n_hours: float | None = None,
+                 checkpoint_name: str = "ckpt") -> None:
         if max_to_keep is not None and max_to_keep < 1:
             raise ValueError(f"max_to_keep must be positive or None, got {max_to_keep}")
         # TensorFlow does not check this; a negative value would silently keep
@@ -562,12 +573,12 @@ class CheckpointManager:
         return prefix
 
     @property
-    def checkpoints(self):
+    def checkpoints(self) -> list[str]:
         """Prefixes of the kept checkpoints, oldest first."""
         return list(self._checkpoints)
 
     @property
-    def latest_checkpoint(self):
+    def latest_checkpoint(self) -> str | None:
         return self._latest
 
     def _next_number(self):
@@ -575,7 +586,8 @@ class CheckpointManager:
                    for m in [re.search(r"-(\d+)$", p)] if m]
         return max(numbers, default=0) + 1
 
-    def save(self, tensors, checkpoint_number=None, **save_options):
+    def save(self, tensors: Mapping[str, Any], checkpoint_number: int | None = None,
+             **save_options: Any) -> str:
         """Write the next checkpoint and update the state file; returns its prefix.
 
         `save_options` go to `save_checkpoint`; with an object graph the

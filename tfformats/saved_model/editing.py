@@ -2,7 +2,11 @@
 removed signatures, new tags; `save()` writes a complete directory that
 TensorFlow loads, built under a temporary name and renamed into place."""
 
+from __future__ import annotations
+
 import os
+from typing import Any, Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from google.protobuf import text_format
@@ -12,12 +16,26 @@ from ..errors import FormatError, UnsupportedError
 from .spec import (FINGERPRINT, SAVED_MODEL_PB, SAVED_MODEL_PBTXT, SIGNATURES_CHILD, VARIABLES_DIR,
                    VARIABLES_PREFIX)
 
+if TYPE_CHECKING:   # model.py imports this module
+    from .model import MetaGraph, SavedModelVariables
+
 
 class SavedModelEditing:
     """The editing half of `SavedModel` (a mixin: it edits the SavedModel's
     proto and records new values for its variables)."""
 
-    def set_variable(self, name, value):
+    if TYPE_CHECKING:   # what it edits: the members of SavedModel it uses
+        path: str
+        proto: Any
+        format: str
+        meta_graphs: list[MetaGraph]
+        _raw: bytes | None
+        _edits: dict[str, Any]
+
+        @property
+        def variables(self) -> SavedModelVariables: ...
+
+    def set_variable(self, name: str, value: Any) -> None:
         """Replace a variable's value for `save()`. Same shape and dtype required.
 
         A numpy array must have the variable's dtype exactly; other values
@@ -48,7 +66,7 @@ class SavedModelEditing:
         for key in keys:
             self._edits[key] = array
 
-    def rename_signature(self, old, new):
+    def rename_signature(self, old: str, new: str) -> None:
         """Rename a signature key in every meta graph that has it (and, in TF2,
         the matching child of the object graph's `signatures` map)."""
         if old == new:
@@ -72,7 +90,7 @@ class SavedModelEditing:
         if not found:
             raise KeyError(f"{self.path}: no signature named {old!r}")
 
-    def remove_signature(self, key):
+    def remove_signature(self, key: str) -> None:
         """Drop a signature from every meta graph that has it."""
         found = False
         for meta in self.meta_graphs:
@@ -90,7 +108,7 @@ class SavedModelEditing:
         if not found:
             raise KeyError(f"{self.path}: no signature named {key!r}")
 
-    def set_tags(self, tags, meta_graph=0):
+    def set_tags(self, tags: Iterable[str], meta_graph: int = 0) -> None:
         """Replace the tags of `meta_graphs[meta_graph]`."""
         tags = [tags] if isinstance(tags, str) else list(tags)
         meta = self.meta_graphs[meta_graph]
@@ -99,7 +117,7 @@ class SavedModelEditing:
         del meta.proto.meta_info_def.tags[:]
         meta.proto.meta_info_def.tags.extend(tags)
 
-    def serialize(self):
+    def serialize(self) -> bytes:
         """saved_model.pb bytes of the current, possibly edited, proto.
 
         Unedited, these are the original file's bytes. Otherwise the
@@ -110,7 +128,7 @@ class SavedModelEditing:
             return self._raw
         return _fingerprint.canonical_serialize(self.proto)
 
-    def save(self, export_dir, overwrite=False, fingerprint=None):
+    def save(self, export_dir: str | os.PathLike, overwrite: bool = False, fingerprint: Any = None) -> Any:
         """Write the SavedModel with all edits to a new directory; returns it loaded.
 
         The directory is built next to `export_dir` under a temporary name and

@@ -6,9 +6,12 @@ else; signatures, the object graph and the rest are decoded on first use
 Editing and saving are in `editing`.
 """
 
+from __future__ import annotations
+
 import os
 from collections import namedtuple
 from collections.abc import Mapping
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -23,6 +26,8 @@ from .spec import (ASSETS_DIR, ASSETS_EXTRA_DIR, FINGERPRINT, KERAS_METADATA, SA
                    SAVED_MODEL_PB, SAVED_MODEL_PBTXT, VARIABLES_PREFIX, ConcreteFunction,
                    decode_concrete_function, decode_signature, dtype_or_none,
                    parse_keras_metadata, shape_from_proto)
+from ..dtypes import DType
+from .spec import Signature
 
 _VariableDef = protos.message_class("tfformats.VariableDef")
 _AssetFileDef = protos.message_class("tfformats.AssetFileDef")
@@ -53,10 +58,12 @@ class ObjectNode:
     `operation` (constants).
     """
 
+    children: dict[str, ObjectNode]
+
     __slots__ = ("node_id", "kind", "path", "children", "proto", "identifier", "variable",
                  "concrete_functions", "asset", "operation")
 
-    def __init__(self, node_id, proto):
+    def __init__(self, node_id: int, proto: Any) -> None:
         self.node_id = node_id
         self.proto = proto
         self.kind = proto.WhichOneof("kind")
@@ -73,7 +80,7 @@ class ObjectNode:
             self.concrete_functions = []
         self.operation = proto.constant.operation if self.kind == "constant" else None
 
-    def walk(self):
+    def walk(self) -> Iterator[tuple[str | None, ObjectNode]]:
         """(path, node) for this node and everything below, each node once."""
         seen = {self.node_id}
         queue = [self]
@@ -84,7 +91,7 @@ class ObjectNode:
                     seen.add(child.node_id)
                     queue.append(child)
 
-    def __getitem__(self, local_name):
+    def __getitem__(self, local_name: str) -> ObjectNode:
         return self.children[local_name]
 
     def __repr__(self):
@@ -120,7 +127,7 @@ def _node_name(tensor_name):
     return head if sep and tail.isdigit() else name
 
 
-def ops_used(graph_def):
+def ops_used(graph_def: Any) -> list[str]:
     """Sorted op types a GraphDef uses, as TF's `ops_used_by_graph_def` finds them.
 
     Library functions are entered when a node's op names one or when a
@@ -152,60 +159,63 @@ def ops_used(graph_def):
 class MetaGraph:
     """One MetaGraphDef of a SavedModel. `proto` is the message itself."""
 
-    def __init__(self, proto, export_dir):
+    _signatures: dict[str, Signature] | None
+    _functions: dict[str, ConcreteFunction] | None
+
+    def __init__(self, proto: Any, export_dir: str) -> None:
         self.proto = proto
         self._export_dir = export_dir
         self._signatures = None
         self._objects = None
         self._functions = None
 
-    def proto_changed(self):
+    def proto_changed(self) -> None:
         """Forget what was decoded from `proto`: it was edited (see `editing`)."""
         self._signatures = self._objects = None
 
     @property
-    def tags(self):
+    def tags(self) -> list[str]:
         """The tags in file order; `tag_set` for comparisons."""
         return list(self.proto.meta_info_def.tags)
 
     @property
-    def tag_set(self):
+    def tag_set(self) -> frozenset[str]:
         return frozenset(self.proto.meta_info_def.tags)
 
     @property
-    def tensorflow_version(self):
+    def tensorflow_version(self) -> str:
         return self.proto.meta_info_def.tensorflow_version
 
     @property
-    def tensorflow_git_version(self):
+    def tensorflow_git_version(self) -> str:
         return self.proto.meta_info_def.tensorflow_git_version
 
     @property
-    def graph_def(self):
+    def graph_def(self) -> Any:
         return self.proto.graph_def
 
     @property
-    def saver_def(self):
+    def saver_def(self) -> Any:
         return self.proto.saver_def if self.proto.HasField("saver_def") else None
 
     @property
-    def collections(self):
+    def collections(self) -> Any:
         return self.proto.collection_def
 
     @property
-    def is_tf2(self):
+    def is_tf2(self) -> bool:
         """True when the meta graph has an object graph (written by tf.saved_model.save)."""
         return self.proto.HasField("object_graph_def")
 
     @property
-    def signatures(self):
+    def signatures(self) -> dict[str, Signature]:
         """Signature key -> Signature, sorted by key (as saved_model_cli lists them)."""
         if self._signatures is None:
             defs = self.proto.signature_def
             self._signatures = {k: decode_signature(k, defs[k]) for k in sorted(defs)}
         return self._signatures
 
-    def ops(self):
+    def ops(self) -> list[str]:
         """Sorted names of the ops the graph uses, following its function calls
         (the set `saved_model_cli show --all` prints; see `ops_used`)."""
         return ops_used(self.proto.graph_def)
@@ -218,25 +228,25 @@ class MetaGraph:
         return self._objects
 
     @property
-    def object_graph(self):
+    def object_graph(self) -> ObjectNode | None:
         """The root ObjectNode of the object graph, or None for a TF1 meta graph."""
         nodes = self._tree()
         return nodes[0] if nodes else None
 
     @property
-    def object_nodes(self):
+    def object_nodes(self) -> list[ObjectNode]:
         """Every ObjectNode by node id (a list)."""
         return self._tree()
 
     @property
-    def concrete_functions(self):
+    def concrete_functions(self) -> dict[str, ConcreteFunction]:
         """Function name -> ConcreteFunction for every saved concrete function."""
         if self._functions is None:
             funcs = self.proto.object_graph_def.concrete_functions
             self._functions = {n: decode_concrete_function(n, funcs[n]) for n in sorted(funcs)}
         return self._functions
 
-    def functions(self):
+    def functions(self) -> dict[str, list[ConcreteFunction]]:
         """What `saved_model_cli show --all` lists under "Concrete Functions".
 
         Child name of the root -> its ConcreteFunctions sorted by name, for the
@@ -248,7 +258,7 @@ class MetaGraph:
         if root is None:
             return {}
         saved = self.proto.object_graph_def.concrete_functions
-        out = {}
+        out: dict[str, list] = {}
         for name in sorted(root.children):
             node = root.children[name]
             if node.kind == "function":
@@ -265,7 +275,7 @@ class MetaGraph:
                 out[name] = [fn]
         return out
 
-    def variable_infos(self):
+    def variable_infos(self) -> list[VariableInfo]:
         """VariableInfo of every variable (object-graph nodes, or TF1 collections)."""
         if self.is_tf2:
             return [n.variable for n in self._tree() if n.variable is not None]
@@ -310,7 +320,7 @@ class MetaGraph:
                                         vdef.variable_name in trainable or vdef.trainable, None))
         return out
 
-    def assets(self):
+    def assets(self) -> list[Asset]:
         """Asset of every AssetFileDef, resolved under `assets/`: the meta graph's
         own list, or the "saved_model_assets" collection where TF1's builder keeps them."""
         out = []
@@ -397,14 +407,18 @@ class SavedModelVariables(Mapping):
     keys. Assigning (`variables[name] = array`) records an edit for `save()`.
     """
 
-    def __init__(self, saved_model):
+    _reader: CheckpointReader | None
+    _aliases: Any     # dicts once _index() ran
+    _canonical: Any
+
+    def __init__(self, saved_model: SavedModel) -> None:
         self._sm = saved_model
         self._reader = None
         self._aliases = None   # any accepted name -> tuple of bundle keys
         self._canonical = None  # canonical name -> bundle key
 
     @property
-    def reader(self):
+    def reader(self) -> CheckpointReader:
         """The CheckpointReader over variables/variables (opened on first use)."""
         if self._reader is None:
             prefix = os.path.join(self._sm.path, VARIABLES_PREFIX)
@@ -449,7 +463,7 @@ class SavedModelVariables(Mapping):
         self._canonical = dict(sorted(canonical.items()))
         self._aliases = aliases
 
-    def keys_for(self, name):
+    def keys_for(self, name: str) -> tuple[str, ...]:
         """The bundle keys `name` stands for (several when one TF variable is
         tracked under several object paths, as Keras 3 exports do)."""
         self._index()
@@ -461,7 +475,7 @@ class SavedModelVariables(Mapping):
                                       "name like 'dense/kernel', an object path or a bundle key)")
         return keys
 
-    def key(self, name):
+    def key(self, name: str) -> str:
         """The bundle key of `name`; KeyError if it names several different variables."""
         keys = self.keys_for(name)
         if len(keys) > 1 and not self._same_tensor(keys):
@@ -483,40 +497,40 @@ class SavedModelVariables(Mapping):
         edited = self._sm._edits.get(key)
         return edited if edited is not None else self.reader.get_tensor(key)
 
-    def __getitem__(self, name):
+    def __getitem__(self, name: str) -> Any:
         return self._value(self.key(name))
 
     def __setitem__(self, name, value):
         self._sm.set_variable(name, value)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         self._index()
         return iter(self._canonical)
 
-    def __len__(self):
+    def __len__(self) -> int:
         self._index()
         return len(self._canonical)
 
-    def __contains__(self, name):
+    def __contains__(self, name: Any) -> bool:
         try:
             self.keys_for(name)
         except KeyError:
             return False
         return True
 
-    def shape(self, name):
+    def shape(self, name: str) -> list[int]:
         return self.reader.shape(self.key(name))
 
-    def dtype(self, name):
+    def dtype(self, name: str) -> DType:
         return self.reader.dtype(self.key(name))
 
-    def names(self):
+    def names(self) -> dict[str, tuple[str, ...]]:
         """TF name -> bundle keys, for TF2 models (empty for TF1, whose names are keys)."""
         self._index()
         return {n: ks for n, ks in self._aliases.items()
                 if n not in self._canonical and ks != (n,)}
 
-    def close(self):
+    def close(self) -> None:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -536,7 +550,11 @@ class SavedModel(SavedModelEditing):
     `meta_graph(tags)` to pick another.
     """
 
-    def __init__(self, path, proto, file_format, raw=None):
+    _variables: SavedModelVariables | None
+    _edits: dict[str, Any]
+    _keras_metadata: Any
+
+    def __init__(self, path: str, proto: Any, file_format: str, raw: bytes | None = None) -> None:
         self.path = path
         self.proto = proto
         self._raw = raw  # the file's bytes, written back verbatim while unedited
@@ -546,7 +564,7 @@ class SavedModel(SavedModelEditing):
         self._edits = {}
         self._keras_metadata = False  # False: not read yet
 
-    def meta_graph(self, tags=None):
+    def meta_graph(self, tags: str | Iterable[str] | None = None) -> MetaGraph:
         """The MetaGraph with exactly this tag set (default: the first one)."""
         if not self.meta_graphs:
             raise FormatError(f"{self.path}: SavedModel has no meta graphs")
@@ -560,42 +578,42 @@ class SavedModel(SavedModelEditing):
         raise KeyError(f"{self.path}: no meta graph with tags {sorted(want)}; have {have}")
 
     @property
-    def tag_sets(self):
+    def tag_sets(self) -> list[list[str]]:
         return [m.tags for m in self.meta_graphs]
 
     @property
-    def signatures(self):
+    def signatures(self) -> dict[str, Signature]:
         return self.meta_graph().signatures
 
-    def ops(self):
+    def ops(self) -> list[str]:
         return self.meta_graph().ops()
 
     @property
-    def object_graph(self):
+    def object_graph(self) -> ObjectNode | None:
         return self.meta_graph().object_graph
 
     @property
-    def concrete_functions(self):
+    def concrete_functions(self) -> dict[str, ConcreteFunction]:
         return self.meta_graph().concrete_functions
 
-    def functions(self):
+    def functions(self) -> dict[str, list[ConcreteFunction]]:
         return self.meta_graph().functions()
 
-    def variable_infos(self):
+    def variable_infos(self) -> list[VariableInfo]:
         return self.meta_graph().variable_infos()
 
     @property
-    def assets(self):
+    def assets(self) -> list[Asset]:
         return self.meta_graph().assets()
 
     @property
-    def assets_extra(self):
+    def assets_extra(self) -> list[str]:
         """Paths (relative to assets.extra/) of every file under assets.extra/."""
         root = os.path.join(self.path, ASSETS_EXTRA_DIR)
         return sorted(fileio.walk_files(root))
 
     @property
-    def keras_metadata(self):
+    def keras_metadata(self) -> Any:
         """Parsed keras_metadata.pb (tf_keras SavedModels), or None."""
         if self._keras_metadata is False:
             path = os.path.join(self.path, KERAS_METADATA)
@@ -604,14 +622,14 @@ class SavedModel(SavedModelEditing):
         return self._keras_metadata
 
     @property
-    def fingerprint(self):
+    def fingerprint(self) -> Any:
         """Parsed fingerprint.pb, or None when there is none."""
         if not fileio.exists(os.path.join(self.path, FINGERPRINT)):
             return None
         return _fingerprint.read_fingerprint(self.path)
 
     @property
-    def variables(self):
+    def variables(self) -> SavedModelVariables:
         if self._variables is None:
             self._variables = SavedModelVariables(self)
         return self._variables
@@ -662,21 +680,21 @@ class SavedModel(SavedModelEditing):
             out.extend(f"{self.path}: {m}" for m in meta.validate())
         return out + [f"{self.path}: {f.message}" for f in self._directory_findings()]
 
-    def close(self):
+    def close(self) -> None:
         if self._variables is not None:
             self._variables.close()
 
-    def __enter__(self):
+    def __enter__(self) -> SavedModel:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self):
         return f"<SavedModel {self.path!r} tag-sets={self.tag_sets}>"
 
 
-def load_saved_model(export_dir):
+def load_saved_model(export_dir: str | os.PathLike) -> SavedModel:
     """Parse the SavedModel in `export_dir` (saved_model.pb, else saved_model.pbtxt).
 
     `export_dir` may also name the saved_model.pb/.pbtxt file itself.

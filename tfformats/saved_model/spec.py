@@ -2,8 +2,11 @@
 (TensorInfo), function argument specs (StructuredValue: TensorSpec, TypeSpec,
 named tuples), concrete functions and keras_metadata.pb."""
 
+from __future__ import annotations
+
 import os
 from collections import namedtuple
+from typing import Any
 
 from .. import dtypes, protos, wire
 from ..errors import UnsupportedError
@@ -11,6 +14,7 @@ from ..fingerprint import (FINGERPRINT_FILENAME as FINGERPRINT, SAVED_MODEL_CPB,
                            SAVED_MODEL_PB, SAVED_MODEL_PBTXT)
 from ..graph import parse_message
 from ..tensor_proto import to_numpy
+from ..dtypes import DType
 
 # --- the directory layout -------------------------------------------------------------
 
@@ -27,20 +31,20 @@ _TYPE_SPEC_CLASS = protos.POOL.FindEnumTypeByName("tfformats.TypeSpecProto.TypeS
 _KerasVersionDef = protos.message_class("tfformats.keras.VersionDef")
 
 
-def dtype_enum_name(enum):
+def dtype_enum_name(enum: int) -> str:
     """"DT_FLOAT" for 1: the DataType name saved_model_cli prints."""
     value = _DATA_TYPE.values_by_number.get(enum)
     return value.name if value is not None else f"DT_UNKNOWN_{enum}"
 
 
-def shape_from_proto(shape_proto):
+def shape_from_proto(shape_proto: Any) -> list[int | None] | None:
     """None for unknown rank, else a list with None for unknown dimensions."""
     if shape_proto.unknown_rank:
         return None
     return [None if d.size < 0 else d.size for d in shape_proto.dim]
 
 
-def dtype_or_none(enum):
+def dtype_or_none(enum: int) -> DType | None:
     if enum == 0:
         return None
     try:
@@ -64,10 +68,13 @@ class TensorInfo:
     decoded TypeSpec.
     """
 
+    components: Any   # a dict or list of components, or None
+    type_spec: Any
+
     __slots__ = ("key", "dtype_enum", "shape", "tensor_name", "encoding", "components",
                  "type_spec", "proto")
 
-    def __init__(self, key, proto):
+    def __init__(self, key: str, proto: Any) -> None:
         self.key = key
         self.proto = proto
         self.dtype_enum = proto.dtype
@@ -88,14 +95,14 @@ class TensorInfo:
             self.components = None
 
     @property
-    def dtype(self):
+    def dtype(self) -> DType | None:
         return dtype_or_none(self.dtype_enum)
 
     @property
-    def dtype_name(self):
+    def dtype_name(self) -> str:
         return dtype_enum_name(self.dtype_enum)
 
-    def tensor_names(self):
+    def tensor_names(self) -> list[str]:
         """Every graph tensor this input/output refers to."""
         if self.encoding == "name":
             return [self.tensor_name] if self.tensor_name else []
@@ -113,7 +120,7 @@ Signature.__doc__ = """One SignatureDef: `inputs`/`outputs` map names to TensorI
 by name); `defaults` maps input names to numpy arrays (TF 2.21 field, usually empty)."""
 
 
-def decode_signature(name, proto):
+def decode_signature(name: str, proto: Any) -> Signature:
     return Signature(
         name, proto.method_name,
         {k: TensorInfo(k, proto.inputs[k]) for k in sorted(proto.inputs)},
@@ -163,7 +170,7 @@ def _decode_type_spec(proto):
                     proto.num_flat_components, decode_structure(proto.type_state))
 
 
-def decode_structure(value):
+def decode_structure(value: Any) -> Any:
     """A StructuredValue as Python: None, numbers, str, lists, tuples, dicts,
     NamedTupleValue, TensorSpec (BoundedTensorSpec), TypeSpec, DType, shapes
     (TensorShape, a list; None for an unknown rank) and numpy arrays."""
@@ -204,7 +211,7 @@ ConcreteFunction.__doc__ = """A saved concrete function: its positional `args` a
 its decoded output structure and the object-graph node ids of its captured inputs."""
 
 
-def decode_concrete_function(name, proto):
+def decode_concrete_function(name: str, proto: Any) -> ConcreteFunction:
     inputs = decode_structure(proto.canonicalized_input_signature)
     args, kwargs = [], {}
     if isinstance(inputs, tuple) and len(inputs) == 2 and isinstance(inputs[1], dict):
@@ -217,7 +224,7 @@ def decode_concrete_function(name, proto):
 
 # --- keras_metadata.pb -----------------------------------------------------------------
 
-def parse_keras_metadata(data, path="keras_metadata.pb"):
+def parse_keras_metadata(data: bytes, path: str = "keras_metadata.pb") -> Any:
     """A SavedMetadata message; nodes from the older layout (version in field 1)
     get that version copied into `version` (field 6)."""
     metadata = parse_message(protos.SavedMetadata, data, path)
