@@ -27,6 +27,7 @@ import secrets
 import shutil
 import tempfile
 from typing import BinaryIO, Iterator, Protocol
+from typing import Any
 
 from .errors import CheckpointNotFoundError, FormatError
 
@@ -276,7 +277,7 @@ def filesystem(path: str | os.PathLike) -> FileSystem:
 # --- operations on a path, served by its filesystem ------------------------------
 
 def _delegate(name):
-    def operation(path, *args, **kwargs):
+    def operation(path: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
         path = os.fspath(path)
         return getattr(filesystem(path), name)(path, *args, **kwargs)
     operation.__name__ = name

@@ -337,7 +337,7 @@ class MetaGraph:
             out.append(Asset(asset.filename, path, fileio.isfile(path), asset.tensor_info.name))
         return list(dict.fromkeys(out))   # TF1's builder can list one asset twice
 
-    def findings(self):
+    def findings(self) -> list[Finding]:
         """Finding of every dangling reference inside this meta graph: signature
         tensors the graph lacks, missing asset files, object-graph references to
         nodes or concrete functions that are not there."""
@@ -389,7 +389,7 @@ class MetaGraph:
                     add(f"concrete function {name!r} captures node {bound}; the graph has {n} nodes")
         return out
 
-    def validate(self):
+    def validate(self) -> list[str]:
         """`findings()` as strings, each starting with the meta graph's tags."""
         return [f"meta graph {self.tags}: {f.message}" for f in self.findings()]
 
@@ -634,7 +634,7 @@ class SavedModel(SavedModelEditing):
             self._variables = SavedModelVariables(self)
         return self._variables
 
-    def findings(self):
+    def findings(self) -> list[Finding]:
         """Finding of every inconsistency in the directory; empty when there is none.
 
         Covers what `MetaGraph.findings()` does for each meta graph, variables
@@ -672,10 +672,10 @@ class SavedModel(SavedModelEditing):
                 out.append(Finding("fingerprint", str(e), path))
         return out
 
-    def validate(self):
+    def validate(self) -> list[str]:
         """`findings()` as strings, each starting with the directory (and, for
         those about a meta graph, its tags)."""
-        out = []
+        out: list[str] = []
         for meta in self.meta_graphs:
             out.extend(f"{self.path}: {m}" for m in meta.validate())
         return out + [f"{self.path}: {f.message}" for f in self._directory_findings()]
