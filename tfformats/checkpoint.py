@@ -313,8 +313,9 @@ def list_variables(path: str | os.PathLike) -> list[tuple[str, list[int]]]:
         return sorted(reader.get_variable_to_shape_map().items())
 
 
-def load_checkpoint(path: str | os.PathLike, verify: bool = True, copy: bool = True, device: str | None = None,
-                    skip_unsupported: bool = False, progress: bool | Callable[..., Any] = False) -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike, verify: bool = True, copy: bool = True,
+                    device: str | None = None, skip_unsupported: bool = False,
+                    progress: bool | Callable[..., Any] = False) -> dict[str, Any]:
     """Every tensor of a checkpoint as a dict of numpy arrays (copies by default).
 
     Tensors no numpy array can hold (DT_VARIANT, e.g. a tf.data iterator's

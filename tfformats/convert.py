@@ -78,7 +78,8 @@ def _write_back(dst_prefix, tensors, graph, kinds=None, progress=False):
 
 # --- checkpoint -> V2 checkpoint ----------------------------------------------------
 
-def checkpoint_to_checkpoint(src: str | os.PathLike, dst_prefix: str | os.PathLike, *, skip_unsupported: bool = False,
+def checkpoint_to_checkpoint(src: str | os.PathLike, dst_prefix: str | os.PathLike, *,
+                             skip_unsupported: bool = False,
                              progress: bool | Callable[..., Any] = False) -> list[str]:
     """Rewrite checkpoint `src` (any form tfformats reads, a TF1 V1 file too)
     as the V2 bundle `dst_prefix`: same keys, dtypes and values, partitioned
@@ -108,7 +109,7 @@ def checkpoint_to_checkpoint(src: str | os.PathLike, dst_prefix: str | os.PathLi
 # --- safetensors ------------------------------------------------------------------
 
 def checkpoint_to_safetensors(src: str | os.PathLike, dst: str | os.PathLike, *, skip_unsupported: bool = False,
-                              progress: bool | Callable[..., Any] = False) -> Any:
+                              progress: bool | Callable[..., Any] = False) -> list[str]:
     """Write every tensor of checkpoint `src` into the safetensors file `dst`.
 
     Returns the names skipped (only with `skip_unsupported=True`).
@@ -209,7 +210,7 @@ def _safetensors_tensor(buf, start, info, where):
 
 
 def safetensors_to_checkpoint(src: str | os.PathLike, dst_prefix: str | os.PathLike, *,
-                              progress: bool | Callable[..., Any] = False) -> Any:
+                              progress: bool | Callable[..., Any] = False) -> str:
     """Write every tensor of the safetensors file `src` as a checkpoint at `dst_prefix`.
 
     The object graph recorded by `checkpoint_to_safetensors` is restored;
@@ -249,7 +250,7 @@ def _write_npz(dst, arrays):
 
 
 def checkpoint_to_npz(src: str | os.PathLike, dst: str | os.PathLike, *, skip_unsupported: bool = False,
-                      progress: bool | Callable[..., Any] = False) -> Any:
+                      progress: bool | Callable[..., Any] = False) -> list[str]:
     """Write every tensor of checkpoint `src` into the `.npz` file `dst`.
 
     numpy cannot name bfloat16, float8 or int4 in `.npy` headers, and knows
@@ -355,7 +356,8 @@ def _as_recorded(array, kind, where):
     raise FormatError(f"{where}: an array of {array.dtype} cannot hold {kind} values")
 
 
-def npz_to_checkpoint(src: str | os.PathLike, dst_prefix: str | os.PathLike, *, progress: bool | Callable[..., Any] = False) -> Any:
+def npz_to_checkpoint(src: str | os.PathLike, dst_prefix: str | os.PathLike, *,
+                      progress: bool | Callable[..., Any] = False) -> str:
     """Write every array of the `.npz` file `src` as a checkpoint at `dst_prefix`.
 
     Dtypes recorded by `checkpoint_to_npz` are restored; other arrays keep

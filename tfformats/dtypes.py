@@ -80,7 +80,8 @@ BY_ENUM = {e: DType(n, e, t if t is None or isinstance(t, str) else np.dtype(t))
 BY_NAME = {d.name: d for d in BY_ENUM.values()}
 BY_NAME.update(half=BY_NAME["float16"], float=BY_NAME["float32"], double=BY_NAME["float64"])
 
-_FROM_NUMPY: "dict[np.dtype, DType]" = {}  # numpy dtype -> the DType a writer stores it as (not the quantized one)
+# numpy dtype -> the DType a writer stores it as (not the quantized one)
+_FROM_NUMPY: "dict[np.dtype, DType]" = {}
 
 
 def _from_numpy():

@@ -62,7 +62,8 @@ class Report:
         self.findings.append(Finding(check, message, file, tensor, offset))
 
 
-def validate(path: str | os.PathLike, expect: Optional[str] = None, progress: bool | Callable[..., Any] = False) -> Report:
+def validate(path: str | os.PathLike, expect: Optional[str] = None,
+             progress: bool | Callable[..., Any] = False) -> Report:
     """Check the checkpoint or SavedModel at `path` (see the module docstring).
 
     `expect` ("checkpoint" or "saved_model") makes any other kind of artifact

@@ -287,7 +287,8 @@ class BundleWriter:
         array, dtype = _array(value, dtype, name)
         self._write(key, array, dtype, name)
 
-    def add_chunks(self, name: str, dtype: Any, shape: Sequence[int], chunks: Iterable[Any]) -> None:
+    def add_chunks(self, name: str, dtype: Any, shape: Sequence[int],
+                   chunks: Iterable[Any]) -> None:
         """Write one numeric tensor from an iterable of pieces of its bytes.
 
         Pieces are bytes-like objects (uint8 arrays included) holding
@@ -323,8 +324,8 @@ class BundleWriter:
         mask = _LOW_BITS.get(dtype.name)
         return [raw if mask is None else raw & mask]
 
-    def add_slice(self, full_name: str, full_shape: Sequence[int], extents: Sequence[Any], value: Any,
-                  dtype: Any = None) -> None:
+    def add_slice(self, full_name: str, full_shape: Sequence[int], extents: Sequence[Any],
+                  value: Any, dtype: Any = None) -> None:
         """Write one part of a partitioned tensor, as TF1 partitioned variables do.
 
         `extents` holds a (start, length) pair per dimension, length -1 for the
@@ -451,11 +452,11 @@ def _numeric_bytes(value):
     return 0 if value is None or value.dtype.kind in "OSU" else value.nbytes
 
 
-def save_checkpoint(prefix: str | os.PathLike, tensors: Mapping[str, Any], *, object_graph: bool = True,
-                    dtypes: Mapping[str, Any] | None = None, full_names: Mapping[str, str] | None = None,
-                    save_counter: int | None = None, num_shards: int | None = None,
-                    max_shard_size: int | None = None, sync: bool | None = None,
-                    progress: bool | Callable[..., Any] = False) -> str:
+def save_checkpoint(prefix: str | os.PathLike, tensors: Mapping[str, Any], *,
+                    object_graph: bool = True, dtypes: Mapping[str, Any] | None = None,
+                    full_names: Mapping[str, str] | None = None, save_counter: int | None = None,
+                    num_shards: int | None = None, max_shard_size: int | None = None,
+                    sync: bool | None = None, progress: bool | Callable[..., Any] = False) -> str:
     """Write `tensors` (name -> array) as a TF2 checkpoint at `prefix`; returns `prefix`.
 
     With `object_graph=True` names are object paths as `CheckpointReader.object_paths()`

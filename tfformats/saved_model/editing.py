@@ -17,7 +17,7 @@ from .spec import (FINGERPRINT, SAVED_MODEL_PB, SAVED_MODEL_PBTXT, SIGNATURES_CH
                    VARIABLES_PREFIX)
 
 if TYPE_CHECKING:   # model.py imports this module
-    from .model import MetaGraph, SavedModelVariables
+    from .model import MetaGraph, SavedModel, SavedModelVariables
 
 
 class SavedModelEditing:
@@ -128,7 +128,8 @@ class SavedModelEditing:
             return self._raw
         return _fingerprint.canonical_serialize(self.proto)
 
-    def save(self, export_dir: str | os.PathLike, overwrite: bool = False, fingerprint: Any = None) -> Any:
+    def save(self, export_dir: str | os.PathLike, overwrite: bool = False,
+             fingerprint: Any = None) -> SavedModel:
         """Write the SavedModel with all edits to a new directory; returns it loaded.
 
         The directory is built next to `export_dir` under a temporary name and
