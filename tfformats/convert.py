@@ -108,7 +108,8 @@ def checkpoint_to_checkpoint(src: str | os.PathLike, dst_prefix: str | os.PathLi
 
 # --- safetensors ------------------------------------------------------------------
 
-def checkpoint_to_safetensors(src: str | os.PathLike, dst: str | os.PathLike, *, skip_unsupported: bool = False,
+def checkpoint_to_safetensors(src: str | os.PathLike, dst: str | os.PathLike, *,
+                              skip_unsupported: bool = False,
                               progress: bool | Callable[..., Any] = False) -> list[str]:
     """Write every tensor of checkpoint `src` into the safetensors file `dst`.
 
@@ -249,7 +250,8 @@ def _write_npz(dst, arrays):
                     np.lib.format.write_array(f, array, allow_pickle=False)
 
 
-def checkpoint_to_npz(src: str | os.PathLike, dst: str | os.PathLike, *, skip_unsupported: bool = False,
+def checkpoint_to_npz(src: str | os.PathLike, dst: str | os.PathLike, *,
+                      skip_unsupported: bool = False,
                       progress: bool | Callable[..., Any] = False) -> list[str]:
     """Write every tensor of checkpoint `src` into the `.npz` file `dst`.
 

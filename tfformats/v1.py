@@ -321,7 +321,8 @@ class V1Reader:
         _check_representable(shape, dtype, where)
         if len(stored) == 1 and slices.covers_all(next(iter(stored)), shape):
             # mypy miscounts a starred Any followed by a positional argument
-            array = self._values(name, dtype, *next(iter(stored.items())), shape)  # type: ignore[call-arg]
+            array = self._values(  # type: ignore[call-arg]
+                name, dtype, *next(iter(stored.items())), shape)
         else:
             boxes = [slices.resolve(extents, shape) for extents in stored]
             if not slices.tiles(boxes, shape):
