@@ -11,8 +11,11 @@ optimizer node lists them as slot variables, and they are named
 The byte layout is described in docs/formats.md ("Object graph").
 """
 
+from __future__ import annotations
+
 import bisect
 from collections import namedtuple
+from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import FormatError
 
@@ -33,12 +36,12 @@ variable the slot belongs to and `slot_name` the slot (`m`, `v`)."""
 
 # --- names --------------------------------------------------------------------------
 
-def escape(local_name):
+def escape(local_name: str) -> str:
     """A local name as one path component: "." becomes "..", "/" becomes ".S"."""
     return local_name.replace(".", "..").replace("/", ".S")
 
 
-def unescape(component, name):
+def unescape(component: str, name: str) -> str:
     """An escaped path component back to the local name it stands for;
     `name` (the tensor being named) is only for the error message."""
     out = []
@@ -62,7 +65,7 @@ def unescape(component, name):
 
 # --- reading a graph ------------------------------------------------------------------
 
-def parse_graph(raw, where):
+def parse_graph(raw: bytes, where: str) -> Any:
     """The TrackableObjectGraph serialized in `raw` (bytes); `where` names it in errors."""
     from . import protos   # here, so that reading tensors never imports protobuf
     graph = protos.TrackableObjectGraph()
@@ -73,7 +76,7 @@ def parse_graph(raw, where):
     return graph
 
 
-def node_paths(nodes):
+def node_paths(nodes: Sequence[Any]) -> dict[int, str]:
     """node id -> object path for every node reachable from the root (""),
     breadth first, so that every node gets its shortest path, as TF names it.
     `nodes` are the nodes of a TrackableObjectGraph or a SavedObjectGraph."""
@@ -89,13 +92,13 @@ def node_paths(nodes):
     return paths
 
 
-def slot_variables(nodes):
+def slot_variables(nodes: Sequence[Any]) -> dict[int, tuple[int, str, int]]:
     """slot variable node -> (variable node, slot name, optimizer node)."""
     return {ref.slot_variable_node_id: (ref.original_variable_node_id, ref.slot_name, node_id)
             for node_id, node in enumerate(nodes) for ref in node.slot_variables}
 
 
-def object_variables(graph):
+def object_variables(graph: Any) -> dict[str, ObjectVariable]:
     """ObjectVariable for every attribute in a TrackableObjectGraph, by key."""
     nodes = graph.nodes
     paths = node_paths(nodes)
@@ -115,7 +118,7 @@ def object_variables(graph):
     return out
 
 
-def saveable_keys(checkpoint_key, sorted_names):
+def saveable_keys(checkpoint_key: str, sorted_names: Sequence[str]) -> list[str]:
     """The bundle keys that hold an object attribute's tensors.
 
     Usually the attribute's checkpoint key itself. Saveables of several
@@ -159,7 +162,8 @@ def _parse_object_name(name):
     return f"{path}{ATTRIBUTES}{attribute}", tuple(parts), slot, attribute
 
 
-def build_object_graph(names, full_names=None):
+def build_object_graph(names: Iterable[str], full_names: Mapping[str, str] | None = None
+                       ) -> tuple[Any, dict[str, str]]:
     """A TrackableObjectGraph for object paths / checkpoint keys, and their keys.
 
     Returns (graph, {name: checkpoint key}). Each path component becomes a

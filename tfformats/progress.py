@@ -6,7 +6,10 @@ as `progress(done, total)` after each step (`total` may be None when it is
 not known up front). Amounts are bytes unless a caller says otherwise.
 """
 
+from __future__ import annotations
+
 import sys
+from typing import Any, Callable
 
 
 class _Silent:
@@ -38,7 +41,7 @@ class _Callback(_Silent):
         self._callback(self._done, self._total)
 
 
-def bar(progress, total, desc, unit="B"):
+def bar(progress: bool | Callable[..., Any] | None, total: int, desc: str, unit: str = "B") -> Any:
     """A context manager with `update(n)` for `progress` (see the module docstring)."""
     if progress is None or progress is False:
         return _Silent()

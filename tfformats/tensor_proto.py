@@ -61,7 +61,7 @@ _CONTENT_TYPES = frozenset([
 _SUB_BYTE_BITS = {"int4": 4, "uint4": 4, "int2": 2, "uint2": 2}
 
 
-def value_field(dtype):
+def value_field(dtype: Any) -> str:
     """The name of the typed TensorProto field that holds values of `dtype`."""
     name = dtypes.as_dtype(dtype).name
     if name in _SIMPLE_FIELD:
@@ -81,7 +81,7 @@ def value_field(dtype):
     raise UnsupportedError(f"TensorProto values of dtype {name} cannot be converted")
 
 
-def shape_of(shape_proto, what="TensorProto"):
+def shape_of(shape_proto: Any, what: str = "TensorProto") -> list[int]:
     """A TensorShapeProto as a list of ints; unknown rank or dims are an error here."""
     if shape_proto.unknown_rank:
         raise FormatError(f"{what}: shape of unknown rank")
@@ -142,7 +142,7 @@ def to_numpy(tensor_proto: Any, what: str = "TensorProto",
     return out.reshape(shape)
 
 
-def typed_values(values, field, n, count, npd):
+def typed_values(values: Any, field: str, n: int, count: int, npd: np.dtype) -> np.ndarray:
     """The first min(n, count) values of a typed field, as `npd`."""
     k = min(n, count)
     width = 2 * k if field in ("scomplex_val", "dcomplex_val") else k

@@ -3,11 +3,14 @@ a stand-in on host memory with the same interface (so the scheduler is
 tested on machines without a GPU). CuPy is imported only when a
 `CupyBackend` is made."""
 
+from __future__ import annotations
+
 import collections
 import threading
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -335,7 +338,7 @@ def _import_cupy(device):
     return cupy
 
 
-def make_backend(device="cuda:0", backend=None):
+def make_backend(device: Any = "cuda:0", backend: Any = None) -> Any:
     """A backend instance: `backend` itself, "host", "cuda"/None for CuPy on `device`."""
     if backend is None or backend == "cuda":
         parse_device(device)   # a bad string is reported before CuPy is looked for

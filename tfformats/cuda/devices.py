@@ -1,6 +1,9 @@
 """What names a CUDA device: "cuda:1", "/GPU:0", 2, torch and CuPy device objects."""
 
+from __future__ import annotations
+
 import re
+from typing import Any
 
 import numpy as np
 
@@ -9,7 +12,7 @@ from ..errors import InvalidDeviceError
 _DEVICE_RE = re.compile(r"^/?(?:device:)?(cuda|gpu)(?::(\d+))?$", re.IGNORECASE)
 
 
-def parse_device(device):
+def parse_device(device: Any) -> int:
     """The CUDA device ordinal of "cuda", "cuda:1", "gpu:0", "/GPU:0", 2, ...
 
     Also accepts objects with `.type == "cuda"` and `.index` (torch.device)

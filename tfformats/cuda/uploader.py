@@ -30,10 +30,13 @@ a stand-in on host memory with the same interface, so the scheduler is
 tested on machines without a GPU).
 """
 
+from __future__ import annotations
+
 import collections
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -416,9 +419,12 @@ def _select(bundle, names):
     return [bundle.entry(n) for n in names]
 
 
-def upload(reader, names=None, device="cuda:0", verify=True, *, chunk_size=DEFAULT_CHUNK,
-           workers=None, staging_buffers=None, register=True, register_window=DEFAULT_WINDOW,
-           raw_dtypes=False, backend=None, stats=None):
+def upload(reader: CheckpointReader | TensorStore | str | os.PathLike,
+           names: Iterable[str] | None = None, device: Any = "cuda:0", verify: bool = True, *,
+           chunk_size: int = DEFAULT_CHUNK, workers: int | None = None,
+           staging_buffers: int | None = None, register: bool = True,
+           register_window: int = DEFAULT_WINDOW, raw_dtypes: bool = False, backend: Any = None,
+           stats: dict[str, Any] | None = None) -> dict[str, Any]:
     """Upload tensors of a checkpoint to a GPU: name -> cupy.ndarray.
 
     `reader` is a CheckpointReader or BundleReader (or a path to open).
@@ -460,12 +466,14 @@ def upload(reader, names=None, device="cuda:0", verify=True, *, chunk_size=DEFAU
             owned.close()
 
 
-def to_device(reader, name, device="cuda:0", verify=True, **kwargs):
+def to_device(reader: CheckpointReader | TensorStore | str | os.PathLike, name: str,
+              device: Any = "cuda:0", verify: bool = True, **kwargs: Any) -> Any:
     """One tensor on the device (see `upload` for the keywords)."""
     return upload(reader, [name], device, verify, **kwargs)[name]
 
 
-def load(path, device="cuda:0", verify=True, skip_unsupported=False, **kwargs):
+def load(path: str | os.PathLike, device: Any = "cuda:0", verify: bool = True,
+         skip_unsupported: bool = False, **kwargs: Any) -> dict[str, Any]:
     """`load_checkpoint(path, device=...)`: every tensor, numeric ones on the device.
 
     String tensors (which a GPU cannot hold, e.g. `_CHECKPOINTABLE_OBJECT_GRAPH`)
