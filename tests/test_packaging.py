@@ -45,12 +45,16 @@ def _public_api():
     API: what `tfformats` exports and the modules and classes its docs name."""
     import tfformats
     from tfformats import bundle, checkpoint, convert, fileio, fingerprint, graph, v1, validate
-    from tfformats import saved_model, writer
+    from tfformats import objgraph, progress, saved_model, tensor_proto, writer
+    from tfformats.cuda import backends, devices, uploader
     objects = [getattr(tfformats, name) for name in tfformats.__all__]
     objects += [bundle.BundleReader, v1.V1Reader, checkpoint.TensorSlice,
                 saved_model.MetaGraph, saved_model.SavedModelVariables, saved_model.ObjectNode,
                 writer.BundleWriter, writer.CheckpointManager, validate.Report]
-    for module in (checkpoint, convert, fileio, fingerprint, graph, validate):
+    objects += [uploader.upload, uploader.to_device, uploader.load, devices.parse_device,
+                backends.make_backend, progress.bar]
+    for module in (checkpoint, convert, fileio, fingerprint, graph, objgraph, tensor_proto,
+                   validate):
         objects += [value for name, value in vars(module).items()
                     if not name.startswith("_") and inspect.isfunction(value)
                     and value.__module__ == module.__name__]
