@@ -30,6 +30,7 @@ from tfformats.errors import ChecksumError, FormatError
 
 include "farmhash.pxi"
 include "map_order.pxi"
+include "highwayhash.pxi"
 
 cdef extern from "crc32c.h" nogil:
     void tff_crc32c_init()

@@ -18,6 +18,7 @@ import crc32c as _crc32c
 # The other hot-path families, each with its native twin of the same name
 # (native/farmhash.pxi, native/map_order.pxi), exported from here as well.
 from ._farmhash import fingerprint64, fingerprint_cat64  # noqa: F401
+from ._highwayhash import RIEGELI_KEY, highway_hash64  # noqa: F401
 from ._map_order import (KEY_BYTES, KEY_SIGNED32, KEY_SIGNED64, KEY_UNSIGNED,  # noqa: F401
                          KEY_ZIGZAG, MAP_ACTION, MESSAGE_ACTION, reorder_map_entries)
 from .errors import ChecksumError, FormatError
