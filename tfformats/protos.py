@@ -48,3 +48,5 @@ SignatureDef = message_class("tfformats.SignatureDef")
 SavedObjectGraph = message_class("tfformats.SavedObjectGraph")
 FingerprintDef = message_class("tfformats.FingerprintDef")
 SavedMetadata = message_class("tfformats.keras.SavedMetadata")
+ChunkMetadata = message_class("tfformats.proto_splitter.ChunkMetadata")   # saved_model.cpb
+ChunkedMessage = message_class("tfformats.proto_splitter.ChunkedMessage")
