@@ -23,7 +23,7 @@ from typing import Any
 
 from google.protobuf import descriptor as _descriptor
 
-from . import fileio, protos
+from . import chunked, fileio, protos
 from ._impl import hot
 from .errors import CheckpointNotFoundError, FormatError, UnsupportedError
 from .fileio import read_file, write_atomically
@@ -170,7 +170,7 @@ def regularize_graph_def(graph_def: Any) -> Any:
     for field, value in graph_def.ListFields():
         if field.name in ("library", "versions"):
             continue
-        if _is_repeated(field):
+        if protos.is_repeated(field):
             getattr(out, field.name).extend(value)
         elif field.type == _FD.TYPE_MESSAGE:
             getattr(out, field.name).CopyFrom(value)
@@ -196,13 +196,6 @@ def regularize_graph_def(graph_def: Any) -> Any:
             if "value" in attr:
                 attr["value"].Clear()
     return out
-
-
-def _is_repeated(field):
-    try:
-        return field.is_repeated  # protobuf >= 5.29; `label` is gone in 7
-    except AttributeError:
-        return field.label == _FD.LABEL_REPEATED
 
 
 def _has_unknown_fields(msg):
@@ -265,18 +258,137 @@ def fingerprint_saved_model(saved_model: Any, checkpoint_index_bytes: bytes | No
     return fp
 
 
+# --- chunked SavedModels (saved_model.cpb) --------------------------------------
+# TensorFlow fingerprints a .cpb without merging it whole: a hash over the
+# chunks the metadata tree points at, plus the three parts of meta_graphs[0]
+# read from a "pruned" model (only the chunks on their paths). Each step below
+# reproduces what TensorFlow 2.21 computes, quirks included (the root chunk
+# is not part of saved_model_checksum; a prefix path merges its chunk over
+# the part being hashed); tests/test_chunked.py checks it against TensorFlow.
+CHUNKED_FINGERPRINT_PRODUCER = 2
+_META_GRAPH_0 = [(2, 0)]
+_PART_PATHS = {"graph_def": _META_GRAPH_0 + [(2, None)],
+               "signature_def": _META_GRAPH_0 + [(5, None)],
+               "object_graph_def": _META_GRAPH_0 + [(7, None)]}
+
+
+def _field_tags(path):
+    tags = []
+    for number, index in path:
+        tags.append(protos.FieldIndex(field=number))
+        if index is not None:
+            tags.append(protos.FieldIndex(index=index))
+    return tags
+
+
+def _tag_matches(tags, target):
+    """How many leading elements of the path `tags` equal those of `target`."""
+    matches = 0
+    for have, want in zip(tags, target):
+        kind = want.WhichOneof("kind")
+        if kind is None:
+            raise FormatError("a chunk path element of no kind")
+        if have.WhichOneof("kind") != kind:
+            break
+        if kind == "map_key":
+            key_kind = want.map_key.WhichOneof("type")
+            if key_kind is None:
+                raise FormatError("a chunk path map key of no type")
+            if (have.map_key.WhichOneof("type") != key_kind
+                    or getattr(have.map_key, key_kind) != getattr(want.map_key, key_kind)):
+                break
+        elif getattr(have, kind) != getattr(want, kind):
+            break
+        matches += 1
+    return matches
+
+
+def _hash_fields(source, chunked_message, target, merged, depth=0):
+    """TensorFlow's HashFields: the chunks of `chunked_message` on the path `target`."""
+    if depth > chunked.MAX_DEPTH:
+        raise FormatError(f"{source.path}: chunked messages nested too deeply")
+    h = 0
+    for field in chunked_message.chunked_fields:
+        sub = field.message
+        matches = _tag_matches(field.field_tag, target)
+        if matches == len(target):
+            h = hot.fingerprint_cat64(h, hot.fingerprint64(source.chunk(sub.chunk_index))
+                                      if sub.HasField("chunk_index")
+                                      else _hash_fields(source, sub, target, merged, depth + 1))
+        elif matches == len(field.field_tag) and sub.HasField("chunk_index"):
+            merged = chunked.walk(merged, field.field_tag, source.path)
+            merged.Clear()
+            source.merge_chunk(merged, sub.chunk_index)
+            h = hot.fingerprint_cat64(h, _hash_fields(source, sub, target, merged, depth + 1))
+        elif matches == len(field.field_tag):
+            for inner in sub.chunked_fields:
+                h = hot.fingerprint_cat64(
+                    h, _hash_fields(source, inner.message, target, merged, depth + 1))
+    return h
+
+
+def _pruned(chunked_message, targets, depth=0):
+    """The tree keeping only the fields on (a prefix of) one of `targets`,
+    once per target matched, as TensorFlow builds it."""
+    if depth > chunked.MAX_DEPTH:
+        raise FormatError("chunked messages nested too deeply")
+    out = protos.ChunkedMessage()
+    if chunked_message.HasField("chunk_index"):
+        out.chunk_index = chunked_message.chunk_index
+    for field in chunked_message.chunked_fields:
+        for target in targets:
+            if _tag_matches(field.field_tag, target) == len(field.field_tag):
+                kept = out.chunked_fields.add()
+                kept.field_tag.extend(field.field_tag)
+                kept.message.CopyFrom(_pruned(field.message, targets, depth + 1))
+    return out
+
+
+def fingerprint_chunked_saved_model(path, checkpoint_index_bytes=None):
+    """The FingerprintDef TensorFlow computes for the chunked SavedModel file `path`."""
+    source = chunked.ChunkedFile(path)
+    root = source.metadata.message
+    targets = {part: _field_tags(p) for part, p in _PART_PATHS.items()}
+    fp = protos.FingerprintDef()
+    empty = protos.SavedModel()
+    fp.saved_model_checksum = hot.fingerprint_cat64(
+        _hash_fields(source, root, [], empty), _fp(canonical_serialize(empty)))
+    pruned = source.merge(protos.SavedModel(), _pruned(root, list(targets.values())))
+    if not pruned.meta_graphs:
+        raise FormatError(f"{path}: SavedModel has no meta graph to fingerprint")
+    meta_graph = pruned.meta_graphs[0]
+    for name, part in (("graph_def_program_hash", meta_graph.graph_def),
+                       ("saved_object_graph_hash", meta_graph.object_graph_def)):
+        whole = _fp(canonical_serialize(part))
+        setattr(fp, name, hot.fingerprint_cat64(whole, _hash_fields(
+            source, root, targets["graph_def" if name.startswith("graph") else "object_graph_def"],
+            part)))
+    h = 0
+    for key in sorted(meta_graph.signature_def):
+        signature = meta_graph.signature_def[key]
+        h = hot.fingerprint_cat64(h, hot.fingerprint_cat64(_fp(key.encode()),
+                                                           _fp(canonical_serialize(signature))))
+        copy = protos.SignatureDef()
+        copy.CopyFrom(signature)
+        h = hot.fingerprint_cat64(h, _hash_fields(source, root, targets["signature_def"], copy))
+    fp.signature_def_hash = h
+    fp.checkpoint_hash = 0 if checkpoint_index_bytes is None else _fp(checkpoint_index_bytes)
+    fp.version.producer = CHUNKED_FINGERPRINT_PRODUCER
+    fp.uuid = _random_uuid()
+    return fp
+
+
 def _random_uuid():
     # Like TF's CreateRandomUUID: a random 128-bit number, in decimal, >= 20 digits.
     return f"{secrets.randbits(128):020d}"
 
 
 def read_saved_model(export_dir: str | os.PathLike) -> Any:
-    """Parse `<export_dir>/saved_model.pb` (or `.pbtxt`) into a SavedModel message."""
+    """Parse `<export_dir>/saved_model.cpb` (merged), `.pb` or `.pbtxt` into a SavedModel message."""
     export_dir = os.fspath(export_dir)
-    if fileio.exists(os.path.join(export_dir, SAVED_MODEL_CPB)):
-        raise UnsupportedError(
-            f"{os.path.join(export_dir, SAVED_MODEL_CPB)}: "
-            "chunked saved_model.cpb is not supported yet")
+    cpb = os.path.join(export_dir, SAVED_MODEL_CPB)
+    if fileio.exists(cpb):
+        return chunked.read_chunked(cpb, protos.SavedModel())[0]
     for name, text in ((SAVED_MODEL_PB, False), (SAVED_MODEL_PBTXT, True)):
         path = os.path.join(export_dir, name)
         try:
@@ -311,6 +423,9 @@ def compute_fingerprint(export_dir: str | os.PathLike) -> Any:
         fp.version.producer = TEXT_FINGERPRINT_PRODUCER
         fp.uuid = _random_uuid()
         return fp
+    cpb = os.path.join(export_dir, SAVED_MODEL_CPB)
+    if fileio.exists(cpb):   # TensorFlow prefers the .cpb when both are there
+        return fingerprint_chunked_saved_model(cpb, _read_checkpoint_index(export_dir))
     saved_model = read_saved_model(export_dir)
     return fingerprint_saved_model(saved_model, _read_checkpoint_index(export_dir))
 

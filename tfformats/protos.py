@@ -25,6 +25,14 @@ for _file in descriptor_pb2.FileDescriptorSet.FromString(
     POOL.Add(_file)
 
 
+def is_repeated(field):
+    """Whether FieldDescriptor `field` is repeated, across protobuf releases."""
+    try:
+        return field.is_repeated  # protobuf >= 5.29; `label` is gone in 7
+    except AttributeError:
+        return field.label == field.LABEL_REPEATED
+
+
 def message_class(full_name):
     """The message class for `full_name`, e.g. "tfformats.SavedModel"."""
     return _message_class(POOL.FindMessageTypeByName(full_name))
@@ -50,3 +58,4 @@ FingerprintDef = message_class("tfformats.FingerprintDef")
 SavedMetadata = message_class("tfformats.keras.SavedMetadata")
 ChunkMetadata = message_class("tfformats.proto_splitter.ChunkMetadata")   # saved_model.cpb
 ChunkedMessage = message_class("tfformats.proto_splitter.ChunkedMessage")
+FieldIndex = message_class("tfformats.proto_splitter.FieldIndex")
