@@ -22,7 +22,7 @@ from .checkpoint import OBJECT_GRAPH_KEY, is_saved_model_dir, is_v1_prefix, reso
 from .errors import CheckpointNotFoundError, ChecksumError, Finding, TFFormatsError
 from .graph import parse_message
 from .progress import bar
-from .saved_model import SAVED_MODEL_PB, SAVED_MODEL_PBTXT, load_saved_model
+from .saved_model import SAVED_MODEL_CPB, SAVED_MODEL_PB, SAVED_MODEL_PBTXT, load_saved_model
 from .slices import is_slice_key
 from .v1 import V1Reader
 
@@ -67,7 +67,7 @@ def validate(path: str | os.PathLike, expect: Optional[str] = None,
     """Check the checkpoint or SavedModel at `path` (see the module docstring).
 
     `expect` ("checkpoint" or "saved_model") makes any other kind of artifact
-    a finding. A `saved_model.pb`/`.pbtxt` path stands for its directory.
+    a finding. A `saved_model.cpb`/`.pb`/`.pbtxt` path stands for its directory.
     `progress` is False, True or a callable (see tfformats.progress).
     """
     if expect is not None and expect not in KINDS:
@@ -83,7 +83,8 @@ def validate(path: str | os.PathLike, expect: Optional[str] = None,
 
 def _validate(report, path, expect, progress):
     directory = path
-    if os.path.basename(path) in (SAVED_MODEL_PB, SAVED_MODEL_PBTXT) and fileio.isfile(path):
+    if os.path.basename(path) in (SAVED_MODEL_CPB, SAVED_MODEL_PB, SAVED_MODEL_PBTXT) and \
+            fileio.isfile(path):
         directory = os.path.dirname(path) or "."
     if fileio.isdir(directory) and (is_saved_model_dir(directory)
                                     or fileio.isdir(os.path.join(directory, "variables"))):
@@ -307,11 +308,14 @@ def _v1_checkpoint(report, prefix):
 # --- SavedModels ------------------------------------------------------------------
 
 def _saved_model(report, directory, progress):
-    pb = os.path.join(directory, SAVED_MODEL_PB)
-    model_file = pb if fileio.exists(pb) else os.path.join(directory, SAVED_MODEL_PBTXT)
+    # The file TensorFlow would read: the chunked one first.
+    candidates = [os.path.join(directory, name)
+                  for name in (SAVED_MODEL_CPB, SAVED_MODEL_PB, SAVED_MODEL_PBTXT)]
+    model_file = next((f for f in candidates if fileio.exists(f)), None)
     saved_model = None
-    if not fileio.exists(model_file):
-        report.add("proto", "no saved_model.pb or saved_model.pbtxt", file=directory)
+    if model_file is None:
+        report.add("proto", "no saved_model.cpb, saved_model.pb or saved_model.pbtxt",
+                   file=directory)
     else:
         try:
             saved_model = load_saved_model(directory)

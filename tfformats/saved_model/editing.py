@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from google.protobuf import text_format
 
-from .. import fileio, fingerprint as _fingerprint, protos, slices
+from .. import chunked, fileio, fingerprint as _fingerprint, protos, slices
 from ..errors import FormatError, UnsupportedError
-from .spec import (FINGERPRINT, SAVED_MODEL_PB, SAVED_MODEL_PBTXT, SIGNATURES_CHILD, VARIABLES_DIR,
+from .spec import (FINGERPRINT, SAVED_MODEL_CPB, SAVED_MODEL_PB, SAVED_MODEL_PBTXT, SIGNATURES_CHILD, VARIABLES_DIR,
                    VARIABLES_PREFIX)
 
 if TYPE_CHECKING:   # model.py imports this module
@@ -147,7 +147,9 @@ class SavedModelEditing:
         try:
             self._copy_other_files(tmp)
             self._write_variables(tmp)
-            if self.format == "pbtxt":
+            if self.format == "cpb":
+                chunked.write_chunked_saved_model(tmp, self.proto)
+            elif self.format == "pbtxt":
                 fileio.write_file(os.path.join(tmp, SAVED_MODEL_PBTXT),
                                   text_format.MessageToString(self.proto).encode("utf-8"))
             else:
@@ -155,7 +157,7 @@ class SavedModelEditing:
             had_fingerprint = fileio.exists(os.path.join(self.path, FINGERPRINT))
             if fingerprint is None:
                 fingerprint = had_fingerprint
-            if fingerprint and self.format == "pb":
+            if fingerprint and self.format in ("pb", "cpb"):
                 _fingerprint.write_fingerprint(tmp)
             _replace_dir(tmp, export_dir)
         except BaseException:
@@ -167,7 +169,7 @@ class SavedModelEditing:
     def _copy_other_files(self, out):
         """Copy everything except what save() regenerates (assets, assets.extra,
         keras_metadata.pb, debug info, unknown files alike)."""
-        skip = {SAVED_MODEL_PB, SAVED_MODEL_PBTXT, FINGERPRINT, VARIABLES_DIR}
+        skip = {SAVED_MODEL_CPB, SAVED_MODEL_PB, SAVED_MODEL_PBTXT, FINGERPRINT, VARIABLES_DIR}
         for name in fileio.listdir(self.path):
             if name not in skip:
                 _copy_entry(os.path.join(self.path, name), os.path.join(out, name))

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from .. import fileio, fingerprint as _fingerprint, protos
+from .. import chunked, fileio, fingerprint as _fingerprint, protos
 from ..checkpoint import CheckpointReader
 from ..errors import (CheckpointNotFoundError, Finding, FormatError, TensorNotFoundError,
                       TFFormatsError, UnsupportedError)
@@ -558,7 +558,7 @@ class SavedModel(SavedModelEditing):
         self.path = path
         self.proto = proto
         self._raw = raw  # the file's bytes, written back verbatim while unedited
-        self.format = file_format  # "pb" or "pbtxt"
+        self.format = file_format  # "cpb", "pb" or "pbtxt"
         self.meta_graphs = [MetaGraph(m, path) for m in proto.meta_graphs]
         self._variables = None
         self._edits = {}
@@ -664,7 +664,7 @@ class SavedModel(SavedModelEditing):
                                            f"({info.path or info.key}) is not in the checkpoint "
                                            f"under {info.key!r}", index))
         path = os.path.join(self.path, FINGERPRINT)
-        if self.format == "pb" and fileio.exists(path):
+        if self.format in ("pb", "cpb") and fileio.exists(path):
             try:
                 out.extend(Finding("fingerprint", m, path)
                            for m in _fingerprint.check_fingerprint(self.path))
@@ -695,28 +695,29 @@ class SavedModel(SavedModelEditing):
 
 
 def load_saved_model(export_dir: str | os.PathLike) -> SavedModel:
-    """Parse the SavedModel in `export_dir` (saved_model.pb, else saved_model.pbtxt).
+    """Parse the SavedModel in `export_dir` (saved_model.cpb, .pb, else .pbtxt).
 
-    `export_dir` may also name the saved_model.pb/.pbtxt file itself.
+    `export_dir` may also name the saved_model.cpb/.pb/.pbtxt file itself.
 
     Only the graph file is read; variables, fingerprint and keras metadata
     are read when asked for. Raises CheckpointNotFoundError when the directory
-    holds no SavedModel, FormatError for a corrupt one, UnsupportedError for
-    the chunked `.cpb` format.
+    holds no SavedModel, FormatError for a corrupt one. A chunked
+    `saved_model.cpb` is merged back into one message (tfformats/chunked.py).
     """
     export_dir = os.fspath(export_dir)
-    if os.path.basename(export_dir) in (SAVED_MODEL_PB, SAVED_MODEL_PBTXT) and fileio.isfile(
-            export_dir):
+    if os.path.basename(export_dir) in (SAVED_MODEL_CPB, SAVED_MODEL_PB, SAVED_MODEL_PBTXT) and \
+            fileio.isfile(export_dir):
         export_dir = os.path.dirname(export_dir) or "."
     if not fileio.isdir(export_dir):
         raise CheckpointNotFoundError(f"{export_dir}: not a directory; a SavedModel is a "
                                       f"directory holding {SAVED_MODEL_PB} or {SAVED_MODEL_PBTXT}")
     cpb = os.path.join(export_dir, SAVED_MODEL_CPB)
-    if fileio.exists(cpb):
-        raise UnsupportedError(f"{cpb}: chunked SavedModel (.cpb) not supported yet")
     pb = os.path.join(export_dir, SAVED_MODEL_PB)
     pbtxt = os.path.join(export_dir, SAVED_MODEL_PBTXT)
-    if fileio.isfile(pb):
+    if fileio.exists(cpb):   # TensorFlow prefers the chunked file when both are there
+        proto, _ = chunked.read_chunked(cpb, protos.SavedModel())
+        file_format, raw = "cpb", None
+    elif fileio.isfile(pb):
         raw = fileio.read_file(pb)
         proto = parse_message(protos.SavedModel, raw, pb)
         file_format = "pb"
@@ -727,5 +728,6 @@ def load_saved_model(export_dir: str | os.PathLike) -> SavedModel:
         raise CheckpointNotFoundError(f"{export_dir}: no SavedModel here (expected "
                                       f"{SAVED_MODEL_PB} or {SAVED_MODEL_PBTXT})")
     if not proto.meta_graphs:
-        raise FormatError(f"{pb if file_format == 'pb' else pbtxt}: SavedModel has no meta graphs")
+        path = {"cpb": cpb, "pb": pb, "pbtxt": pbtxt}[file_format]
+        raise FormatError(f"{path}: SavedModel has no meta graphs")
     return SavedModel(export_dir, proto, file_format, raw)
