@@ -235,13 +235,19 @@ def read_chunked(path, message):
 
 # --- writing -------------------------------------------------------------------------
 
-def _tag(field=None, index=None):
-    tag = protos.message_class("tfformats.proto_splitter.FieldIndex")()
-    if field is not None:
-        tag.field = field
-    else:
-        tag.index = index
-    return tag
+def _tags(*path):
+    """FieldIndex list of a path: ints are field numbers, [i] an index, {"k"} a map key."""
+    tags = []
+    for item in path:
+        tag = protos.FieldIndex()
+        if isinstance(item, int):
+            tag.field = item
+        elif isinstance(item, list):
+            tag.index = item[0]
+        else:
+            tag.map_key.s = next(iter(item))
+        tags.append(tag)
+    return tags
 
 
 class _Writer:
@@ -268,44 +274,58 @@ class _Writer:
         records.write(self.metadata.SerializeToString(deterministic=True))
         return records.getvalue()
 
-    def field(self, parent, path, data, is_message):
-        """Add `data` as a chunk at `path` [(field, index or None)] under ChunkedMessage `parent`."""
+    def field(self, parent, tags, data=None, is_message=True):
+        """A ChunkedField at path `tags` under ChunkedMessage `parent`, holding
+        `data` as a new chunk when given; returns its ChunkedMessage."""
         field = parent.chunked_fields.add()
-        for number, index in path:
-            field.field_tag.append(_tag(field=number))
-            if index is not None:
-                field.field_tag.append(_tag(index=index))
+        field.field_tag.extend(tags)
         if data is not None:
             field.message.chunk_index = self.add(data, is_message)
         return field.message
 
 
+# NodeDef.attr["value"].tensor.tensor_content: where a Const keeps its values.
+_CONSTANT_CONTENT = _tags(5, {"value"}, 8, 4)
+
+
+def _split_messages(writer, messages, field_number, chunked, threshold, split_inside=None):
+    """Chunk the elements of repeated field `field_number` (`messages`) of at
+    least `threshold` bytes, each left in place as an empty placeholder so
+    that indexes keep their meaning; `split_inside(element, chunked)` first
+    moves big pieces of each element into chunks of their own."""
+    for i, element in enumerate(messages):
+        inner = protos.ChunkedMessage()
+        if split_inside is not None:
+            split_inside(element, inner)
+        data = element.SerializeToString(deterministic=True)
+        if len(data) >= threshold:
+            inner.chunk_index = writer.add(data, True)
+            element.Clear()
+        if inner.HasField("chunk_index") or inner.chunked_fields:
+            field = chunked.chunked_fields.add()
+            field.field_tag.extend(_tags(field_number, [i]))
+            field.message.CopyFrom(inner)
+
+
 def _split_graph(writer, graph, chunked, threshold):
-    """Move big pieces of GraphDef `graph` into chunks under ChunkedMessage `chunked`:
-    constants' tensor_content as bytes, then big functions and nodes as messages
-    (each left in place as an empty placeholder, so indexes keep their meaning)."""
-    for i, node in enumerate(graph.node):
-        tensor = node.attr["value"].tensor if "value" in node.attr else None
-        if tensor is not None and len(tensor.tensor_content) >= threshold:
-            value = writer.field(chunked, [(1, i)], None, True)
-            attr = value.chunked_fields.add()   # attr is a map: NodeDef.attr["value"].tensor
-            attr.field_tag.append(_tag(field=5))
-            key = attr.field_tag.add()
-            key.map_key.s = "value"
-            attr.field_tag.append(_tag(field=8))   # AttrValue.tensor
-            attr.field_tag.append(_tag(field=4))   # TensorProto.tensor_content
-            attr.message.chunk_index = writer.add(tensor.tensor_content, False)
+    """Move big pieces of GraphDef `graph` into chunks under `chunked`, as
+    TensorFlow's splitter does: constants' tensor_content as bytes chunks,
+    then big nodes and functions (with their own constants split out first)."""
+
+    def constants(node, inner):
+        if "value" in node.attr and len(node.attr["value"].tensor.tensor_content) >= threshold:
+            tensor = node.attr["value"].tensor
+            writer.field(inner, _CONSTANT_CONTENT, tensor.tensor_content, False)
             tensor.tensor_content = b""
-    for j, function in enumerate(graph.library.function):
-        data = function.SerializeToString(deterministic=True)
-        if len(data) >= threshold:
-            writer.field(chunked, [(2, None), (1, j)], data, True)
-            function.Clear()
-    for i, node in enumerate(graph.node):
-        data = node.SerializeToString(deterministic=True)
-        if len(data) >= threshold:
-            writer.field(chunked, [(1, i)], data, True)
-            node.Clear()
+
+    def function(fn, inner):   # FunctionDef.node_def is field 3
+        _split_messages(writer, fn.node_def, 3, inner, threshold, constants)
+
+    _split_messages(writer, graph.node, 1, chunked, threshold, constants)
+    library = protos.ChunkedMessage()
+    _split_messages(writer, graph.library.function, 1, library, threshold, function)
+    if library.chunked_fields:
+        writer.field(chunked, _tags(2)).CopyFrom(library)   # GraphDef.library
 
 
 def write_chunked_saved_model(export_dir, saved_model, threshold=1 << 20,
@@ -320,7 +340,7 @@ def write_chunked_saved_model(export_dir, saved_model, threshold=1 << 20,
     root.CopyFrom(saved_model)
     writer = _Writer()
     if root.meta_graphs:
-        graph = writer.field(writer.metadata.message, [(2, 0), (2, None)], None, True)
+        graph = writer.field(writer.metadata.message, _tags(2, [0], 2))   # meta_graphs[0].graph_def
         _split_graph(writer, root.meta_graphs[0].graph_def, graph, threshold)
     data = writer.finish(root.SerializeToString(deterministic=True), compression)
     path = os.path.join(os.fspath(export_dir), "saved_model.cpb")
