@@ -53,8 +53,9 @@ class ChunkedFile:
 
     def merge_chunk(self, message, index):
         """Parse chunk `index` into `message` (merging into what it holds)."""
+        data = self.chunk(index)
         try:
-            message.MergeFromString(self.chunk(index))
+            message.MergeFromString(data)
         except Exception as exc:  # protobuf's DecodeError, or RecursionError
             raise FormatError(f"{self.path}: chunk {index} does not parse as "
                               f"{message.DESCRIPTOR.full_name} ({type(exc).__name__})") from None

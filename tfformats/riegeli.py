@@ -28,6 +28,11 @@ SIGNATURE, METADATA, PADDING, SIMPLE, TRANSPOSED = b"s", b"m", b"p", b"r", b"t"
 NONE, BROTLI, ZSTD, SNAPPY = 0, ord("b"), ord("z"), ord("s")
 _COMPRESSION_NAMES = {NONE: "none", BROTLI: "brotli", ZSTD: "zstd", SNAPPY: "snappy"}
 
+# Every file begins with a block header and an empty signature chunk: 64 fixed bytes.
+FILE_SIGNATURE = bytes.fromhex(
+    "83af70d10d884a3f0000000000000000400000000000000091bac23c9287e1a9"
+    "0000000000000000e19f13c0e9b1c37273000000000000000000000000000000")
+
 _BLOCK_HEADER = struct.Struct("<QQQ")
 _CHUNK_HEADER = struct.Struct("<QQQQQ")   # hash, data size, data hash, type+records, decoded size
 
@@ -140,7 +145,9 @@ class RecordsFile:
 
     def _read_all(self):
         size, pos = len(self._buf), 0
-        first = True
+        if self._buf[:len(FILE_SIGNATURE)] != FILE_SIGNATURE:
+            raise FormatError(f"{self.path}: not a Riegeli/records file (it does not start with "
+                              "the file signature)")
         while pos < size:
             header, data_pos = self._take(pos, CHUNK_HEADER_SIZE, "chunk header")
             header_hash, data_size, data_hash, kind_and_count, decoded_size = \
@@ -149,9 +156,6 @@ class RecordsFile:
             if hot.highway_hash64(header[8:]) != header_hash:
                 raise ChecksumError(f"{where}: chunk header hash mismatch")
             kind, num_records = bytes([kind_and_count & 0xFF]), kind_and_count >> 8
-            if first and kind != SIGNATURE:
-                raise FormatError(f"{self.path}: not a Riegeli/records file (no file signature)")
-            first = False
             end = chunk_end(pos, data_size, num_records)
             if data_size > size or end > _round_up_to_chunk_boundary(size):
                 raise FormatError(f"{where}: {data_size} data bytes and {num_records} records "
