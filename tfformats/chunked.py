@@ -15,8 +15,11 @@ that exist and the recursion depth, and grows repeated fields only as far as
 the file can justify.
 """
 
+from __future__ import annotations
+
 import functools
 import os
+from typing import Any
 
 from . import fileio, protos, riegeli
 from .errors import FormatError
@@ -28,7 +31,7 @@ MAX_DEPTH = 64          # nested ChunkedMessages; TF's own trees are a few level
 class ChunkedFile:
     """The chunks and metadata of one chunked proto file."""
 
-    def __init__(self, path, buf=None):
+    def __init__(self, path: str | os.PathLike, buf: Any = None) -> None:
         self.path = os.fspath(path)
         if buf is None:
             buf = fileio.read_file(self.path)
@@ -39,7 +42,7 @@ class ChunkedFile:
                                       f"{self.path}: chunk metadata")
         self._size = len(buf)
 
-    def chunk(self, index):
+    def chunk(self, index: int) -> bytes:
         """The bytes of chunk `index` (as `ChunkMetadata.chunks` numbers them)."""
         chunks = self.metadata.chunks
         if not 0 <= index < len(chunks):
@@ -51,7 +54,7 @@ class ChunkedFile:
                               f"says {info.size}")
         return data
 
-    def merge_chunk(self, message, index):
+    def merge_chunk(self, message: Any, index: int) -> None:
         """Parse chunk `index` into `message` (merging into what it holds)."""
         data = self.chunk(index)
         try:
@@ -60,7 +63,7 @@ class ChunkedFile:
             raise FormatError(f"{self.path}: chunk {index} does not parse as "
                               f"{message.DESCRIPTOR.full_name} ({type(exc).__name__})") from None
 
-    def merge(self, message, chunked_message=None):
+    def merge(self, message: Any, chunked_message: Any = None) -> Any:
         """Merge the chunks that `chunked_message` (default: the root) describes into `message`."""
         if chunked_message is None:
             chunked_message = self.metadata.message
@@ -228,7 +231,7 @@ def _scalar(desc, data, where):
                           f"{desc.type} value") from None
 
 
-def read_chunked(path, message):
+def read_chunked(path: str | os.PathLike, message: Any) -> tuple[Any, ChunkedFile]:
     """Merge the chunked proto file at `path` into `message`; returns (message, ChunkedFile)."""
     chunked = ChunkedFile(path)
     return chunked.merge(message), chunked
@@ -329,8 +332,8 @@ def _split_graph(writer, graph, chunked, threshold):
         writer.field(chunked, _tags(2)).CopyFrom(library)   # GraphDef.library
 
 
-def write_chunked_saved_model(export_dir, saved_model, threshold=1 << 20,
-                              compression=riegeli.BROTLI):
+def write_chunked_saved_model(export_dir: str | os.PathLike, saved_model: Any,
+                              threshold: int = 1 << 20, compression: int = riegeli.BROTLI) -> str:
     """Write SavedModel message `saved_model` as `<export_dir>/saved_model.cpb`.
 
     Parts of `meta_graphs[0].graph_def` of at least `threshold` bytes become

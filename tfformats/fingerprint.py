@@ -344,7 +344,8 @@ def _pruned(chunked_message, targets, depth=0):
     return out
 
 
-def fingerprint_chunked_saved_model(path, checkpoint_index_bytes=None):
+def fingerprint_chunked_saved_model(path: str | os.PathLike,
+                                    checkpoint_index_bytes: bytes | None = None) -> Any:
     """The FingerprintDef TensorFlow computes for the chunked SavedModel file `path`."""
     source = chunked.ChunkedFile(path)
     root = source.metadata.message

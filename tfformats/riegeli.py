@@ -14,7 +14,10 @@ Decompressed sizes claimed by a file are never preallocated: buffers grow
 only as real output is produced, and must then match the claim.
 """
 
+from __future__ import annotations
+
 import struct
+from typing import Any
 
 from ._impl import hot
 from .errors import ChecksumError, FormatError, UnsupportedError
@@ -50,7 +53,7 @@ def _round_up_to_chunk_boundary(pos):
     return pos + max((-pos) % BLOCK_SIZE - (USABLE_BLOCK_SIZE - 1), 0)
 
 
-def chunk_end(begin, data_size, num_records):
+def chunk_end(begin: int, data_size: int, num_records: int) -> int:
     return max(_add_with_overhead(begin, CHUNK_HEADER_SIZE + data_size),
                _round_up_to_chunk_boundary(begin + num_records))
 
@@ -103,14 +106,14 @@ class RecordsFile:
     finds one by numeric position. Every hash is checked while reading.
     """
 
-    def __init__(self, buf, path):
+    def __init__(self, buf: Any, path: str) -> None:
         self.path = path
         self._buf = memoryview(buf).cast("B")
-        self.records = []
-        self._by_position = {}
+        self.records: list[tuple[int, bytes]] = []
+        self._by_position: dict[int, bytes] = {}
         self._read_all()
 
-    def record_at(self, position, what="record"):
+    def record_at(self, position: int, what: str = "record") -> bytes:
         try:
             return self._by_position[position]
         except KeyError:
@@ -205,7 +208,7 @@ class RecordsFile:
         return records
 
 
-def read_records(buf, path):
+def read_records(buf: Any, path: str) -> RecordsFile:
     """The RecordsFile of the Riegeli/records bytes `buf` (read from `path`)."""
     return RecordsFile(buf, path)
 
@@ -217,15 +220,15 @@ class RecordsWriter:
     record's numeric position, `getvalue()` the finished file's bytes.
     Records are grouped into simple chunks of about `chunk_size` bytes."""
 
-    def __init__(self, compression=BROTLI, chunk_size=1 << 20):
+    def __init__(self, compression: int = BROTLI, chunk_size: int = 1 << 20) -> None:
         self._compression = compression
         self._chunk_size = chunk_size
         self._out = bytearray()
-        self._pending = []
+        self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._emit_chunk(SIGNATURE, b"", 0, 0)
 
-    def write(self, record):
+    def write(self, record: bytes) -> int:
         position = len(self._out) + len(self._pending)
         self._pending.append(bytes(record))
         self._pending_bytes += len(record)
@@ -233,7 +236,7 @@ class RecordsWriter:
             self._flush()
         return position
 
-    def getvalue(self):
+    def getvalue(self) -> bytes:
         self._flush()
         return bytes(self._out)
 
