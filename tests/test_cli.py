@@ -496,8 +496,10 @@ def test_validate_expect_and_the_saved_model_pb_path(tmp_path):
     assert [f["message"] for f in findings] == ["a safetensors file, not a checkpoint or SavedModel"]
 
 
-# Every TF-written checkpoint and SavedModel fixture (frozen_graph and function_graph hold graphs).
-TF_ARTIFACTS = sorted(p for p in FIXTURES.iterdir() if p.is_dir() and p.name not in ("frozen_graph", "function_graph"))
+# Every TF-written checkpoint and SavedModel fixture (frozen_graph and function_graph hold
+# graphs, riegeli plain Riegeli files).
+TF_ARTIFACTS = sorted(p for p in FIXTURES.iterdir()
+                      if p.is_dir() and p.name not in ("frozen_graph", "function_graph", "riegeli"))
 
 
 def test_validate_finds_nothing_wrong_with_any_tf_written_fixture():
