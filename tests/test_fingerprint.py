@@ -12,7 +12,7 @@ import pytest
 from tfformats import _pure
 from tfformats import fingerprint as fpmod
 from tfformats import protos, wire
-from tfformats.errors import CheckpointNotFoundError, FormatError, UnsupportedError
+from tfformats.errors import CheckpointNotFoundError, FormatError
 
 try:
     import tensorflow  # noqa: F401
@@ -183,9 +183,9 @@ def test_garbage_fingerprint_is_a_finding(module_copy):
     assert len(findings) == 1 and "fingerprint.pb" in findings[0]
 
 
-def test_chunked_saved_model_is_unsupported(tmp_path):
-    (tmp_path / "saved_model.cpb").write_bytes(b"")
-    with pytest.raises(UnsupportedError, match="saved_model.cpb"):
+def test_an_empty_chunked_saved_model_is_a_format_error(tmp_path):
+    (tmp_path / "saved_model.cpb").write_bytes(b"")   # real ones: tests/test_chunked.py
+    with pytest.raises(FormatError, match="saved_model.cpb: not a Riegeli/records file"):
         fpmod.compute_fingerprint(tmp_path)
 
 

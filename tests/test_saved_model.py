@@ -10,8 +10,7 @@ import pytest
 import tfformats
 from tfformats import fingerprint
 from tfformats import saved_model as sm_module
-from tfformats.errors import (CheckpointNotFoundError, FormatError, TensorNotFoundError,
-                              UnsupportedError)
+from tfformats.errors import CheckpointNotFoundError, FormatError, TensorNotFoundError
 from tfformats.cli.show import _function_lines, show_all_lines
 from tfformats.saved_model import load_saved_model, parse_keras_metadata
 
@@ -263,9 +262,9 @@ def test_path_of_the_pb_file():
     assert sm.path == str(FIXTURES / "tf1_builder")
 
 
-def test_chunked_is_unsupported(tmp_path):
-    (tmp_path / "saved_model.cpb").write_bytes(b"")
-    with pytest.raises(UnsupportedError, match=r"chunked SavedModel \(.cpb\) not supported yet"):
+def test_an_empty_chunked_saved_model_is_a_format_error(tmp_path):
+    (tmp_path / "saved_model.cpb").write_bytes(b"")   # real ones: tests/test_chunked.py
+    with pytest.raises(FormatError, match="saved_model.cpb: not a Riegeli/records file"):
         load_saved_model(tmp_path)
 
 

@@ -25,7 +25,7 @@ from google.protobuf import descriptor as _descriptor
 
 from . import chunked, fileio, protos
 from ._impl import hot
-from .errors import CheckpointNotFoundError, FormatError, UnsupportedError
+from .errors import CheckpointNotFoundError, FormatError
 from .fileio import read_file, write_atomically
 from .graph import parse_message
 

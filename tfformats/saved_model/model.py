@@ -18,7 +18,7 @@ import numpy as np
 from .. import chunked, fileio, fingerprint as _fingerprint, protos
 from ..checkpoint import CheckpointReader
 from ..errors import (CheckpointNotFoundError, Finding, FormatError, TensorNotFoundError,
-                      TFFormatsError, UnsupportedError)
+                      TFFormatsError)
 from ..graph import parse_message
 from ..objgraph import OBJECT_GRAPH_KEY, VARIABLE_SUFFIX, VARIABLE_VALUE, node_paths
 from .editing import SavedModelEditing
