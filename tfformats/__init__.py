@@ -8,7 +8,9 @@ from .checkpoint import (CheckpointReader, latest_checkpoint, list_variables, lo
                          open_checkpoint)
 from .dtypes import DType, as_dtype
 from .errors import (ChecksumError, CheckpointNotFoundError, DeviceError, FormatError,
-                     InvalidDeviceError, TensorNotFoundError, TFFormatsError, UnsupportedError)
+                     InvalidDeviceError, LimitError, StorageError, TensorNotFoundError,
+                     TFFormatsError, UnsupportedError)
+from . import limits
 
 __version__ = "0.1.0"
 
@@ -58,7 +60,7 @@ def implementation() -> str:
 
 __all__ = [
     "CheckpointNotFoundError", "CheckpointReader", "ChecksumError", "DType", "DeviceError",
-    "FormatError", "InvalidDeviceError", "TFFormatsError", "TensorNotFoundError",
+    "FormatError", "InvalidDeviceError", "LimitError", "StorageError", "TFFormatsError", "TensorNotFoundError",
     "UnsupportedError", "as_dtype", "implementation", "latest_checkpoint", "list_variables",
-    "load_checkpoint", "open_checkpoint", *_LAZY,
+    "limits", "load_checkpoint", "open_checkpoint", *_LAZY,
 ]

@@ -23,6 +23,22 @@ class ChecksumError(FormatError):
     """A CRC-32C stored in a file does not match the bytes it covers."""
 
 
+class LimitError(FormatError):
+    """A file asks for more than one of tfformats' limits on untrusted input
+    allows (tfformats/limits.py). `limit` is the limit's name; the message
+    says how to raise it when the file is trusted."""
+
+    def __init__(self, message, limit=None):
+        super().__init__(message)
+        self.limit = limit
+
+
+class StorageError(TFFormatsError, OSError):
+    """Writing failed for a reason of the storage, not of the data: a full
+    disk, a file too large for the file system, no permission. Nothing was
+    committed; the message names the file being written."""
+
+
 class TensorNotFoundError(TFFormatsError, KeyError):
     """A tensor name is not in the checkpoint."""
 

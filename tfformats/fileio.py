@@ -21,10 +21,12 @@ replaced while they opened a checkpoint.
 from __future__ import annotations
 
 import contextlib
+import errno
 import mmap
 import os
 import secrets
 import shutil
+import stat as stat_module
 import tempfile
 from typing import BinaryIO, Iterator, Protocol
 from typing import Any
@@ -118,14 +120,8 @@ class LocalFile:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = os.fspath(path)
+        fd, stat = _open_regular(self.path)
         try:
-            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-        except FileNotFoundError:
-            raise CheckpointNotFoundError(f"{self.path}: no such file") from None
-        except IsADirectoryError:
-            raise FormatError(f"{self.path}: is a directory, expected a file") from None
-        try:
-            stat = os.fstat(fd)
             self._size = stat.st_size
             self.identity = (stat.st_dev, stat.st_ino, stat.st_size)
             # mmap cannot map an empty file; an empty buffer behaves the same.
@@ -172,6 +168,41 @@ class LocalFile:
         return f"LocalFile({self.path!r}, {self._size} bytes)"
 
 
+# Opening a FIFO for reading blocks until a writer comes, and a device can
+# block or stream forever; with O_NONBLOCK the open returns at once, and the
+# file type is checked before anything reads.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
+def _open_regular(path):
+    """(fd, stat) of `path` opened for reading, or a tfformats error naming it:
+    CheckpointNotFoundError when it does not exist, FormatError when it is not
+    a regular file (a directory, FIFO, socket, device) or a symlink loop."""
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except (FileNotFoundError, NotADirectoryError):  # NotADirectory: a parent is a file
+        raise CheckpointNotFoundError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise FormatError(f"{path}: is a directory, expected a file") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise FormatError(f"{path}: a loop of symbolic links, expected a file") from None
+        raise
+    try:
+        stat = os.fstat(fd)
+        if not stat_module.S_ISREG(stat.st_mode):
+            kind = ("a directory" if stat_module.S_ISDIR(stat.st_mode) else
+                    "a FIFO" if stat_module.S_ISFIFO(stat.st_mode) else
+                    "a socket" if stat_module.S_ISSOCK(stat.st_mode) else "a device")
+            raise FormatError(f"{path}: is {kind}, expected a regular file")
+        if _OPEN_FLAGS & getattr(os, "O_NONBLOCK", 0):  # reads of a regular file: blocking
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, stat
+
+
 def _map_or_read(fd, size, path):
     try:
         return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
@@ -192,13 +223,15 @@ class LocalFileSystem:
         return LocalFile(path)
 
     def open_input(self, path):
-        return open(path, "rb")
+        fd, _ = _open_regular(path)
+        return os.fdopen(fd, "rb")
 
     def create(self, path, buffering=-1):
         return open(path, "xb", buffering=buffering)
 
     def read_at(self, path, offset, n):
-        with open(path, "rb") as f:
+        fd, _ = _open_regular(path)
+        with os.fdopen(fd, "rb") as f:
             if offset < 0:
                 f.seek(max(0, f.seek(0, os.SEEK_END) + offset))
             else:
@@ -331,6 +364,10 @@ def read_file(path: str | os.PathLike) -> bytes:
         raise CheckpointNotFoundError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise FormatError(f"{path}: is a directory, expected a file") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise FormatError(f"{path}: a loop of symbolic links, expected a file") from None
+        raise
 
 
 def read_file_if_present(path: str | os.PathLike) -> bytes | None:
