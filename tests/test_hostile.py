@@ -96,3 +96,62 @@ def test_fileio_refuses_every_kind_of_non_file(tmp_path):
         fileio.open_file(tmp_path / "loop")
     with pytest.raises(tff.FormatError, match="loop of symbolic links"):
         fileio.read_file(tmp_path / "loop")
+
+
+# --- partitioned tensors: the tiling check grows as N log N, not N**2 -----------
+
+def _counted(name):
+    def op(self, other):
+        _Counted.ops += 1
+        return getattr(int, name)(self, other)
+    return op
+
+
+class _Counted(int):
+    """An int that counts the comparisons and hashes made of it."""
+    ops = 0
+    __lt__, __le__, __gt__, __ge__ = map(_counted, ("__lt__", "__le__", "__gt__", "__ge__"))
+    __eq__, __ne__ = _counted("__eq__"), _counted("__ne__")
+
+    def __hash__(self):
+        _Counted.ops += 1
+        return int.__hash__(self)
+
+
+def _tiling_ops(n, axis):
+    """Comparisons the tiling check makes for n parts split along `axis` of (n, 3)."""
+    from tfformats import slices
+    c = _Counted
+    boxes = [((c(i), c(i + 1)), (c(0), c(3))) if axis == 0 else ((c(0), c(3)), (c(i), c(i + 1)))
+             for i in range(n)]
+    shape = (c(n), c(3)) if axis == 0 else (c(3), c(n))
+    _Counted.ops = 0
+    assert slices.tiles(boxes, shape)
+    return _Counted.ops
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_tiling_check_is_not_quadratic(axis):
+    # 4x the parts: about 4x the work for N log N, 16x for N**2.
+    assert _tiling_ops(8000, axis) < 8 * _tiling_ops(2000, axis)
+
+
+def test_twelve_thousand_parts_read(tmp_path):
+    from tfformats import slices
+    from test_bad_input import make_entry, write_index
+    n = 12000
+    full = make_entry(shape=(2, n), size=0)
+    entries = {}
+    for i in range(n):
+        part = full.slices.add()
+        part.extent.add()
+        part.extent.add(start=i, length=1)
+        entries[slices.slice_key("p", ((0, -1), (i, 1)))] = make_entry(shape=(2, 1), offset=8 * i,
+                                                                        size=8)
+    entries["p"] = full
+    # Part i holds column i: elements 2i and 2i + 1.
+    prefix = write_index(tmp_path, entries, data=np.arange(2 * n, dtype=np.float32).tobytes())
+    with tff.open_checkpoint(prefix, verify=False) as reader:
+        value = reader["p"]
+    assert value.shape == (2, n)
+    assert value[1, n - 1] == 2 * n - 1 and value[0, 5] == 10 and value[1, 5] == 11

@@ -61,25 +61,65 @@ def resolve(extents, full_shape):
 
 
 def disjoint(boxes):
-    """Whether no two boxes (((start, stop), ...) per dimension) share an element."""
-    order = sorted(b for b in boxes if all(a < e for a, e in b))  # empty boxes hold nothing
+    """Whether no two boxes (((start, stop), ...) per dimension) share an element.
+
+    A sweep along the dimension where the boxes start at the most places:
+    linear for parts split along one axis (sorted, each box meets only the
+    next), and what `tiles` falls back on for parts split along many axes.
+    """
+    order = [b for b in boxes if all(a < e for a, e in b)]  # empty boxes hold nothing
     if order and not order[0]:  # rank 0: every box is the one element
         return len(order) == 1
-    # Sorted by first-dimension start, so the inner sweep can stop early.
+    if not order:
+        return True
+    axis = max(range(len(order[0])), key=lambda k: len({b[k][0] for b in order}))
+    order.sort(key=lambda b: b[axis])
     for i, a in enumerate(order):
         for b in order[i + 1:]:
-            if b[0][0] >= a[0][1]:
+            if b[axis][0] >= a[axis][1]:
                 break
             if all(bs < ae and as_ < be for (as_, ae), (bs, be) in zip(a, b)):
                 return False
     return True
 
 
+# Up to this many split dimensions, `tiles` counts corners (2**d per box).
+_MAX_CORNER_DIMS = 8
+
+
 def tiles(boxes, full_shape):
     """Whether `boxes` (each inside `full_shape`) hold every element exactly
-    once: no gap a reader would hand out uninitialised, no overlap."""
-    covered = sum(math.prod(b - a for a, b in box) for box in boxes)
-    return covered == math.prod(full_shape) and disjoint(boxes)
+    once: no gap a reader would hand out uninitialised, no overlap.
+
+    Counting corners decides it in one pass: a box [a, b) is the signed sum of
+    the orthants at its 2**d corners (+ at a, - at b, alternating), orthants at
+    distinct points are independent, so the boxes' indicators add up to the
+    whole tensor's exactly when their signed corner counts add up to its
+    corners. Dimensions no box splits are left out of the corners (they are
+    factors every box shares); with more split dimensions than
+    _MAX_CORNER_DIMS, sizes and a sweep (`disjoint`) decide instead.
+    """
+    boxes = list(boxes)
+    split = [k for k, n in enumerate(full_shape) if any(box[k] != (0, n) for box in boxes)]
+    if len(split) > _MAX_CORNER_DIMS:
+        covered = sum(math.prod(b - a for a, b in box) for box in boxes)
+        return covered == math.prod(full_shape) and disjoint(boxes)
+    if not all(full_shape[k] for k in range(len(full_shape)) if k not in split):
+        return True   # an empty tensor: every box is empty too, nothing to cover
+    counts = {}
+    for box in boxes:
+        for corner, sign in _corners([box[k] for k in split]):
+            counts[corner] = counts.get(corner, 0) + sign
+    counts = {corner: n for corner, n in counts.items() if n}
+    return counts == dict(_corners([(0, full_shape[k]) for k in split]))
+
+
+def _corners(bounds):
+    """(corner, sign) of a box: sign -1 for each dimension at its stop."""
+    out = [((), 1)]
+    for start, stop in bounds:
+        out = [(c + (start,), s) for c, s in out] + [(c + (stop,), -s) for c, s in out]
+    return out
 
 
 def index(bounds):
