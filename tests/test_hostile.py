@@ -155,3 +155,88 @@ def test_twelve_thousand_parts_read(tmp_path):
         value = reader["p"]
     assert value.shape == (2, n)
     assert value[1, n - 1] == 2 * n - 1 and value[0, 5] == 10 and value[1, 5] == 11
+
+
+# --- shapes numpy cannot make: tfformats errors, not numpy's ValueError -----------
+
+def _bundle_with(tmp_path, shape, size=0):
+    from test_bad_input import make_entry, write_index
+    return write_index(tmp_path, {"t": make_entry(shape=shape, size=size)})
+
+
+NUMPY_SHAPES = [((0, 2**62, 2**62), "numpy cannot represent"), ((0, 2**62), "numpy cannot"),
+                ((1,) * 65, "rank 65 is more than numpy's 64")]
+
+
+@pytest.mark.parametrize("shape,message", NUMPY_SHAPES)
+def test_bundle_shape_numpy_cannot_make(tmp_path, shape, message):
+    prefix = _bundle_with(tmp_path, shape, size=4 if 0 not in shape else 0)
+    with tff.open_checkpoint(prefix, verify=False) as reader:
+        for read in (lambda: reader["t"], lambda: reader.get_slice("t")[0]):
+            with pytest.raises(tff.UnsupportedError, match=f"b.index: tensor 't': {message}"):
+                read()
+
+
+@pytest.mark.parametrize("shape,message", NUMPY_SHAPES)
+def test_v1_shape_numpy_cannot_make(tmp_path, shape, message):
+    from test_v1 import FLOAT, meta_of, record, write_v1
+    full = tuple((0, -1) for _ in shape)
+    path = write_v1(tmp_path / "v1", meta_of(("t", FLOAT, list(shape), [full])),
+                    {("t", full): record("t", "float_val", [1.0])})
+    with tff.open_checkpoint(path) as reader:
+        with pytest.raises(tff.UnsupportedError, match=f"v1: tensor 't'.*{message}"):
+            reader["t"]
+
+
+@pytest.mark.parametrize("shape,message", NUMPY_SHAPES)
+def test_const_shape_numpy_cannot_make(tmp_path, shape, message):
+    from tfformats import protos
+    graph = protos.GraphDef()
+    node = graph.node.add(name="c", op="Const")
+    tensor = node.attr["value"].tensor
+    tensor.dtype = 1
+    for d in shape:
+        tensor.tensor_shape.dim.add(size=d)
+    (tmp_path / "g.pb").write_bytes(graph.SerializeToString())
+    with pytest.raises(tff.UnsupportedError, match=f"g.pb: Const node 'c'.*{message}"):
+        tff.graph_constants(tmp_path / "g.pb")
+
+
+def test_partitioned_shape_is_checked_before_allocating(tmp_path, monkeypatch):
+    """2**31 float32 elements (8 GiB) from a 4-byte part: refused before np.empty."""
+    from tfformats import slices
+    from test_bad_input import make_entry, write_index
+    full = make_entry(shape=(2**31,), size=0)
+    full.slices.add().extent.add(start=0, length=2**31)
+    prefix = write_index(tmp_path, {"t": full, slices.slice_key("t", ((0, 2**31),)):
+                                    make_entry(shape=(2**31,), size=4)})
+    real_empty = np.empty
+    monkeypatch.setattr(np, "empty", lambda shape, *a, **k: pytest.fail(f"np.empty({shape})")
+                        if np.prod(shape, dtype=object) > 2**20 else real_empty(shape, *a, **k))
+    with tff.open_checkpoint(prefix, verify=False) as reader:
+        for read in (lambda: reader["t"], lambda: reader.get_slice("t")[:2**30]):
+            with pytest.raises(tff.LimitError, match="'t' of 8589934592 bytes from 64 bytes.*"
+                               "max_tensor_file_ratio"):
+                read()
+    with tff.limits.override(max_tensor_file_ratio=2**28):   # raised: the part's size is wrong
+        with tff.open_checkpoint(prefix, verify=False) as reader:
+            with pytest.raises(tff.FormatError, match="needs 8589934592 bytes"):
+                reader.get_slice("t")[:4]
+
+
+def test_parts_per_tensor_limit(tmp_path):
+    from tfformats import slices
+    from test_bad_input import make_entry, write_index
+    full = make_entry(shape=(4,), size=0)
+    entries = {}
+    for i in range(4):
+        full.slices.add().extent.add(start=i, length=1)
+        entries[slices.slice_key("p", ((i, 1),))] = make_entry(shape=(1,), offset=4 * i, size=4)
+    entries["p"] = full
+    prefix = write_index(tmp_path, entries, data=np.arange(4, dtype=np.float32).tobytes())
+    with tff.open_checkpoint(prefix, verify=False) as reader:
+        assert reader["p"].tolist() == [0, 1, 2, 3]
+        with tff.limits.override(max_parts=3):
+            with pytest.raises(tff.LimitError, match="'p': its parts: 4 exceeds the limit "
+                               r"max_parts=3; .*tfformats.limits.override\(max_parts=...\)"):
+                reader["p"]

@@ -19,7 +19,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from . import commit, dtypes, fileio, slices, wire
+from . import commit, dtypes, fileio, limits, slices, wire
 from ._impl import hot
 from .crc import crc32c_parallel
 from .errors import (ChecksumError, CheckpointNotFoundError, FormatError,
@@ -219,6 +219,10 @@ class BundleReader:
                 or (not parts and not 0 <= shard < self.num_shards)
                 or (parts and not _parts_fit(parts, shape))):
             self._reject(name, decoded)
+        if parts:
+            limits.check("max_parts", len(parts),
+                         f"{self._index_path}: partitioned tensor {name!r}: its parts")
+        dtypes.check_numpy_shape(shape, dtype.itemsize, f"{self._index_path}: tensor {name!r}")
         return Entry(name, dtype, shape, shard, offset, size, crc, parts)
 
     def _reject(self, name, decoded):
@@ -395,12 +399,23 @@ class BundleReader:
         if not slices.tiles([b for b, _ in parts], entry.shape):
             raise FormatError(f"{self._index_path}: the parts of {entry.name!r} do not tile "
                               f"its shape {list(entry.shape)} exactly")
+        # Parts may all point at the same bytes, so tiling alone does not
+        # bound what assembling them allocates; the data files do.
+        # (A string takes at least one stored byte, its length.)
+        for _, part in parts:
+            self.shard(part.shard_id)   # a missing shard is the error to report
+        nbytes = math.prod(entry.shape) * (dtype.itemsize or 1)
+        stored = sum(source.size() for source in self._shards.values())
+        limits.check("max_tensor_file_ratio", nbytes / max(stored, 1),
+                     f"{self._index_path}: partitioned tensor {entry.name!r} of {nbytes} bytes "
+                     f"from {stored} bytes of data files, bytes per stored byte")
         return parts
 
     def _assemble(self, entry, verify):
         """Build a partitioned tensor whole from its stored parts."""
+        parts = self.parts(entry)   # checked before anything is allocated for them
         out = np.empty(entry.shape, dtype=entry.dtype.as_numpy_dtype)
-        for bounds, part in self.parts(entry):
+        for bounds, part in parts:
             out[slices.index(bounds)] = self.read_entry(part, verify=verify)
         return out
 
@@ -417,8 +432,9 @@ class BundleReader:
         ranges, squeeze = _normalize_index(index, entry.shape)
         if ranges is None:  # fancy indexing: assemble, then index
             return self._assemble(entry, self.verify)[index]
+        parts = self.parts(entry)
         out = np.empty(tuple(len(r) for r in ranges), dtype=entry.dtype.as_numpy_dtype)
-        for bounds, part in self.parts(entry):
+        for bounds, part in parts:
             src, dst = [], []
             for r, (a, b) in zip(ranges, bounds):
                 # Positions k of r with a <= r[k] < b (r has a positive step).

@@ -7,6 +7,8 @@ byte). Quantized types (qint8, ...) are read as their underlying integers.
 
 from __future__ import annotations
 
+import math
+import sys
 from typing import Any
 
 import numpy as np
@@ -119,3 +121,20 @@ def as_dtype(value: Any) -> DType:
     if npd in _from_numpy():
         return _FROM_NUMPY[npd]
     raise UnsupportedError(f"numpy dtype {npd} has no TensorFlow equivalent")
+
+
+# numpy's limit on the number of dimensions (TensorFlow allows up to 254).
+MAX_NUMPY_RANK = 64
+
+
+def check_numpy_shape(shape, itemsize, where):
+    """UnsupportedError unless numpy can make an array of `shape` with items of
+    `itemsize` bytes: at most 64 dimensions and, for an empty array, the
+    product of the other dimensions within numpy's limit (numpy checks it even
+    then; a non-empty one needs bytes the file must hold, checked elsewhere)."""
+    if len(shape) > MAX_NUMPY_RANK:
+        raise UnsupportedError(f"{where}: rank {len(shape)} is more than numpy's "
+                               f"{MAX_NUMPY_RANK} dimensions")
+    if 0 in shape and math.prod(d for d in shape if d) * max(itemsize or 8, 1) > sys.maxsize:
+        raise UnsupportedError(f"{where}: numpy cannot represent an array of shape "
+                               f"{list(shape)}")

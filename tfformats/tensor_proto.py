@@ -27,7 +27,6 @@ Which typed field holds which dtype (checked against TF 2.21):
 from __future__ import annotations
 
 import math
-import sys
 from typing import Any
 
 import numpy as np
@@ -108,10 +107,9 @@ def to_numpy(tensor_proto: Any, what: str = "TensorProto",
     if dtype.as_numpy_dtype is None:
         raise UnsupportedError(f"{what}: dtype {dtype.name} has no numpy form")
     npd = dtype.as_numpy_dtype
-    if count == 0 and math.prod(d for d in shape if d) * npd.itemsize > sys.maxsize:
-        # An empty tensor's other dimensions can be anything in a proto, but
-        # numpy limits their product. (With no zero, the checks below refuse it.)
-        raise UnsupportedError(f"{what}: numpy cannot represent an array of shape {shape}")
+    # An empty tensor's other dimensions can be anything in a proto, but numpy
+    # limits their product, and the rank of any array.
+    dtypes.check_numpy_shape(shape, npd.itemsize, what)
     content = tensor_proto.tensor_content
     if content and not dtype.is_string:
         if len(content) != count * npd.itemsize:

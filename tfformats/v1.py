@@ -98,9 +98,9 @@ def _slice_shape(extents, shape):
 
 
 def _check_representable(shape, dtype, where):
-    """numpy limits an array's dimensions even when it has no elements."""
-    itemsize = dtype.itemsize or 8
-    if math.prod(d for d in shape if d) * itemsize > sys.maxsize:
+    """numpy limits an array's rank and dimensions even when it has no elements."""
+    dtypes.check_numpy_shape(shape, dtype.itemsize, where)
+    if math.prod(d for d in shape if d) * (dtype.itemsize or 8) > sys.maxsize:
         raise UnsupportedError(f"{where}: numpy cannot represent an array of shape {list(shape)}")
 
 
@@ -275,6 +275,7 @@ class V1Reader:
         raw, where = self._record(name, extents, shard)
         record = _parse(raw, where)
         part_shape = _slice_shape(extents, shape)
+        _check_representable(part_shape, dtype, where)
         count = math.prod(part_shape)
         field = tensor_proto.value_field(dtype)
         values = getattr(record.data.data, field)
