@@ -18,6 +18,7 @@ from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from cpython.unicode cimport PyUnicode_DecodeUTF8
@@ -27,6 +28,7 @@ from libc.string cimport memcmp, memcpy
 from operator import index as _index
 
 from tfformats.errors import ChecksumError, FormatError
+from tfformats.limits import exceeded
 
 include "farmhash.pxi"
 include "map_order.pxi"
@@ -378,13 +380,22 @@ def block_entries(block, where):
         PyBuffer_Release(&view)
 
 
-def check_block_keys(block, where, bytes after, bytes upto):
+def check_block_keys(block, where, bytes after, bytes upto, max_key_bytes=None,
+                     max_block_key_bytes=None):
     """FormatError unless the keys of a block increase strictly, the first
-    sorts after `after` and the last is at most `upto` (None: no bound)."""
+    sorts after `after` and the last is at most `upto` (None: no bound);
+    LimitError if a key is longer than `max_key_bytes` or all keys, their
+    shared prefixes expanded, take more than `max_block_key_bytes` (None: no
+    limit), checked as each key is reached, before anything is built of them."""
     cdef Py_buffer view
     cdef const unsigned char* p
-    cdef Py_ssize_t count, end, pos = 0, start, shared, non_shared, value_len
+    cdef Py_ssize_t count, end, pos = 0, start, shared, non_shared, value_len, length
+    cdef Py_ssize_t max_key = -1, max_total = -1, total = 0
     cdef _KeyBuf key
+    if max_key_bytes is not None:
+        max_key = min(max_key_bytes, PY_SSIZE_T_MAX)
+    if max_block_key_bytes is not None:
+        max_total = min(max_block_key_bytes, PY_SSIZE_T_MAX)
     PyObject_GetBuffer(block, &view, PyBUF_SIMPLE)
     key.data = NULL
     key.len = key.cap = 0
@@ -398,6 +409,15 @@ def check_block_keys(block, where, bytes after, bytes upto):
             start = pos
             pos = _entry(p, pos, end, key.len if start else 0, &shared, &non_shared,
                          &value_len, where)
+            length = (shared if start else 0) + non_shared
+            total += length    # no overflow: each key is at most the block's bytes longer
+            if max_key >= 0 and length > max_key:
+                raise exceeded("max_key_bytes", length,
+                               f"{where}: bytes of the key at offset {start}")
+            if max_total >= 0 and total > max_total:
+                raise exceeded("max_block_key_bytes", total,
+                               f"{where}: bytes of its keys (shared prefixes expanded) up to "
+                               f"offset {start}")
             if start or after is not None:
                 _check_after(&key, shared if start else 0, p + pos, non_shared, start, where)
             _key_set(&key, shared if start else 0, p + pos, non_shared)

@@ -240,3 +240,87 @@ def test_parts_per_tensor_limit(tmp_path):
             with pytest.raises(tff.LimitError, match="'p': its parts: 4 exceeds the limit "
                                r"max_parts=3; .*tfformats.limits.override\(max_parts=...\)"):
                 reader["p"]
+
+
+# --- prefix-compressed keys: what a block may make the reader build ---------------
+
+def _shared_prefix_block(prefix_len, count):
+    """A block whose keys all share one `prefix_len`-byte prefix, stored once:
+    a few bytes per entry, `prefix_len` bytes per key once expanded."""
+    from tfformats._pure import encode_varint as varint
+    body = bytearray(varint(0) + varint(prefix_len + 3) + varint(1) + b"k" * prefix_len
+                     + (0).to_bytes(3, "big") + b"v")
+    for i in range(1, count):
+        body += varint(prefix_len) + varint(3) + varint(1) + i.to_bytes(3, "big") + b"v"
+    return bytes(body) + (0).to_bytes(4, "little") + (1).to_bytes(4, "little"), \
+        b"k" * prefix_len + (count - 1).to_bytes(3, "big")
+
+
+def _table_of(path, block, last_key):
+    """A table file holding the one data block `block`."""
+    from tfformats.sstable import TableBuilder
+
+    class Raw:
+        def finish(self):
+            return block
+
+        def reset(self):
+            pass
+
+    with open(path, "wb") as f:
+        builder = TableBuilder(f)
+        builder._pending_handle = builder._write_block(Raw())
+        builder._last_key, builder._entries = last_key, 1
+        builder.finish()
+    return path
+
+
+def test_keys_sharing_a_long_prefix_are_capped(tmp_path):
+    """40,000 entries sharing one 256 KiB key: 10 GiB of keys from a 622 KB block."""
+    from tfformats import sstable
+    block, last = _shared_prefix_block(256 << 10, 40000)
+    assert len(block) < 700_000
+    path = _table_of(tmp_path / "t.index", block, last)
+    table = sstable.Table(fileio.open_file(path))
+    with pytest.raises(tff.LimitError, match="max_key_bytes=65536"):   # one key is too long
+        table.get(last)
+    with tff.limits.override(max_key_bytes=1 << 20):   # so is their sum
+        with pytest.raises(tff.LimitError, match=r"t.index: data block at offset 0: bytes of its "
+                           r"keys \(shared prefixes expanded\) up to offset \d+: \d+ exceeds "
+                           r"the limit max_block_key_bytes=67108864"):
+            table.get(last)
+        with pytest.raises(tff.LimitError, match="max_block_key_bytes"):
+            list(table.items())
+
+
+def test_key_limits_can_be_raised(tmp_path):
+    from tfformats import sstable
+    block, last = _shared_prefix_block(100 << 10, 50)
+    path = _table_of(tmp_path / "t.index", block, last)
+    with pytest.raises(tff.LimitError, match=r"bytes of the key at offset 0: 102403 exceeds the "
+                       r"limit max_key_bytes=65536; .*override\(max_key_bytes=...\)"):
+        sstable.Table(fileio.open_file(path)).get(last)
+    with tff.limits.override(max_key_bytes=1 << 20):
+        assert sstable.Table(fileio.open_file(path)).get(last) == b"v"
+        with tff.limits.override(max_block_key_bytes=4 << 20):
+            with pytest.raises(tff.LimitError, match="max_block_key_bytes=4194304"):
+                sstable.Table(fileio.open_file(path)).get(last)
+    assert tff.limits.current() == tff.limits.DEFAULTS
+
+
+@pytest.mark.parametrize("limit,value", [("max_index_bytes", 1000), ("max_block_bytes", 100),
+                                         ("max_index_entries", 5)])
+def test_index_limits(limit, value):
+    from tfformats import sstable
+    with tff.limits.override(**{limit: value}):
+        with pytest.raises(tff.LimitError, match=f"ckpt.index.*exceeds the limit {limit}={value}"):
+            with tff.open_checkpoint(DTYPES) as reader:
+                reader.get_variable_to_shape_map()
+    with tff.open_checkpoint(DTYPES) as reader:
+        assert len(reader.get_variable_to_shape_map()) > 5
+
+
+def test_unknown_limit_is_a_type_error():
+    with pytest.raises(TypeError):
+        with tff.limits.override(max_everything=1):
+            pass

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tfformats import _pure
-from tfformats.errors import ChecksumError, FormatError
+from tfformats.errors import ChecksumError, FormatError, LimitError
 
 from conftest import FIXTURES
 
@@ -746,3 +746,16 @@ def test_both_implementations_export_the_same_names():
         return {n for n in dir(module) if not n.startswith("_")
                 and not isinstance(getattr(module, n), types.ModuleType)}
     assert public(_pure) == public(_native)
+
+
+@needs_native
+def test_block_key_limits_parity():
+    """Both twins stop at the same key, with the same LimitError, whichever limit."""
+    items = [(b"k" * 300 + bytes([i]), b"v") for i in range(40)]
+    block = build_block(items)
+    for max_key, max_total in [(None, None), (299, None), (300, None), (301, None),
+                               (None, 301 * 7), (None, 301 * 40), (None, 301 * 40 - 1), (0, 0)]:
+        result = assert_parity("check_block_keys", block, "b", None, None, max_key, max_total)
+        assert (result[0] == "ok") == ((max_key or 301) >= 301 and (max_total or 10**9) >= 301 * 40)
+        if result[0] == "raised":
+            assert result[1] is LimitError

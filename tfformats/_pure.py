@@ -22,6 +22,7 @@ from ._highwayhash import RIEGELI_KEY, highway_hash64  # noqa: F401
 from ._map_order import (KEY_BYTES, KEY_SIGNED32, KEY_SIGNED64, KEY_UNSIGNED,  # noqa: F401
                          KEY_ZIGZAG, MAP_ACTION, MESSAGE_ACTION, reorder_map_entries)
 from .errors import ChecksumError, FormatError
+from .limits import exceeded
 
 MASK_DELTA = 0xA282EAD8
 _U32 = struct.Struct("<I")
@@ -137,15 +138,25 @@ def block_entries(block, where):
     return out
 
 
-def check_block_keys(block, where, after, upto):
+def check_block_keys(block, where, after, upto, max_key_bytes=None, max_block_key_bytes=None):
     """FormatError unless the keys of a block increase strictly, the first
-    sorts after `after` and the last is at most `upto` (None: no bound)."""
+    sorts after `after` and the last is at most `upto` (None: no bound);
+    LimitError if a key is longer than `max_key_bytes` or all keys, their
+    shared prefixes expanded, take more than `max_block_key_bytes` (None: no
+    limit), checked as each key is reached, before anything is built of them."""
     end, _ = _restarts(block, where)
-    pos = 0
+    pos = total = 0
     key = before = b""
     while pos < end:
         start = pos
         key, _, _, pos = _entry_at(block, pos, end, key, where)
+        total += len(key)
+        if max_key_bytes is not None and len(key) > max_key_bytes:
+            raise exceeded("max_key_bytes", len(key), f"{where}: bytes of the key at offset {start}")
+        if max_block_key_bytes is not None and total > max_block_key_bytes:
+            raise exceeded("max_block_key_bytes", total,
+                           f"{where}: bytes of its keys (shared prefixes expanded) up to offset "
+                           f"{start}")
         if start or after is not None:
             _check_after(key, before if start else after, start, where)
         before = key

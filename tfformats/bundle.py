@@ -257,6 +257,7 @@ class BundleReader:
             with gc_paused():
                 for block, where in self.table.data_blocks():
                     decoded += hot.decode_entries(block, where)
+                    _check_entry_count(len(decoded), self._index_path)
             self._decoded = decoded
         return self._decoded
 
@@ -269,6 +270,7 @@ class BundleReader:
             with gc_paused():
                 for block, where in self.table.data_blocks():
                     hot.index_listing(block, where, shapes, kinds, dtypes.BY_ENUM)
+                    _check_entry_count(len(shapes), self._index_path)
         except KeyError:  # an unknown dtype enum: let from_enum name the tensor
             for name, decoded in self.decoded_entries():
                 dtypes.from_enum(decoded[0], name)
@@ -459,6 +461,10 @@ class BundleReader:
 
 # Opening starts over when the checkpoint was replaced meanwhile, this many times.
 _OPEN_ATTEMPTS = 3
+
+
+def _check_entry_count(count, path):
+    limits.check("max_index_entries", count, f"{path}: entries of the index")
 
 
 def _unchanged(source):

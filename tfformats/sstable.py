@@ -9,6 +9,7 @@ import bisect
 import struct
 import threading
 
+from . import limits
 from ._impl import hot
 from .errors import ChecksumError, FormatError, TFFormatsError, UnsupportedError
 
@@ -38,10 +39,19 @@ def _snappy_decompress(data, where):
     claimed, _ = hot.decode_varint(data, 0, where)
     if claimed > _MAX_SNAPPY_RATIO * len(data) + 64:
         raise FormatError(f"{where}: Snappy block claims {claimed} bytes from {len(data)}")
+    limits.check("max_block_bytes", claimed, f"{where}: bytes of the decompressed block")
     try:
         return bytes(cramjam.snappy.decompress_raw(data))
     except Exception as exc:  # cramjam raises its own DecompressionError
         raise FormatError(f"{where}: corrupt Snappy data ({exc})") from None
+
+
+def _check_keys(block, where, after, upto):
+    """Key order and the key limits of one block, in the one pass over its
+    keys that comes before any of them is built (`hot.check_block_keys`)."""
+    current = limits.current()
+    hot.check_block_keys(block, where, after, upto, current.max_key_bytes,
+                         current.max_block_key_bytes)
 
 
 class Table:
@@ -55,6 +65,7 @@ class Table:
         self.source = source
         self.verify = verify
         size = source.size()
+        limits.check("max_index_bytes", size, f"{source.path}: bytes of the table")
         if size < FOOTER_SIZE:
             raise FormatError(f"{source.path}: {size} bytes is too short for a table footer")
         footer = source.read(size - FOOTER_SIZE, FOOTER_SIZE)
@@ -69,7 +80,7 @@ class Table:
         self._index_handle = index_handle
         index = self._block(*index_handle, "index block")
         where = f"{source.path}: index block at offset {index_handle[0]}"
-        hot.check_block_keys(index, where, None, None)   # lookups bisect the separators
+        _check_keys(index, where, None, None)   # lookups bisect the separators
         entries = hot.block_entries(index, where)
         self._separators = [k for k, _ in entries]
         self._handles = [decode_handle(v, f"{source.path}: index entry {k!r}") for k, v in entries]
@@ -82,6 +93,7 @@ class Table:
         where = f"{self.source.path}: {what} at offset {offset}"
         if size > self.source.size():
             raise FormatError(f"{where}: block size {size} exceeds the file")
+        limits.check("max_block_bytes", size, f"{where}: bytes of the block")
         raw = self.source.view(offset, size + TRAILER_SIZE, what)
         kind = raw[size]
         if self.verify if verify is None else verify:
@@ -102,8 +114,8 @@ class Table:
             # Lookups binary-search, so keys out of order (or twice) would make
             # a name found or not depending on how it is looked for: checked
             # once per block, against the index block's bounds too.
-            hot.check_block_keys(block, f"{self.source.path}: data block at offset {offset}",
-                                 self._separators[i - 1] if i else None, self._separators[i])
+            _check_keys(block, f"{self.source.path}: data block at offset {offset}",
+                        self._separators[i - 1] if i else None, self._separators[i])
             # Threads sharing a reader evict concurrently: one at a time, or two
             # could pop the same oldest block (KeyError) or iterate while the
             # other resizes. Lookups (dict.get) need no lock.
@@ -158,8 +170,8 @@ class Table:
                 except ChecksumError as e:
                     problem = e
                     contents = self._block(offset, size, "data block", verify=False)
-                hot.check_block_keys(contents, f"{self.source.path}: data block at offset {offset}",
-                                     self._separators[i - 1] if i else None, self._separators[i])
+                _check_keys(contents, f"{self.source.path}: data block at offset {offset}",
+                            self._separators[i - 1] if i else None, self._separators[i])
             except TFFormatsError as e:
                 yield offset, None, e
             else:
