@@ -324,3 +324,64 @@ def test_unknown_limit_is_a_type_error():
     with pytest.raises(TypeError):
         with tff.limits.override(max_everything=1):
             pass
+
+
+# --- graph_constants: a cap on all constants together --------------------------
+
+def _fill_graph(count, size):
+    """`count` Const nodes of shape [size] holding one float each."""
+    from tfformats import protos
+    graph = protos.GraphDef()
+    for i in range(count):
+        tensor = graph.node.add(name=f"c{i}", op="Const").attr["value"].tensor
+        tensor.dtype = 1
+        tensor.tensor_shape.dim.add(size=size)
+        tensor.float_val.append(1.0)
+    return graph
+
+
+def test_graph_constants_total_is_capped(tmp_path):
+    """Eight nodes of shape [2**29 - 1] holding one float each: 352 bytes of
+    GraphDef for 16 GiB of arrays, each node under the per-node cap. The same
+    graph scaled down to 1 MiB nodes against a 2.5 MiB limit."""
+    attack = _fill_graph(8, 2**29 - 1).SerializeToString()
+    assert len(attack) < 400
+    assert 8 * (2**29 - 1) * 4 > tff.limits.DEFAULTS.max_graph_constants_bytes
+    (tmp_path / "g.pb").write_bytes(_fill_graph(8, 2**18).SerializeToString())
+    with tff.limits.override(max_graph_constants_bytes=5 << 19):
+        with pytest.raises(tff.LimitError, match=r"g.pb: Const node 'c2': bytes of all "
+                           r"constants read so far: 3145728 exceeds the limit "
+                           r"max_graph_constants_bytes=2621440"):
+            tff.graph_constants(tmp_path / "g.pb")
+    assert len(tff.graph_constants(tmp_path / "g.pb")) == 8
+
+
+# --- object graphs and nested structures ------------------------------------------
+
+def test_object_graph_node_limit(tmp_path):
+    assert len(tff.load_saved_model(KERAS_MODEL).meta_graphs[0].object_nodes) > 3
+    with tff.limits.override(max_object_graph_nodes=3):
+        with pytest.raises(tff.LimitError, match="SavedObjectGraph: nodes of the object graph: "
+                           r"\d+ exceeds the limit max_object_graph_nodes=3"):
+            tff.load_saved_model(KERAS_MODEL).meta_graphs[0].object_nodes
+        with pytest.raises(tff.LimitError, match="ckpt-1: .*nodes of the object graph: "
+                           r"\d+ exceeds the limit max_object_graph_nodes=3"):
+            with tff.open_checkpoint(FIXTURES / "keras_adam" / "ckpt-1") as reader:
+                reader.object_graph()
+
+
+def test_structure_depth_limit():
+    from tfformats import protos
+    from tfformats.saved_model import decode_structure
+    value = root = protos.message_class("tfformats.StructuredValue")()
+    for _ in range(150):
+        value = value.list_value.values.add()
+    value.int64_value = 7
+    with pytest.raises(tff.LimitError, match="nesting depth: 101 exceeds the limit "
+                       "max_proto_depth=100"):
+        decode_structure(root)
+    with tff.limits.override(max_proto_depth=200):
+        inner = decode_structure(root)
+        for _ in range(150):
+            (inner,) = inner
+        assert inner == 7

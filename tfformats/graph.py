@@ -10,6 +10,7 @@ functions in `library`; those are read too, keyed "<function name>/<node name>".
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Iterable
 
@@ -18,9 +19,9 @@ from google.protobuf import text_format
 
 from . import protos
 from .errors import FormatError
-from . import fileio
+from . import dtypes, fileio, limits
 from .fileio import read_file
-from .tensor_proto import to_numpy
+from .tensor_proto import MAX_BROADCAST_BYTES, to_numpy
 
 _TEXT_SUFFIXES = (".pbtxt", ".txt", ".prototxt")
 
@@ -102,21 +103,47 @@ def graph_constants(graph_def_or_path: Any, ops: Iterable[str] = ("Const",),
     if isinstance(ops, str):  # else `node.op in ops` would match substrings
         ops = (ops,)
     graphs = _graph_defs(graph_def_or_path)
+    budget = _Budget(where)
     if len(graphs) == 1:
-        return _constants(graphs[0][1], ops, functions, where)
+        return _constants(graphs[0][1], ops, functions, where, budget)
     out: dict[str, Any] = {}
     for tags, graph_def in graphs:
-        out.update((f"{tags}:{key}", value) for key, value
-                   in _constants(graph_def, ops, functions, f"{where}meta graph {tags!r}: ").items())
+        out.update((f"{tags}:{key}", value) for key, value in _constants(
+            graph_def, ops, functions, f"{where}meta graph {tags!r}: ", budget).items())
     return out
 
 
-def _constants(graph_def, ops, functions, where):
+class _Budget:
+    """The bytes one graph_constants call may still allocate: each node is
+    capped by what a proto could hold, and all of them together by the limit
+    max_graph_constants_bytes (a few bytes per node could otherwise fill a
+    shape of 2**29 elements, node after node)."""
+
+    def __init__(self, where):
+        self.where = where
+        self.left = limits.current().max_graph_constants_bytes
+
+    def convert(self, tensor, what):
+        shape = [d.size for d in tensor.tensor_shape.dim]
+        dtype = dtypes.BY_ENUM.get(tensor.dtype)
+        itemsize = dtype.itemsize if dtype is not None and dtype.itemsize else 8
+        # Checked before converting (strings: 8 bytes of object per element).
+        need = math.prod(max(d, 0) for d in shape) * itemsize
+        if need > self.left:
+            limit = limits.current().max_graph_constants_bytes
+            raise limits.exceeded("max_graph_constants_bytes", limit - self.left + need,
+                                  f"{what}: bytes of all constants read so far")
+        value = to_numpy(tensor, what=what, max_broadcast_bytes=min(MAX_BROADCAST_BYTES, self.left))
+        self.left -= value.nbytes
+        return value
+
+
+def _constants(graph_def, ops, functions, where, budget):
     out = {}
     for node in graph_def.node:
         if _is_constant(node, ops):
-            out[node.name] = to_numpy(node.attr["value"].tensor,
-                                      what=f"{where}Const node {node.name!r}")
+            out[node.name] = budget.convert(node.attr["value"].tensor,
+                                            f"{where}Const node {node.name!r}")
     for function in (graph_def.library.function if functions else ()):
         fname = function.signature.name
         for node in function.node_def:
@@ -126,8 +153,8 @@ def _constants(graph_def, ops, functions, where):
             if key in out:
                 raise FormatError(f"{where}Const node {node.name!r} of function {fname!r}: "
                                   f"its key {key!r} is already taken")
-            out[key] = to_numpy(node.attr["value"].tensor,
-                                what=f"{where}Const node {node.name!r} of function {fname!r}")
+            out[key] = budget.convert(node.attr["value"].tensor,
+                                      f"{where}Const node {node.name!r} of function {fname!r}")
     return out
 
 

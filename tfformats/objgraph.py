@@ -17,6 +17,7 @@ import bisect
 from collections import namedtuple
 from typing import Any, Iterable, Mapping, Sequence
 
+from . import limits
 from .errors import FormatError
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
@@ -73,7 +74,14 @@ def parse_graph(raw: bytes, where: str) -> Any:
         graph.ParseFromString(bytes(raw))
     except Exception:
         raise FormatError(f"{where}: {OBJECT_GRAPH_KEY} is not a TrackableObjectGraph") from None
+    check_node_count(graph, where)
     return graph
+
+
+def check_node_count(graph: Any, where: str) -> None:
+    """LimitError if an object graph (checkpoint or SavedModel) has more nodes
+    than the limit max_object_graph_nodes: every path walk is linear in them."""
+    limits.check("max_object_graph_nodes", len(graph.nodes), f"{where}: nodes of the object graph")
 
 
 def node_paths(nodes: Sequence[Any]) -> dict[int, str]:

@@ -20,7 +20,8 @@ from ..checkpoint import CheckpointReader
 from ..errors import (CheckpointNotFoundError, Finding, FormatError, TensorNotFoundError,
                       TFFormatsError)
 from ..graph import parse_message
-from ..objgraph import OBJECT_GRAPH_KEY, VARIABLE_SUFFIX, VARIABLE_VALUE, node_paths
+from ..objgraph import (OBJECT_GRAPH_KEY, VARIABLE_SUFFIX, VARIABLE_VALUE, check_node_count,
+                        node_paths)
 from .editing import SavedModelEditing
 from .spec import (ASSETS_DIR, ASSETS_EXTRA_DIR, FINGERPRINT, KERAS_METADATA, SAVED_MODEL_CPB,
                    SAVED_MODEL_PB, SAVED_MODEL_PBTXT, VARIABLES_PREFIX, ConcreteFunction,
@@ -100,7 +101,8 @@ class ObjectNode:
                 f"path={self.path!r} children={list(self.children)}>")
 
 
-def _build_object_tree(object_graph):
+def _build_object_tree(object_graph, where):
+    check_node_count(object_graph, where)
     nodes = [ObjectNode(i, proto) for i, proto in enumerate(object_graph.nodes)]
     if not nodes:
         return nodes
@@ -223,7 +225,8 @@ class MetaGraph:
     # object graph
     def _tree(self):
         if self._objects is None:
-            self._objects = (_build_object_tree(self.proto.object_graph_def)
+            self._objects = (_build_object_tree(self.proto.object_graph_def,
+                                                f"{self._export_dir}: SavedObjectGraph")
                              if self.is_tf2 else [])
         return self._objects
 

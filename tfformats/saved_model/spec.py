@@ -8,7 +8,7 @@ import os
 from collections import namedtuple
 from typing import Any
 
-from .. import dtypes, protos, wire
+from .. import dtypes, limits, protos, wire
 from ..errors import UnsupportedError
 from ..fingerprint import (FINGERPRINT_FILENAME as FINGERPRINT, SAVED_MODEL_CPB,  # noqa: F401
                            SAVED_MODEL_PB, SAVED_MODEL_PBTXT)
@@ -164,16 +164,20 @@ TypeSpec.__doc__ = """A composite tensor's spec (RaggedTensorSpec, SparseTensorS
 NamedTupleValue = namedtuple("NamedTupleValue", "name fields")
 
 
-def _decode_type_spec(proto):
+def _decode_type_spec(proto, depth=0):
     cls = _TYPE_SPEC_CLASS.values_by_number.get(proto.type_spec_class)
     return TypeSpec(cls.name if cls else str(proto.type_spec_class), proto.type_spec_class_name,
-                    proto.num_flat_components, decode_structure(proto.type_state))
+                    proto.num_flat_components, decode_structure(proto.type_state, depth + 1))
 
 
-def decode_structure(value: Any) -> Any:
+def decode_structure(value: Any, depth: int = 0) -> Any:
     """A StructuredValue as Python: None, numbers, str, lists, tuples, dicts,
     NamedTupleValue, TensorSpec (BoundedTensorSpec), TypeSpec, DType, shapes
-    (TensorShape, a list; None for an unknown rank) and numpy arrays."""
+    (TensorShape, a list; None for an unknown rank) and numpy arrays.
+    Nested deeper than the limit max_proto_depth: LimitError (`depth` is
+    this value's own)."""
+    limits.check("max_proto_depth", depth, "StructuredValue: nesting depth")
+    depth += 1
     kind = value.WhichOneof("kind")
     if kind is None or kind == "none_value":
         return None
@@ -189,17 +193,18 @@ def decode_structure(value: Any) -> Any:
         cls = TensorSpec if kind == "tensor_spec_value" else BoundedTensorSpec
         return cls(spec.name or None, shape_from_proto(spec.shape), dtype_or_none(spec.dtype))
     if kind == "type_spec_value":
-        return _decode_type_spec(value.type_spec_value)
+        return _decode_type_spec(value.type_spec_value, depth)
     if kind == "list_value":
-        return [decode_structure(v) for v in value.list_value.values]
+        return [decode_structure(v, depth) for v in value.list_value.values]
     if kind == "tuple_value":
-        return tuple(decode_structure(v) for v in value.tuple_value.values)
+        return tuple(decode_structure(v, depth) for v in value.tuple_value.values)
     if kind == "dict_value":
         fields = value.dict_value.fields
-        return {k: decode_structure(fields[k]) for k in sorted(fields)}
+        return {k: decode_structure(fields[k], depth) for k in sorted(fields)}
     if kind == "named_tuple_value":
         nt = value.named_tuple_value
-        return NamedTupleValue(nt.name, {p.key: decode_structure(p.value) for p in nt.values})
+        return NamedTupleValue(nt.name, {p.key: decode_structure(p.value, depth)
+                                         for p in nt.values})
     if kind in ("tensor_value", "numpy_value"):
         return to_numpy(getattr(value, kind), "StructuredValue tensor")
     return None
