@@ -469,16 +469,27 @@ def test_validate_saved_model_pb_and_missing_path(tmp_path):
     assert next(f["message"] for f in findings if f["check"] == "path") == "does not exist"
 
 
-def test_validate_never_aborts_and_json_always_prints_a_document(tmp_path):
-    # A state file that is not UTF-8 makes the reader fail in a way no check foresaw:
-    # that is a finding of its own (exit 3: the checks could not finish), never an abort.
+def test_validate_never_aborts_and_json_always_prints_a_document(tmp_path, monkeypatch, capsys):
+    # A state file that is not UTF-8 is a finding like any damaged file (exit 1).
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "checkpoint").write_bytes(b'model_checkpoint_path: "\xff\x00"\n')
-    doc = run_json("validate", tmp_path / "bad", FIXTURES / "sharded", check=3)
+    doc = run_json("validate", tmp_path / "bad", FIXTURES / "sharded", check=1)
     assert doc["ok"] is False and [p["findings"] for p in doc["paths"]] == [1, 0]
     assert doc["findings"][0]["path"] == str(tmp_path / "bad")
-    proc = run("validate", tmp_path / "bad", check=3)
-    assert proc.stderr == "" and proc.stdout.splitlines()[-1].startswith(f"{tmp_path / 'bad'}: 1 finding")
+    assert "not a UTF-8 text CheckpointState" in doc["findings"][0]["message"]
+    # A check that breaks in a way none foresaw is a finding of its own (exit 3:
+    # the checks could not finish), never an abort; --json still prints a document.
+    from tfformats import validate as engine
+    from tfformats.cli.parser import main
+
+    def broken(*args):
+        raise RuntimeError("no check foresaw this")
+    monkeypatch.setattr(engine, "_validate", broken)
+    assert main(["validate", str(tmp_path / "bad"), "--json"]) == 3
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] is False and doc["findings"][0]["check"] == "error"
+    assert main(["validate", str(tmp_path / "bad")]) == 3
+    assert capsys.readouterr().out.splitlines()[-1].startswith(f"{tmp_path / 'bad'}: 1 finding")
 
 
 def test_validate_expect_and_the_saved_model_pb_path(tmp_path):

@@ -385,3 +385,179 @@ def test_structure_depth_limit():
         for _ in range(150):
             (inner,) = inner
         assert inner == 7
+
+
+# --- foreign exceptions: each a tfformats error naming the file --------------------
+
+@pytest.mark.parametrize("content,message", [
+    (b'model_checkpoint_path: "\xff\xfe"\n', "not a UTF-8 text CheckpointState"),
+    (b'model_checkpoint_path: "ck\x00pt"\n', "a NUL byte at offset 26"),
+    (b'model_checkpoint_path: "ck\\000pt"\n', "a NUL byte"),   # escaped in the text proto
+])
+def test_state_file_bytes(tmp_path, content, message):
+    (tmp_path / "checkpoint").write_bytes(content)
+    for call in (tff.latest_checkpoint, tff.open_checkpoint):
+        with pytest.raises(tff.FormatError, match=f"checkpoint: {message}"):
+            call(tmp_path)
+
+
+@pytest.mark.parametrize("where", ["checkpoint", "ckpt.index", "ckpt.data-00000-of-00001"])
+@pytest.mark.parametrize("kind", ["directory", "symlink loop"])
+def test_a_directory_or_symlink_loop_where_a_file_is_expected(tmp_path, where, kind):
+    prefix = copy_fixture(DTYPES, tmp_path / "c")
+    if where == "checkpoint":
+        (tmp_path / "c" / "checkpoint").write_text('model_checkpoint_path: "ckpt"\n')
+    path = tmp_path / "c" / where
+    path.unlink()
+    if kind == "directory":
+        path.mkdir()
+    else:
+        path.symlink_to(path)
+    with pytest.raises(tff.TFFormatsError, match=str(path) if where != "ckpt.index" else "c"):
+        with tff.open_checkpoint(tmp_path / "c" if where == "checkpoint" else prefix) as reader:
+            reader.get_tensor(next(iter(reader)))
+
+
+def test_garbage_keras_metadata(tmp_path):
+    from tfformats import protos
+    model = _copy_model(tmp_path)
+    # A node whose field 1 (the old layout's version) is not a VersionDef.
+    node = b"\x0a\x03\xff\xff\xff"
+    (model / "keras_metadata.pb").write_bytes(b"\x0a" + bytes([len(node)]) + node)
+    with pytest.raises(tff.FormatError, match="keras_metadata.pb: not a valid"):
+        tff.load_saved_model(model).keras_metadata
+    (model / "keras_metadata.pb").write_bytes(b"\xff\xff\xff")
+    with pytest.raises(tff.FormatError, match="keras_metadata.pb: not a valid SavedMetadata"):
+        tff.load_saved_model(model).keras_metadata
+    assert protos.SavedMetadata   # the message the file must hold
+
+
+@pytest.mark.parametrize("collection", ["trainable_variables", "variables"])
+def test_garbage_tf1_collection_bytes(tmp_path, collection):
+    from tfformats import protos
+    model = shutil.copytree(FIXTURES / "tf1_builder", tmp_path / "m")
+    proto = protos.SavedModel.FromString((model / "saved_model.pb").read_bytes())
+    values = proto.meta_graphs[0].collection_def[collection].bytes_list.value
+    assert len(values)
+    values[0] = b"\x0a\xff\xff"
+    (model / "saved_model.pb").write_bytes(proto.SerializeToString())
+    with pytest.raises(tff.FormatError, match=f"m: collection '{collection}'"):
+        tff.load_saved_model(model).meta_graphs[0].variable_infos()
+
+
+def test_assets_symlink_loop_on_save(tmp_path):
+    model = shutil.copytree(FIXTURES / "tft_assets", tmp_path / "m")
+    (model / "assets" / "loop").symlink_to(model / "assets" / "loop")
+    loaded = tff.load_saved_model(model)
+    with pytest.raises(tff.FormatError, match="m/assets: cannot be copied"):
+        loaded.save(tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]   # no temporary left
+
+
+def _npz_with(path, info_changes):
+    """A valid one-array .npz whose member header is then altered."""
+    import zipfile
+    np.savez(path, a=np.arange(4.0))
+    data = bytearray(path.read_bytes())
+    for offset_of, value in info_changes:
+        for at in offset_of(data):
+            data[at:at + 2] = value.to_bytes(2, "little")
+    path.write_bytes(bytes(data))
+    return zipfile
+
+
+def _headers(data, signature, field):
+    at, out = 0, []
+    while (at := data.find(signature, at)) >= 0:
+        out.append(at + field)
+        at += 4
+    return out
+
+
+@pytest.mark.parametrize("change,message", [
+    ((6, 8, 0x1), "encrypted"),         # general-purpose flag bit 0 (both headers)
+    ((8, 10, 99), "compression method 99"),   # AES/unknown method
+])
+def test_npz_members_zipfile_cannot_read(tmp_path, change, message):
+    local, central, value = change
+    path = tmp_path / "a.npz"
+    _npz_with(path, [(lambda d: _headers(d, b"PK\x03\x04", local), value),
+                     (lambda d: _headers(d, b"PK\x01\x02", central), value)])
+    with pytest.raises(tff.UnsupportedError, match=f"a.npz: array 'a': .*{message}"):
+        tff.npz_to_checkpoint(path, tmp_path / "out" / "ckpt")
+
+
+def _safetensors(path, header, data):
+    import json
+    import struct
+    encoded = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + data)
+    return path
+
+
+def test_safetensors_overlapping_offsets_refused(tmp_path):
+    data = np.arange(4, dtype=np.float32).tobytes()
+    path = _safetensors(tmp_path / "o.safetensors", {
+        "a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
+        "b": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}}, data)
+    with pytest.raises(tff.FormatError, match="o.safetensors: tensor 'b': its bytes 8..16 "
+                       "overlap those before byte 16"):
+        tff.safetensors_to_checkpoint(path, tmp_path / "out" / "ckpt")
+    path = _safetensors(tmp_path / "g.safetensors", {
+        "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+        "b": {"dtype": "F32", "shape": [1], "data_offsets": [12, 16]}}, data)
+    with pytest.raises(tff.FormatError, match="tensor 'b': its bytes 12..16 leave a gap"):
+        tff.safetensors_to_checkpoint(path, tmp_path / "out" / "ckpt")
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_safetensors_reference_loader_agrees_on_overlap(tmp_path):
+    import safetensors.numpy
+    path = _safetensors(tmp_path / "o.safetensors", {
+        "a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
+        "b": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}},
+        np.arange(4, dtype=np.float32).tobytes())
+    with pytest.raises(Exception):
+        safetensors.numpy.load_file(str(path))
+
+
+def test_safetensors_names_that_are_not_utf8(tmp_path):
+    from test_bad_input import make_entry, write_index
+    path = tmp_path / "s.safetensors"
+    with open(path, "wb") as f:   # json.dumps escapes the lone surrogate as \ud800
+        header = b'{"\\ud800":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
+        f.write(len(header).to_bytes(8, "little") + header + b"\0" * 4)
+    with pytest.raises(tff.FormatError, match="s.safetensors: tensor name .* is not valid UTF-8"):
+        tff.safetensors_to_checkpoint(path, tmp_path / "out" / "ckpt")
+    # A checkpoint key that is not UTF-8: no safetensors name can hold it.
+    prefix = write_index(tmp_path, {b"w\xff": make_entry(size=16)},
+                         data=np.zeros(4, np.float32).tobytes())
+    with pytest.raises(tff.UnsupportedError, match="b: safetensors names are UTF-8 text"):
+        tff.checkpoint_to_safetensors(prefix, tmp_path / "x.safetensors")
+    assert tff.checkpoint_to_safetensors(prefix, tmp_path / "x.safetensors",
+                                         skip_unsupported=True) == ["w\udcff"]
+
+
+def test_full_disk_is_a_storage_error(tmp_path):
+    """A file size limit (RLIMIT_FSIZE) makes writes fail with EFBIG, as a full
+    file system or quota fails with ENOSPC/EDQUOT: a StorageError naming the
+    file, and nothing left behind."""
+    import errno
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    big = {"w": np.zeros(1 << 20, np.float32)}   # 4 MiB
+    source = tff.save_checkpoint(str(tmp_path / "src" / "ckpt"), big)
+    out = tmp_path / "out"
+    out.mkdir()
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, hard))
+    try:
+        with pytest.raises(tff.StorageError, match=r"out/ckpt\.data-00000.*cannot write") as e:
+            tff.save_checkpoint(str(out / "ckpt"), big)
+        with pytest.raises(tff.StorageError, match=r"out/x\.npz.*cannot write"):
+            tff.checkpoint_to_npz(source, out / "x.npz")
+        with pytest.raises(tff.StorageError, match=r"out/x\.safetensors.*cannot write"):
+            tff.checkpoint_to_safetensors(source, out / "x.safetensors")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert e.value.errno == errno.EFBIG and isinstance(e.value, OSError)
+    assert list(out.iterdir()) == []

@@ -53,7 +53,12 @@ def read_state(directory: str | os.PathLike, filename: str = STATE_FILENAME) -> 
     data = fileio.read_file_if_present(path)
     if data is None:
         return None
-    text = data.decode("utf-8")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"{path}: not a UTF-8 text CheckpointState ({exc})") from None
+    if "\0" in text:   # no path holds one; os calls would raise ValueError on it
+        raise FormatError(f"{path}: a NUL byte at offset {text.index(chr(0))}")
     from google.protobuf import text_format
 
     from . import protos   # here, so that reading tensors never imports protobuf
@@ -64,6 +69,8 @@ def read_state(directory: str | os.PathLike, filename: str = STATE_FILENAME) -> 
         raise FormatError(f"{path}: not a CheckpointState text proto ({exc})") from None
     if not state.model_checkpoint_path:
         raise FormatError(f"{path}: model_checkpoint_path is empty")
+    if any("\0" in p for p in [state.model_checkpoint_path, *state.all_model_checkpoint_paths]):
+        raise FormatError(f"{path}: a NUL byte in a checkpoint path")
     return state
 
 

@@ -133,6 +133,10 @@ def checkpoint_to_safetensors(src: str | os.PathLike, dst: str | os.PathLike, *,
                 _unsupported(name, f"safetensors has no {dtype.name} dtype", skip_unsupported,
                              skipped)
                 continue
+            if not _encodable(name):   # a key of bytes that are not UTF-8
+                _unsupported(name, f"{src}: safetensors names are UTF-8 text, this is not",
+                             skip_unsupported, skipped)
+                continue
             shape = reader.shape(name)
             size = math.prod(shape) * dtype.itemsize  # type: ignore[operator]  # not a string
             header[name] = {"dtype": _SAFETENSORS[dtype.name], "shape": shape,
@@ -175,6 +179,30 @@ def _safetensors_header(path, buf):
     if not isinstance(metadata, dict):
         raise FormatError(f"{where}: {_METADATA} is not a JSON object")
     return header, metadata, 8 + n
+
+
+def _encodable(name):
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_offsets(path, header, data_size):
+    """The tensors' bytes follow each other with no overlap and no gap and fill
+    the file, as the reference loader requires (it refuses other files): two
+    names over the same bytes would alias each other."""
+    end = 0
+    for name, (begin, stop) in sorted(((n, tuple(i["data_offsets"])) for n, i in header.items()),
+                                      key=lambda item: item[1]):
+        if begin != end:
+            raise FormatError(f"{path}: tensor {name!r}: its bytes {begin}..{stop} "
+                              f"{'overlap those before' if begin < end else 'leave a gap after'}"
+                              f" byte {end}")
+        end = stop
+    if end != data_size:
+        raise FormatError(f"{path}: the tensors end at byte {end} of the {data_size} data bytes")
 
 
 def _is_int(x):
@@ -221,8 +249,12 @@ def safetensors_to_checkpoint(src: str | os.PathLike, dst_prefix: str | os.PathL
     source = fileio.open_file(path)
     buf = source.view(0, source.size())
     header, metadata, start = _safetensors_header(path, buf)
+    for name in header:
+        if not _encodable(name):   # JSON can escape a lone surrogate; a key cannot hold it
+            raise FormatError(f"{path}: tensor name {name!r:.200} is not valid UTF-8")
     tensors = {name: _safetensors_tensor(buf, start, info, f"{path}: tensor {name!r}")
                for name, info in header.items()}
+    _check_offsets(path, header, len(buf) - start)
     graph = metadata.get(_GRAPH_METADATA)
     if graph is not None:
         try:
@@ -306,6 +338,11 @@ def _npz_arrays(path):
                 raise FormatError(f"{path}: member {info.filename!r:.200} is not a .npy array")
             name = info.filename[:-len(".npy")]
             where = f"{path}: array {name!r}"
+            if info.flag_bits & 0x1:   # zipfile would ask for a password (RuntimeError)
+                raise UnsupportedError(f"{where}: the member is encrypted")
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                # np.savez writes these two; others may lack a decoder (NotImplementedError)
+                raise UnsupportedError(f"{where}: zip compression method {info.compress_type}")
             try:
                 with archive.open(info) as f:
                     version = np.lib.format.read_magic(f)

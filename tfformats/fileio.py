@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import mmap
 import os
 import secrets
@@ -31,7 +32,7 @@ import tempfile
 from typing import BinaryIO, Iterator, Protocol
 from typing import Any
 
-from .errors import CheckpointNotFoundError, FormatError
+from .errors import CheckpointNotFoundError, FormatError, StorageError
 
 # The granularity of memory maps (and of page-locking them for the GPU).
 PAGE_SIZE = mmap.PAGESIZE
@@ -216,6 +217,22 @@ def _map_or_read(fd, size, path):
         return memoryview(data).toreadonly()   # handed-out arrays stay read-only
 
 
+def _storage_error(path, exc):
+    return StorageError(exc.errno, f"{path}: cannot write: {exc.strerror or exc}; nothing was "
+                        "committed")
+
+
+class _WrittenFile(io.FileIO):
+    """A new local file whose write failures (a full disk, a file too large,
+    a quota) are StorageErrors naming it, not a bare OSError."""
+
+    def write(self, data):
+        try:
+            return super().write(data)
+        except OSError as exc:
+            raise _storage_error(self.name, exc) from exc
+
+
 class LocalFileSystem:
     """The `FileSystem` of the machine's own files."""
 
@@ -227,7 +244,10 @@ class LocalFileSystem:
         return os.fdopen(fd, "rb")
 
     def create(self, path, buffering=-1):
-        return open(path, "xb", buffering=buffering)
+        raw = _WrittenFile(path, "xb")
+        if buffering == 0:
+            return raw
+        return io.BufferedWriter(raw, buffering if buffering > 1 else io.DEFAULT_BUFFER_SIZE)
 
     def read_at(self, path, offset, n):
         fd, _ = _open_regular(path)
@@ -271,7 +291,10 @@ class LocalFileSystem:
 
     def fsync(self, file):
         file.flush()
-        os.fsync(file.fileno())
+        try:
+            os.fsync(file.fileno())
+        except OSError as exc:
+            raise _storage_error(file.name, exc) from exc
 
     def fsync_dir(self, path):
         try:

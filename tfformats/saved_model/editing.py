@@ -232,6 +232,14 @@ def _signature_map(meta_proto):
 
 
 def _copy_entry(src, dst):
+    try:
+        _copy(src, dst)
+    except OSError as exc:   # a symlink loop, a FIFO, a dangling link (copytree's Error too)
+        raise FormatError(f"{src}: cannot be copied into the new SavedModel "
+                          f"({str(exc)[:300]})") from None
+
+
+def _copy(src, dst):
     """Copy a file or a whole directory."""
     (fileio.copytree if fileio.isdir(src) else fileio.copy)(src, dst)
 

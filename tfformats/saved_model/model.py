@@ -289,7 +289,9 @@ class MetaGraph:
         trainable = set()
         if "trainable_variables" in collections:
             for raw in collections["trainable_variables"].bytes_list.value:
-                trainable.add(_VariableDef.FromString(raw).variable_name)
+                trainable.add(parse_message(
+                    _VariableDef, raw, f"{self._export_dir}: collection 'trainable_variables'")
+                    .variable_name)
         nodes = {n.name: n for n in self.proto.graph_def.node}
         out = []
         seen = set()

@@ -239,5 +239,5 @@ def parse_keras_metadata(data: bytes, path: str = "keras_metadata.pb") -> Any:
             continue
         for num, kind, value in wire.fields(raw, path):
             if num == 1 and kind == 2:
-                node.version.CopyFrom(_KerasVersionDef.FromString(value))
+                node.version.CopyFrom(parse_message(_KerasVersionDef, value, path))
     return metadata
