@@ -561,3 +561,27 @@ def test_full_disk_is_a_storage_error(tmp_path):
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert e.value.errno == errno.EFBIG and isinstance(e.value, OSError)
     assert list(out.iterdir()) == []
+
+
+# --- a conversion that fails leaves nothing behind --------------------------------
+
+@pytest.mark.parametrize("convert,dst", [
+    ("checkpoint_to_checkpoint", "out/ckpt"), ("checkpoint_to_npz", "out/x.npz"),
+    ("checkpoint_to_safetensors", "out/x.safetensors"),
+])
+def test_failed_conversion_leaves_no_temporary_files(tmp_path, convert, dst):
+    """The last tensor is damaged: its ChecksumError comes after the other
+    tensors were written to temporary files, which must all go."""
+    src = tff.save_checkpoint(str(tmp_path / "src" / "ckpt"),
+                              {"a": np.arange(1000, dtype=np.float32),
+                               "z": np.arange(1000, dtype=np.float32)}, object_graph=False)
+    data = tmp_path / "src" / "ckpt.data-00000-of-00001"
+    damaged = bytearray(data.read_bytes())
+    with tff.open_checkpoint(src) as reader:
+        z = reader.entry("z")
+    damaged[z.offset + z.size - 1] ^= 1
+    data.write_bytes(bytes(damaged))
+    (tmp_path / "out").mkdir()
+    with pytest.raises(tff.ChecksumError, match="'z'"):
+        getattr(tff, convert)(src, tmp_path / dst)
+    assert list((tmp_path / "out").iterdir()) == []

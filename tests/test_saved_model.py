@@ -592,21 +592,33 @@ def test_tf_sees_renamed_and_removed_signatures(tmp_path):
     ("tf_keras_savedmodel", "dense/kernel", "input_1"),
 ])
 def test_tf_runs_edited_keras_models(tmp_path, name, tf_name, model_input):
+    # Dense(3, relu) then Dense(2): every weight gets a new value of its own,
+    # and TensorFlow's answer must be the one numpy computes from them, so an
+    # edit that does not reach the saved model (any one of them) shows.
+    rng = np.random.default_rng(11)
+    new = {(4, 3): rng.uniform(0.1, 1, (4, 3)), (3,): rng.uniform(-0.2, 0.2, 3),
+           (3, 2): rng.uniform(-1, 1, (3, 2)), (2,): rng.uniform(-1, 1, 2)}
+    new = {shape: value.astype(np.float32) for shape, value in new.items()}
     sm = load_saved_model(FIXTURES / name)
-    for var in sm.variable_infos():  # zero every weight but the first layer's kernel
-        if var.dtype.name == "float32" and var.trainable and var.name != tf_name:
-            sm.variables[var.path] = np.zeros(var.shape, np.float32)
-    sm.variables[tf_name] = np.ones((4, 3), np.float32)
+    edited = set()
+    for var in sm.variable_infos():
+        if var.dtype.name == "float32" and var.trainable:
+            sm.variables[var.path] = new[tuple(var.shape)]
+            edited.add(tuple(var.shape))
+    assert edited == set(new)
+    assert sm.variables[tf_name].tolist() == new[(4, 3)].tolist()
     sm.save(tmp_path / "out")
 
     def run(path):
         loaded = tf.saved_model.load(str(path))
-        (y,) = loaded.signatures["serving_default"](**{model_input: tf.ones((1, 4))}).values()
+        (y,) = loaded.signatures["serving_default"](**{model_input: x}).values()
         return y.numpy()
-    # The model as exported answers something else, so the zeros below can
-    # only come from the edited weights.
-    assert np.abs(run(FIXTURES / name)).max() > 1e-3
-    np.testing.assert_array_equal(run(tmp_path / "out"), np.zeros((1, 2)))  # head weights are zero
+    x = np.array([[1.0, -0.5, 2.0, 0.25]], np.float32)
+    hidden = np.maximum(x @ new[(4, 3)] + new[(3,)], 0)
+    assert (hidden > 0).all()   # every unit passes: each weight counts
+    want = hidden @ new[(3, 2)] + new[(2,)]
+    np.testing.assert_allclose(run(tmp_path / "out"), want, rtol=1e-5, atol=1e-6)
+    assert np.abs(run(FIXTURES / name) - want).max() > 1e-3   # not what it answered before
 
 
 @requires_tf
