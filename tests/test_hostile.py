@@ -585,3 +585,17 @@ def test_failed_conversion_leaves_no_temporary_files(tmp_path, convert, dst):
     with pytest.raises(tff.ChecksumError, match="'z'"):
         getattr(tff, convert)(src, tmp_path / dst)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_readme_lists_every_limit_with_its_default():
+    import dataclasses
+    import pathlib
+    import re
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `(max_\w+)` \| ([^|]+) \|", readme, re.M))
+    fields = {f.name: f.default for f in dataclasses.fields(tff.limits.Limits)}
+    assert set(rows) == set(fields)
+    units = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+    for name, text in rows.items():
+        number, _, unit = text.strip().partition(" ")
+        assert int(number.replace(",", "")) * units.get(unit, 1) == fields[name], name
