@@ -599,3 +599,30 @@ def test_readme_lists_every_limit_with_its_default():
     for name, text in rows.items():
         number, _, unit = text.strip().partition(" ")
         assert int(number.replace(",", "")) * units.get(unit, 1) == fields[name], name
+
+
+def test_validate_reports_hostile_files_as_findings_not_errors(tmp_path):
+    """Each case above, through `validate`: a finding of what is wrong, not an
+    "error" finding of a check that broke on an exception nobody foresaw."""
+    from tfformats import slices
+    from tfformats.validate import validate
+    from test_bad_input import make_entry, write_index
+    cases = {}
+    for name in ("s0", "s1", "p"):
+        (tmp_path / name).mkdir()
+    for i, shape in enumerate([(1,) * 65, (0, 2**62, 2**62)]):
+        cases[f"shape {i}"] = write_index(tmp_path / f"s{i}", {"t": make_entry(shape=shape, size=0)})
+    full = make_entry(shape=(2**31,), size=0)
+    full.slices.add().extent.add(start=0, length=2**31)
+    cases["partitioned"] = write_index(tmp_path / "p", {"t": full, slices.slice_key(
+        "t", ((0, 2**31),)): make_entry(shape=(2**31,), size=4)})
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "checkpoint").write_bytes(b'model_checkpoint_path: "a\x00"\n')
+    cases["state file"] = tmp_path / "state"
+    fifo_dir = copy_fixture(DTYPES, tmp_path / "f").parent
+    _fifo_in_place_of(fifo_dir / "ckpt.data-00000-of-00001")
+    cases["fifo"] = fifo_dir
+    for case, path in cases.items():
+        report = _finishes(fifo_dir / "ckpt.data-00000-of-00001", lambda: validate(path))["value"]
+        assert report.findings, case
+        assert [f for f in report.findings if f.check == "error"] == [], (case, report.findings)
