@@ -127,7 +127,8 @@ def as_dtype(value: Any) -> DType:
 MAX_NUMPY_RANK = 64
 
 
-def check_numpy_shape(shape, itemsize, where):
+def check_numpy_shape(shape: tuple[int, ...] | list[int], itemsize: int | None,
+                      where: str) -> None:
     """UnsupportedError unless numpy can make an array of `shape` with items of
     `itemsize` bytes: at most 64 dimensions and, for an empty array, the
     product of the other dimensions within numpy's limit (numpy checks it even

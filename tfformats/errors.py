@@ -28,7 +28,7 @@ class LimitError(FormatError):
     allows (tfformats/limits.py). `limit` is the limit's name; the message
     says how to raise it when the file is trusted."""
 
-    def __init__(self, message, limit=None):
+    def __init__(self, message: str, limit: Optional[str] = None) -> None:
         super().__init__(message)
         self.limit = limit
 

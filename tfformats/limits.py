@@ -14,9 +14,12 @@ The limits are process-wide (threads see the override too); `current()`
 gives those in force. README.md ("Security") lists them.
 """
 
+from __future__ import annotations
+
 import contextlib
 import dataclasses
 import threading
+from typing import Iterator
 
 from .errors import LimitError
 
@@ -52,13 +55,13 @@ _current = DEFAULTS
 _lock = threading.Lock()
 
 
-def current():
+def current() -> Limits:
     """The `Limits` in force."""
     return _current
 
 
 @contextlib.contextmanager
-def override(**changes):
+def override(**changes: int) -> Iterator[Limits]:
     """Raise (or lower) some limits inside a `with` block: keyword names are
     the fields of `Limits`; an unknown name is a TypeError."""
     global _current
@@ -72,14 +75,14 @@ def override(**changes):
             _current = before
 
 
-def exceeded(name, value, what):
+def exceeded(name: str, value: float, what: str) -> LimitError:
     """The LimitError for `what` needing `value` where limit `name` allows less."""
     allowed = getattr(_current, name)
     return LimitError(f"{what}: {value} exceeds the limit {name}={allowed}; if the file is "
                       f"trusted, raise it with tfformats.limits.override({name}=...)", name)
 
 
-def check(name, value, what):
+def check(name: str, value: float, what: str) -> None:
     """Raise LimitError if `value` exceeds the limit `name`."""
     if value > getattr(_current, name):
         raise exceeded(name, value, what)
