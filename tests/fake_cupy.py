@@ -288,10 +288,12 @@ def make(count=1, delay=0.0, read_only_supported=True, count_error=None, memory_
 
     def _source(lo, hi):
         """What the source memory is, and the object that keeps it alive."""
-        # a snapshot: registration threads change the dict while copies are planned
-        if any(a <= lo and hi <= b for a, b in tuple(state.registered.items())):
+        # a snapshot: registration threads change the dict while copies are planned.
+        # dict.copy(), not tuple(items()): building the item tuples can run the
+        # collector, whose finalizers unregister memory in this very thread.
+        if any(a <= lo and hi <= b for a, b in state.registered.copy().items()):
             return "registered", None   # the caller's memory map
-        for a, (b, storage) in state.pinned.items():
+        for a, (b, storage) in state.pinned.copy().items():
             if a <= lo and hi <= b:
                 return "pinned", storage
         return "pageable", None
