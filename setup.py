@@ -39,9 +39,14 @@ class OptionalBuildExt(build_ext):
         except Exception as exc:
             self._failure = self._reason(exc)
 
-    @staticmethod
-    def _reason(exc):
-        text = f"{type(exc).__name__}: {exc}"   # a CompileError quotes the whole command
+    def _reason(self, exc):
+        kind = type(exc).__name__
+        # A CompileError quotes the whole command line; its program says enough.
+        program = {"CompileError": "compiler_so", "LinkError": "linker_so"}.get(kind)
+        command = getattr(getattr(self, "compiler", None), program or "", None)
+        if command:
+            return f"{kind}: {command[0]} failed"
+        text = f"{kind}: {exc}"
         return text if len(text) <= 160 else text[:157] + "..."
 
     def _leave_marker(self):
