@@ -15,6 +15,10 @@ or read freed memory, the fake fails too or records it in `cupy.fake`:
   counted as "pageable".
 * hostRegister refuses overlapping ranges, ranges that are not mapped, and
   read-only pages without the read-only flag (checked in /proc/self/maps).
+  It accepts a private (copy-on-write) file mapping without the flag, as
+  CUDA does, but pinning it for writing makes the kernel copy every page into
+  anonymous memory, which stays after unregistering: zero-copy lost and the
+  file's size in memory. That is recorded in `fake.violations`.
 * Freeing pinned memory, or unregistering a range, while a queued copy
   still reads it is recorded in `fake.violations`.
 * Fresh device arrays are filled with 0xCD, so bytes nobody wrote show;
@@ -48,12 +52,12 @@ class OutOfMemoryError(MemoryError):
 
 
 def _mapped_ranges():
-    """(start, stop, writable) of every mapping of this process."""
+    """(start, stop, writable, private file mapping) of every mapping of this process."""
     with open("/proc/self/maps") as f:
         for line in f:
-            span, perms = line.split()[:2]
+            span, perms, _, _, inode = line.split()[:5]
             lo, hi = (int(x, 16) for x in span.split("-"))
-            yield lo, hi, perms[1] == "w"
+            yield lo, hi, perms[1] == "w", perms[3] == "p" and inode != "0"
 
 
 class State:
@@ -260,10 +264,11 @@ def make(count=1, delay=0.0, read_only_supported=True, count_error=None, memory_
         if any(lo < hi and ptr < stop for lo, stop in tuple(state.registered.items())):
             raise CUDARuntimeError("cudaErrorHostMemoryAlreadyRegistered: part or all of the "
                                    "requested memory range is already mapped")
-        at, read_only = ptr, False
-        for lo, stop, writable in sorted(_mapped_ranges()):
+        at, read_only, copy_on_write = ptr, False, False
+        for lo, stop, writable, private_file in sorted(_mapped_ranges()):
             if lo <= at < stop:
                 read_only |= not writable
+                copy_on_write |= writable and private_file
                 at = stop
             if at >= hi:
                 break
@@ -272,6 +277,9 @@ def make(count=1, delay=0.0, read_only_supported=True, count_error=None, memory_
         if read_only and not flags & READ_ONLY:
             raise CUDARuntimeError("cudaErrorInvalidValue: read-only memory needs "
                                    "cudaHostRegisterReadOnly")
+        if copy_on_write and not flags & READ_ONLY:
+            state.violations.append(f"range at {ptr:#x} of a private file mapping registered "
+                                    "without cudaHostRegisterReadOnly: every page copied")
         state.registered[ptr] = hi
 
     def hostUnregister(ptr):

@@ -2,7 +2,8 @@
 # The test command (README, .ci/run): installs tfformats with its test
 # dependencies (TensorFlow included, for the cross-checks) into a virtual
 # environment, builds the native extension, and runs the whole suite twice:
-# once on the compiled hot paths and once on their pure-Python twin.
+# once on the compiled hot paths and once on their pure-Python twin. Before
+# that, tests/package_smoke.sh checks that the sdist and the wheel install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${TFFORMATS_TEST_VENV:-.venv-test}
@@ -12,6 +13,11 @@ PY="$VENV/bin/python"
 # The editable install compiles the extension into the source tree (and again
 # on every run, so edits to native/ are picked up).
 "$PY" -m pip install -q -e ".[test]"
+
+# Once, not per implementation (and first, so that pytest's summary closes
+# the output): the sdist and the wheel install into fresh venvs and work.
+echo "== packaging =="
+bash tests/package_smoke.sh "$PY"
 
 export TF_CPP_MIN_LOG_LEVEL=3
 # The layers of docs/architecture.md ([tool.importlinter] in pyproject.toml)

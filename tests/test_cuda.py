@@ -725,6 +725,41 @@ def test_cupy_backend_without_read_only_registration(monkeypatch):
     assert not module.fake.violations
 
 
+def test_fake_cuda_registration_rules_for_file_maps(tmp_path):
+    """The fake's model of cudaHostRegister on file maps, which the uploader
+    relies on: tfformats' private (copy-on-write) maps register read-only
+    without a copy; without the read-only flag CUDA would pin them for writing
+    and the kernel would copy every page, which the fake records; a shared
+    read-only map needs the flag."""
+    import mmap
+    module = fake_cupy_module.make()
+    rt = module.cuda.runtime
+    path = tmp_path / "data"
+    path.write_bytes(bytes(range(256)) * 64)
+    source = tfformats.fileio.open_file(path)
+    view = np.frombuffer(source.view(0, source.size()), np.uint8)
+    assert not view.flags.writeable   # handed out read-only, mapped writable
+    at = view.ctypes.data
+    try:
+        rt.hostRegister(at, view.nbytes, fake_cupy_module.READ_ONLY)
+        rt.hostUnregister(at)
+        assert not module.fake.violations
+        rt.hostRegister(at, view.nbytes, 0)
+        rt.hostUnregister(at)
+        assert len(module.fake.violations) == 1
+        assert "without cudaHostRegisterReadOnly" in module.fake.violations[0]
+        with open(path, "rb") as f:
+            shared = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        ro = np.frombuffer(shared, np.uint8)
+        with pytest.raises(fake_cupy_module.CUDARuntimeError, match="needs cudaHostRegisterReadOnly"):
+            rt.hostRegister(ro.ctypes.data, ro.nbytes, 0)
+        del ro
+        shared.close()
+    finally:
+        source.close()
+        module.fake.close()
+
+
 def test_cupy_backend_out_of_memory(monkeypatch):
     module = fake_cupy_module.make(memory_limit=16)
     monkeypatch.setitem(sys.modules, "cupy", module)

@@ -346,6 +346,10 @@ class BundleReader:
         return self.read_entry(entry, copy, self.verify if verify is None else verify)
 
     def read_entry(self, entry: Entry, copy: bool = False, verify: bool = True) -> np.ndarray:
+        """The tensor of `entry`: read-only unless `copy` (see `handed_out`)."""
+        return handed_out(self._read_entry(entry, copy, verify), copy)
+
+    def _read_entry(self, entry: Entry, copy: bool, verify: bool) -> np.ndarray:
         if entry.slices:
             return self._assemble(entry, verify)
         dtype = entry.dtype
@@ -427,8 +431,8 @@ class BundleReader:
         if entry.dtype.is_string and not entry.slices:   # strings are not fixed-width
             return self.read_entry(entry, verify=self.verify)[index]
         if not entry.slices:
-            return self.read_entry(entry, verify=False)[index].copy()
-        return self._region_of_parts(entry, index)
+            return handed_out(self.read_entry(entry, verify=False)[index].copy())
+        return handed_out(self._region_of_parts(entry, index))
 
     def _region_of_parts(self, entry, index):
         ranges, squeeze = _normalize_index(index, entry.shape)
@@ -515,6 +519,17 @@ def _normalize_index(index, shape):
             return None, None
         ranges.append(r)
     return ranges, squeeze
+
+
+def handed_out(array: Any, copy: bool = False) -> Any:
+    """`array` as readers hand it out: read-only (numpy's writeable flag off)
+    unless it is a copy the caller asked for, whether it is a view of a data
+    file or was built in memory (assembled parts, byte-swapped, strings), so
+    every tensor behaves the same. The memory under a view is still safe to
+    write: data files are mapped copy-on-write (fileio.LocalFile)."""
+    if not copy and isinstance(array, np.ndarray) and array.flags.writeable:
+        array.flags.writeable = False
+    return array
 
 
 def _byteswapped(array):

@@ -166,8 +166,9 @@ def resolve_prefix(path: str | os.PathLike) -> str:
 class CheckpointReader(Mapping):
     """A checkpoint as a Mapping of tensor name -> numpy array.
 
-    Arrays of numeric tensors are read-only views over the memory-mapped
-    data files (pass `copy=True` to `get_tensor` for a private array).
+    Arrays are read-only (numeric ones are views over the data files, which
+    are mapped copy-on-write, so a consumer writing anyway is safe; see
+    docs/dlpack.md); pass `copy=True` to `get_tensor` for a private array.
     CRC-32C of index blocks and tensors is verified unless `verify=False`.
     `bundle` is the format's own reader (a `bundle.TensorStore`): entries,
     the parts of partitioned tensors and stored bytes, for V2 and V1 alike.

@@ -10,7 +10,8 @@ Reading tensors goes through a source (`open_file`): `path`, `size()`,
 `read(offset, n)` (bytes) and `view(offset, n)` (a zero-copy read-only
 memoryview where possible). Every request is checked against the real size,
 so callers can pass offsets straight from a file. Local files are
-memory-mapped; a remote source (range reads) only needs the same members.
+memory-mapped privately (copy-on-write, see `LocalFile`); a remote source
+(range reads) only needs the same members.
 
 The low-level operations raise `OSError` as `os` does; the reading helpers
 (`open_file`, `read_file`) raise tfformats errors naming the file.
@@ -28,6 +29,7 @@ import os
 import secrets
 import shutil
 import stat as stat_module
+import sys
 import tempfile
 from typing import BinaryIO, Iterator, Protocol
 from typing import Any
@@ -112,7 +114,15 @@ class FileSystem(Protocol):
 # --- local files -------------------------------------------------------------------
 
 class LocalFile:
-    """A read-only memory map of a local file.
+    """A private, copy-on-write memory map of a local file.
+
+    Views are handed out read-only (numpy arrays over them have the read-only
+    flag), but the pages under them are writable private pages: a consumer
+    that ignores the flag (torch.from_numpy, an old DLPack importer, ctypes)
+    and writes anyway gets its own copy of the pages it touches. It neither
+    faults, as it would on a read-only map, nor changes the file, as it would
+    on a shared writable one. Until then the pages are the page cache's, so
+    reading stays zero-copy.
 
     Where the file system cannot map files (some FUSE and network mounts
     refuse mmap), the file is read into memory instead: the same bytes, at
@@ -129,7 +139,8 @@ class LocalFile:
             self._map = _map_or_read(fd, self._size, self.path) if self._size else b""
         finally:
             os.close(fd)
-        self._view = memoryview(self._map)
+        # The map itself is writable (private pages); what is handed out is not.
+        self._view = memoryview(self._map).toreadonly()
 
     def size(self) -> int:
         return self._size
@@ -204,9 +215,25 @@ def _open_regular(path):
     return fd, stat
 
 
+# Linux's MAP_NORESERVE (Python < 3.13 does not name it): a private writable
+# map is otherwise charged in full against the commit limit, which would
+# refuse big files under the default heuristic overcommit although only the
+# pages written to ever need memory of their own.
+_MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000 if sys.platform.startswith("linux")
+                         else 0)
+
+
+def _private_map(fd):
+    """The whole file mapped copy-on-write (see `LocalFile`)."""
+    if hasattr(mmap, "MAP_PRIVATE"):   # POSIX: say the flags, to add NORESERVE
+        return mmap.mmap(fd, 0, flags=mmap.MAP_PRIVATE | _MAP_NORESERVE,
+                         prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    return mmap.mmap(fd, 0, access=mmap.ACCESS_COPY)   # Windows: PAGE_WRITECOPY
+
+
 def _map_or_read(fd, size, path):
     try:
-        return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        return _private_map(fd)
     except OSError:   # ENODEV & co: this file system does not map files
         data = bytearray(size)
         with os.fdopen(os.dup(fd), "rb") as f:
@@ -214,7 +241,7 @@ def _map_or_read(fd, size, path):
         if got != size:
             raise FormatError(f"{path}: file shrank while being read ({got} of {size} "
                               "bytes)") from None
-        return memoryview(data).toreadonly()   # handed-out arrays stay read-only
+        return data
 
 
 def _storage_error(path, exc):

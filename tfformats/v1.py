@@ -34,7 +34,7 @@ import numpy as np
 # protos and tensor_proto (which imports protobuf) load when a V1 file is read:
 # checkpoint.py imports this module, and reading V2 bundles never imports protobuf.
 from . import dtypes, fileio, slices
-from .bundle import Entry
+from .bundle import Entry, handed_out
 from .errors import CheckpointNotFoundError, FormatError, TensorNotFoundError, UnsupportedError
 from .sstable import FOOTER_SIZE, MAGIC, Table
 
@@ -123,7 +123,7 @@ class V1Reader:
     is: `shard_id` the shard file, `offset` the table block holding its
     (first) record, `size` the bytes of its values (the stored records for
     strings); `crc32c` is 0, as V1 has no tensor checksums. Arrays are decoded
-    from protos, so each read makes a new one; numeric arrays are handed out
+    from protos, so each read makes a new one; arrays are handed out
     read-only like BundleReader's views unless `copy=True`.
     """
 
@@ -340,7 +340,7 @@ class V1Reader:
     def read_region(self, name: str, index: Any) -> np.ndarray:
         """`tensor[index]`: V1 records hold whole slices, so the tensor is read whole."""
         array = self.read(name)
-        return array[index] if array.dtype == object else array[index].copy()
+        return handed_out(array[index] if array.dtype == object else array[index].copy())
 
     def close(self) -> None:
         for table in self._tables:
@@ -349,7 +349,7 @@ class V1Reader:
 
 
 def _finished(array, dtype, copy):
-    """Numeric arrays read-only unless a copy was asked for, as BundleReader's views are."""
-    if not copy and not dtype.is_string:
-        array.flags.writeable = False
-    return array
+    """Read-only unless a copy was asked for, as BundleReader's arrays are."""
+    if copy and not array.flags.writeable:   # values decoded straight from the file's bytes
+        array = array.copy()
+    return handed_out(array, copy)

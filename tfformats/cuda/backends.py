@@ -17,7 +17,11 @@ import numpy as np
 from ..errors import DeviceError
 from .devices import parse_device
 
-HOST_REGISTER_READ_ONLY = 8   # cudaHostRegisterReadOnly (CUDA >= 11.1)
+# cudaHostRegisterReadOnly (CUDA >= 11.1). Data files are mapped privately
+# (fileio.LocalFile), so CUDA would accept them without it, but then pin them
+# for writing: the kernel would copy every page of the map into memory of its
+# own (and keep it after unregistering). Without the flag we stage instead.
+HOST_REGISTER_READ_ONLY = 8
 INSTALL_HINT = "pip install tfformats[cuda]"
 
 

@@ -2,9 +2,11 @@
 
 How the bytes travel (see `Uploader`):
 
-* Direct: every data shard is memory-mapped read-only. The mapping is
-  registered with `cudaHostRegister(..., cudaHostRegisterReadOnly)`, which
-  pins those page cache pages, and each tensor is copied in chunks straight
+* Direct: every data shard is memory-mapped (privately, copy-on-write; see
+  fileio.LocalFile). The mapping is registered with `cudaHostRegister(...,
+  cudaHostRegisterReadOnly)`, which pins those page cache pages as they are
+  (pinning them for writing would make the kernel copy every page of the
+  private map), and each tensor is copied in chunks straight
   from the mapping with `cudaMemcpyAsync` on one stream: no host-side copy at
   all, so the transfer runs at the pinned-memory (PCIe) ceiling. Registering
   costs about as much per byte as the copy itself (and reads the pages in
