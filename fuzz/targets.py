@@ -362,8 +362,7 @@ def target_npz(data):
 KNOWN = [
     ("state_file", "UnicodeDecodeError", r"utf-8"),            # non-UTF-8 state file
     ("state_file", "ValueError", r"embedded null byte"),       # NUL in a listed path
-    ("npz", "RuntimeError", r"is encrypted"),                 # encrypted member
-    ("npz", "NotImplementedError", r"encryption|compress|patched"),  # unknown method
+    ("saved_model", "DecodeError", r""),   # TF1 collection or keras_metadata.pb bytes
 ]
 
 

@@ -212,10 +212,15 @@ cdef list _mw_collect(const unsigned char* b, Py_ssize_t pos, Py_ssize_t end, in
         p = body
         while p < stop:
             p = _mw_varint(b, p, stop, &ftag)
-            if (ftag >> 3) == 1 and (ftag & 7) == 2:
+            # A key of the wrong wire type for the map (damaged input kept by
+            # protobuf as an unknown field) is skipped, as _mw_fix_map's
+            # check does: the entry keeps the default key, keys stay comparable.
+            if (ftag >> 3) == 1 and (ftag & 7) == 2 and kind == _KEY_BYTES:
                 p = _mw_varint(b, p, stop, &n)
                 key = b[p:p + <Py_ssize_t>n]
                 p += <Py_ssize_t>n
+            elif (ftag >> 3) == 1 and kind == _KEY_BYTES:
+                p = _mw_skip(b, p, stop, <int>(ftag & 7))
             elif (ftag >> 3) == 1 and (ftag & 7) == 0:
                 p = _mw_varint(b, p, stop, &raw)
                 key = _mw_int_order(raw, kind)

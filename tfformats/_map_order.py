@@ -105,19 +105,23 @@ def _fix_map(buf, pos, end, tag, key_order, value_plan):
         while p < stop:
             ftag, p = _varint(buf, p)
             wire = ftag & 7
-            if ftag >> 3 == 1:
-                if wire == 2:
-                    kn, p = _varint(buf, p)
-                    key = bytes(buf[p:p + kn])
-                    p += kn
-                elif wire == 0:
+            # A key of the wrong wire type for the map (only in entries
+            # protobuf kept as unknown fields, i.e. damaged input) is skipped
+            # like any unknown field, as the native twin does: the entry
+            # keeps the default key, and keys stay comparable.
+            if ftag >> 3 == 1 and wire == 2 and key_order is None:
+                kn, p = _varint(buf, p)
+                key = bytes(buf[p:p + kn])
+                p += kn
+            elif ftag >> 3 == 1 and wire in (0, 1, 5) and key_order is not None:
+                if wire == 0:
                     key, p = _varint(buf, p)
-                elif wire == 1:
-                    key = int.from_bytes(buf[p:p + 8], "little")
-                    p += 8
                 else:
-                    key = int.from_bytes(buf[p:p + 4], "little")
-                    p += 4
+                    width = 8 if wire == 1 else 4
+                    if p + width > stop:
+                        raise ValueError(f"truncated map key at offset {p}")
+                    key = int.from_bytes(buf[p:p + width], "little")
+                    p += width
             elif ftag >> 3 == 2 and wire == 2 and value_plan is not None:
                 vn, p = _varint(buf, p)
                 _fix(buf, p, p + vn, value_plan)

@@ -22,6 +22,7 @@ import math
 import os
 import struct
 import zipfile
+import zlib
 from typing import Any, Callable
 
 import numpy as np
@@ -315,6 +316,14 @@ def checkpoint_to_npz(src: str | os.PathLike, dst: str | os.PathLike, *,
     return skipped
 
 
+# What zipfile (and zlib under it) raise for a damaged or unsupported archive,
+# besides BadZipFile: NotImplementedError (unknown compression method or zip
+# version), RuntimeError (an encrypted member), zlib.error (corrupt deflate
+# data), OSError (a member offset before the start of the file: seek fails),
+# EOFError and ValueError (truncated data). Found by fuzzing (docs/fuzzing.md).
+_ZIP_ERRORS = (zipfile.BadZipFile, ValueError, EOFError, OSError, RuntimeError, zlib.error)
+
+
 def _npz_arrays(path):
     """name -> array for each member of the `.npz` at `path`.
 
@@ -327,7 +336,7 @@ def _npz_arrays(path):
         raise CheckpointNotFoundError(f"{path}: no such file") from None
     try:
         archive = zipfile.ZipFile(file)
-    except (zipfile.BadZipFile, ValueError, EOFError) as exc:
+    except _ZIP_ERRORS as exc:
         file.close()
         raise FormatError(f"{path}: not a .npz file ({exc})") from None
     file_size = fileio.size(path)
@@ -349,7 +358,9 @@ def _npz_arrays(path):
                     if version not in _NPY_HEADER_READERS:
                         raise UnsupportedError(f"{where}: .npy format version {version}")
                     shape, _, dtype = _NPY_HEADER_READERS[version](f)
-            except (ValueError, EOFError, zipfile.BadZipFile) as exc:
+            except UnsupportedError:
+                raise
+            except _ZIP_ERRORS as exc:
                 raise FormatError(f"{where}: bad .npy header ({exc})") from None
             nbytes = math.prod(shape) * dtype.itemsize
             if (nbytes > info.file_size or info.compress_size > file_size
@@ -359,7 +370,7 @@ def _npz_arrays(path):
             try:
                 with archive.open(info) as f:
                     arrays[name] = np.lib.format.read_array(f, allow_pickle=False)
-            except (ValueError, EOFError, zipfile.BadZipFile) as exc:  # pickles included
+            except _ZIP_ERRORS as exc:  # pickles included (ValueError)
                 raise FormatError(f"{where}: {exc}") from None
     return arrays
 
