@@ -120,6 +120,7 @@ def write_corpus(name, directory):
 
 _EXECS = re.compile(r"stat::number_of_executed_units:\s*(\d+)")
 _DONE = re.compile(r"Done (\d+) runs")
+_COV = re.compile(r"cov: (\d+) ft: (\d+)")
 
 
 def run_atheris(name, impl, seconds, corpus, crashes, args, max_len):
@@ -132,6 +133,7 @@ def run_atheris(name, impl, seconds, corpus, crashes, args, max_len):
     deadline = time.monotonic() + seconds
     executions = findings = 0
     log = ""
+    logs = []
     while (left := int(deadline - time.monotonic())) >= 5:
         cmd = [sys.executable, str(HERE / "targets.py"), name,
                f"-max_total_time={left}", f"-timeout={args.timeout}",
@@ -141,13 +143,16 @@ def run_atheris(name, impl, seconds, corpus, crashes, args, max_len):
         proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, errors="replace")
         log = proc.stdout
+        logs.append(log)
         stats = _EXECS.findall(log) or _DONE.findall(log)
         executions += int(stats[-1]) if stats else 0
         if proc.returncode != 0:
             findings += 1
             tail = "\n".join(log.splitlines()[-30:])
             print(f"--- {name} ({impl}): finding, exit {proc.returncode}\n{tail}\n", flush=True)
-    return executions, findings, log
+    (corpus.parent / f"{corpus.name}.log").write_text("\n".join(logs))
+    cov = _COV.findall(log)
+    return executions, findings, f"cov {cov[-1][0]} ft {cov[-1][1]}" if cov else ""
 
 
 def run_random(name, impl, seconds, corpus, crashes, args):
@@ -165,7 +170,7 @@ def run_random(name, impl, seconds, corpus, crashes, args):
         return 0, 1, proc.stdout
     if int(m[-1][1]):
         print(proc.stdout[-3000:])
-    return int(m[-1][0]), int(m[-1][1]), proc.stdout
+    return int(m[-1][0]), int(m[-1][1]), ""
 
 
 def main():
@@ -180,7 +185,8 @@ def main():
     parser.add_argument("--engine", choices=("atheris", "random"), default=None)
     parser.add_argument("--crashes", default="fuzz-crashes", help="where findings are written")
     parser.add_argument("--work", help="keep corpora here (default: a temporary directory)")
-    parser.add_argument("--timeout", type=int, default=10, help="seconds one input may take")
+    parser.add_argument("--timeout", type=int, default=30,
+                        help="seconds one input may take (generous: shared machines stall)")
     parser.add_argument("--rss-limit-mb", type=int, default=2048)
     parser.add_argument("--no-skip-known", action="store_true",
                         help="report the findings listed in targets.KNOWN too")
@@ -206,18 +212,19 @@ def main():
             max_len = write_corpus(name, corpus)
             start = time.monotonic()
             if engine == "atheris":
-                n, found, _ = run_atheris(name, impl, args.seconds, corpus, crashes, args, max_len)
+                n, found, cov = run_atheris(name, impl, args.seconds, corpus, crashes, args,
+                                            max_len)
             else:
-                n, found, _ = run_random(name, impl, args.seconds, corpus, crashes, args)
+                n, found, cov = run_random(name, impl, args.seconds, corpus, crashes, args)
             took = time.monotonic() - start
-            results.append((name, impl, n, took, found, len(list(corpus.iterdir()))))
+            results.append((name, impl, n, took, found, len(list(corpus.iterdir())), cov))
             print(f"{name:13} {impl:7} {n:9d} executions in {took:6.0f} s "
-                  f"({n / max(took, 1):7.1f}/s), {found} findings, corpus {results[-1][5]}",
+                  f"({n / max(took, 1):7.1f}/s), {found} findings, corpus {results[-1][5]} {cov}",
                   flush=True)
     print(f"\nengine {engine}; findings in {crashes}; corpora in {work}")
-    print(f"{'target':13} {'impl':7} {'executions':>10} {'seconds':>8} {'findings':>8}")
-    for name, impl, n, took, found, _ in results:
-        print(f"{name:13} {impl:7} {n:10d} {took:8.0f} {found:8d}")
+    print(f"{'target':13} {'impl':7} {'executions':>10} {'seconds':>8} {'findings':>8}  corpus")
+    for name, impl, n, took, found, size, cov in results:
+        print(f"{name:13} {impl:7} {n:10d} {took:8.0f} {found:8d}  {size} {cov}")
     return 1 if any(r[4] for r in results) else 0
 
 

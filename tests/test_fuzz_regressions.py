@@ -81,3 +81,22 @@ def test_map_key_of_the_wrong_wire_type(raw):
     twin = bytearray(data)
     _pure.reorder_map_entries(twin, plan)
     assert twin == out                   # the same order in both implementations
+
+
+def test_a_shard_pattern_is_not_checked_name_by_name(tmp_path, monkeypatch):
+    # Found by fuzzing the state file: `model_checkpoint_path: "m-?????-of-94491"`
+    # made each lookup stat 94,491 missing shards (seconds per call, several
+    # calls per open). Only the shards the directory holds are looked at now.
+    from tfformats import v1
+    looked_at = []
+    real = v1._is_table
+    monkeypatch.setattr(v1, "_is_table", lambda p: looked_at.append(p) or real(p))
+    assert not v1.is_v1(str(tmp_path / "m-?????-of-99999"))
+    assert looked_at == []
+    shard = ROOT / "tests/fixtures/tf1_v1/sharded/model.ckpt-00001-of-00002"
+    (tmp_path / "m-00007-of-99999").write_bytes(shard.read_bytes())
+    (tmp_path / "m-00008-of-99998").write_bytes(shard.read_bytes())   # another set
+    assert v1.is_v1(str(tmp_path / "m-?????-of-99999"))
+    assert v1.is_v1(str(tmp_path / "m-00000-of-99999"))   # one shard stands for its set
+    assert looked_at == [str(tmp_path / "m-00007-of-99999")] * 2
+    assert not v1.is_v1(str(tmp_path / "m-?????-of-00007"))

@@ -66,7 +66,23 @@ def _is_table(path):
 def is_v1(path: str | os.PathLike) -> bool:
     """Whether `path` names a V1 checkpoint: a table file (a V2 `.index` aside,
     which callers tell apart by its suffix), or a shard set with one."""
-    return any(_is_table(f) for f in shard_files(os.fspath(path)))
+    path = os.fspath(path)
+    match = _SHARD.match(path)
+    if match is None or int(match.group(3)) < 2:
+        return any(_is_table(f) for f in shard_files(path))
+    # A shard set: look only at the shards the directory holds (one listing),
+    # not at every name of the set: a state file of a few bytes can name a
+    # set of 99999 shards (found by fuzzing).
+    directory, stem = os.path.split(match.group(1))
+    try:
+        names = fileio.listdir(directory or ".")
+    except OSError:   # no such directory, not one, unreadable
+        return False
+    count = int(match.group(3))
+    shards = sorted(n for n in names if (m := _SHARD.match(n)) and m.group(1) == stem
+                    and m.group(2).isdigit() and int(m.group(2)) < count
+                    and int(m.group(3)) == count)
+    return any(_is_table(os.path.join(directory, n)) for n in shards)
 
 
 def _parse(raw, where):
