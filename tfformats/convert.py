@@ -21,6 +21,7 @@ import json
 import math
 import os
 import struct
+import tokenize
 import zipfile
 import zlib
 from typing import Any, Callable
@@ -322,6 +323,9 @@ def checkpoint_to_npz(src: str | os.PathLike, dst: str | os.PathLike, *,
 # data), OSError (a member offset before the start of the file: seek fails),
 # EOFError and ValueError (truncated data). Found by fuzzing (docs/fuzzing.md).
 _ZIP_ERRORS = (zipfile.BadZipFile, ValueError, EOFError, OSError, RuntimeError, zlib.error)
+# ... and numpy, for a `.npy` header it cannot tokenize (a TokenError, which
+# is no ValueError, after the SyntaxError its first attempt hit).
+_NPY_ERRORS = _ZIP_ERRORS + (tokenize.TokenError, SyntaxError)
 
 
 def _npz_arrays(path):
@@ -360,7 +364,7 @@ def _npz_arrays(path):
                     shape, _, dtype = _NPY_HEADER_READERS[version](f)
             except UnsupportedError:
                 raise
-            except _ZIP_ERRORS as exc:
+            except _NPY_ERRORS as exc:
                 raise FormatError(f"{where}: bad .npy header ({exc})") from None
             nbytes = math.prod(shape) * dtype.itemsize
             if (nbytes > info.file_size or info.compress_size > file_size
@@ -370,7 +374,7 @@ def _npz_arrays(path):
             try:
                 with archive.open(info) as f:
                     arrays[name] = np.lib.format.read_array(f, allow_pickle=False)
-            except _ZIP_ERRORS as exc:  # pickles included (ValueError)
+            except _NPY_ERRORS as exc:  # pickles included (ValueError)
                 raise FormatError(f"{where}: {exc}") from None
     return arrays
 
