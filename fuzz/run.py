@@ -24,6 +24,7 @@ import argparse
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -211,11 +212,17 @@ def main():
             corpus = work / f"{name}-{impl}"
             max_len = write_corpus(name, corpus)
             start = time.monotonic()
+            # The targets' scratch directories go here, removed after the run
+            # (libFuzzer ends a process without running its exit handlers).
+            shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+            os.environ["TFFORMATS_FUZZ_SCRATCH"] = tempfile.mkdtemp(prefix="tfformats-fuzz-",
+                                                                    dir=shm)
             if engine == "atheris":
                 n, found, cov = run_atheris(name, impl, args.seconds, corpus, crashes, args,
                                             max_len)
             else:
                 n, found, cov = run_random(name, impl, args.seconds, corpus, crashes, args)
+            shutil.rmtree(os.environ.pop("TFFORMATS_FUZZ_SCRATCH"), ignore_errors=True)
             took = time.monotonic() - start
             results.append((name, impl, n, took, found, len(list(corpus.iterdir())), cov))
             print(f"{name:13} {impl:7} {n:9d} executions in {took:6.0f} s "

@@ -20,6 +20,7 @@ after TFFORMATS_PUREPYTHON has been set as wanted: the implementation is
 picked when tfformats is first imported.
 """
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -98,8 +99,10 @@ class Scratch:
     """A directory emptied before each input; on tmpfs when /dev/shm exists."""
 
     def __init__(self):
-        base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        base = os.environ.get("TFFORMATS_FUZZ_SCRATCH") or (
+            "/dev/shm" if os.path.isdir("/dev/shm") else None)
         self.root = tempfile.mkdtemp(prefix="tfformats-fuzz-", dir=base)
+        atexit.register(self.close)   # libFuzzer exits through exit(): atexit runs
 
     def fresh(self, name):
         path = os.path.join(self.root, name)
