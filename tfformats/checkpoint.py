@@ -74,6 +74,7 @@ def read_state(directory: str | os.PathLike, filename: str = STATE_FILENAME) -> 
     return state
 
 
+@fileio.with_storage
 def latest_checkpoint(directory: str | os.PathLike, filename: str = STATE_FILENAME) -> str | None:
     """Like `tf.train.latest_checkpoint`: the newest prefix listed, or None."""
     state = read_state(directory, filename)
@@ -163,6 +164,7 @@ def resolve_prefix(path: str | os.PathLike) -> str:
 
 # --- the reader -------------------------------------------------------------------
 
+@fileio.keeps_storage
 class CheckpointReader(Mapping):
     """A checkpoint as a Mapping of tensor name -> numpy array.
 
@@ -310,17 +312,20 @@ class TensorSlice:
         return self._bundle.read_region(self.name, index)
 
 
+@fileio.with_storage
 def open_checkpoint(path: str | os.PathLike, verify: bool = True) -> CheckpointReader:
     """Open any checkpoint path form; see `resolve_prefix`."""
     return CheckpointReader(path, verify=verify)
 
 
+@fileio.with_storage
 def list_variables(path: str | os.PathLike) -> list[tuple[str, list[int]]]:
     """Like `tf.train.list_variables`: sorted (name, shape) pairs."""
     with CheckpointReader(path) as reader:
         return sorted(reader.get_variable_to_shape_map().items())
 
 
+@fileio.with_storage
 def load_checkpoint(path: str | os.PathLike, verify: bool = True, copy: bool = True,
                     device: str | None = None, skip_unsupported: bool = False,
                     progress: bool | Callable[..., Any] = False) -> dict[str, Any]:

@@ -78,6 +78,7 @@ def _write_back(dst_prefix, tensors, graph, kinds=None, progress=False):
 
 # --- checkpoint -> V2 checkpoint ----------------------------------------------------
 
+@fileio.with_storage
 def checkpoint_to_checkpoint(src: str | os.PathLike, dst_prefix: str | os.PathLike, *,
                              skip_unsupported: bool = False,
                              progress: bool | Callable[..., Any] = False) -> list[str]:
@@ -108,6 +109,7 @@ def checkpoint_to_checkpoint(src: str | os.PathLike, dst_prefix: str | os.PathLi
 
 # --- safetensors ------------------------------------------------------------------
 
+@fileio.with_storage
 def checkpoint_to_safetensors(src: str | os.PathLike, dst: str | os.PathLike, *,
                               skip_unsupported: bool = False,
                               progress: bool | Callable[..., Any] = False) -> list[str]:
@@ -238,6 +240,7 @@ def _safetensors_tensor(buf, start, info, where):
         raise FormatError(f"{where}: shape {shape!s:.200}: {exc}") from None
 
 
+@fileio.with_storage
 def safetensors_to_checkpoint(src: str | os.PathLike, dst_prefix: str | os.PathLike, *,
                               progress: bool | Callable[..., Any] = False) -> str:
     """Write every tensor of the safetensors file `src` as a checkpoint at `dst_prefix`.
@@ -282,6 +285,7 @@ def _write_npz(dst, arrays):
                     np.lib.format.write_array(f, array, allow_pickle=False)
 
 
+@fileio.with_storage
 def checkpoint_to_npz(src: str | os.PathLike, dst: str | os.PathLike, *,
                       skip_unsupported: bool = False,
                       progress: bool | Callable[..., Any] = False) -> list[str]:
@@ -395,6 +399,7 @@ def _as_recorded(array, kind, where):
     raise FormatError(f"{where}: an array of {array.dtype} cannot hold {kind} values")
 
 
+@fileio.with_storage
 def npz_to_checkpoint(src: str | os.PathLike, dst_prefix: str | os.PathLike, *,
                       progress: bool | Callable[..., Any] = False) -> str:
     """Write every array of the `.npz` file `src` as a checkpoint at `dst_prefix`.
