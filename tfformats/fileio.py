@@ -35,7 +35,9 @@ import stat as stat_module
 import sys
 import tempfile
 from typing import BinaryIO, Iterator, Protocol
-from typing import Any
+from typing import Any, Callable, TypeVar
+
+_Class = TypeVar("_Class", bound=type)
 
 from .errors import CheckpointNotFoundError, FormatError, StorageError
 
@@ -380,26 +382,26 @@ def filesystem(path: str | os.PathLike) -> FileSystem:
 _URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*(::[A-Za-z][A-Za-z0-9+.-]*)*")
 
 
-def is_url(path):
+def is_url(path: str | os.PathLike) -> bool:
     """Whether `path` is a URL (served by a remote backend), not a local path."""
     scheme, sep, _ = os.fspath(path).partition("://")
     return bool(sep) and bool(_URL_SCHEME.fullmatch(scheme))
 
 
-def abspath(path):
+def abspath(path: str | os.PathLike) -> str:
     """`os.path.abspath` for local paths; a URL is already absolute."""
     path = os.fspath(path)
     return path if is_url(path) else os.path.abspath(path)
 
 
-def realpath(path):
+def realpath(path: str | os.PathLike) -> str:
     """`os.path.realpath` for local paths; a URL stays as it is."""
     path = os.fspath(path)
     return path if is_url(path) else os.path.realpath(path)
 
 
 @contextlib.contextmanager
-def storage(filesystem=None, storage_options=None):
+def storage(filesystem: Any = None, storage_options: dict | None = None) -> Iterator[None]:
     """Serve URLs inside the block from `filesystem` (an fsspec filesystem, for
     URLs of its protocol) or with `storage_options` (passed to fsspec when it
     makes a filesystem for a URL), as pandas and Dask take them."""
@@ -416,13 +418,13 @@ def storage(filesystem=None, storage_options=None):
         _BOUND.reset(token)
 
 
-def current_storage():
+def current_storage() -> tuple:
     """(filesystem, storage_options) of the innermost `storage` block, for work
     handed to other processes (tfformats.dask): `storage(*current_storage())`."""
     return _BOUND_ARGS.get()
 
 
-def with_storage(function):
+def with_storage(function: Callable[..., Any]) -> Callable[..., Any]:
     """Give `function` the keyword arguments `filesystem=` and
     `storage_options=`, which serve URLs during the call (`storage`)."""
     @functools.wraps(function)
@@ -432,11 +434,11 @@ def with_storage(function):
     return call
 
 
-def keeps_storage(cls):
+def keeps_storage(cls: _Class) -> _Class:
     """Class decorator: `__init__` takes `filesystem=` and `storage_options=`
     (as `with_storage`) and the object's public methods keep serving URLs from
     them for its lifetime (a manager saving later, a writer finishing)."""
-    init = cls.__init__
+    init = getattr(cls, "__init__")
 
     @functools.wraps(init)
     def __init__(self, *args, filesystem=None, storage_options=None, **kwargs):
@@ -444,7 +446,7 @@ def keeps_storage(cls):
             self._storage_binding = _BOUND.get()
             self._storage_args = _BOUND_ARGS.get()
             init(self, *args, **kwargs)
-    cls.__init__ = __init__
+    setattr(cls, "__init__", __init__)
     for name, member in list(vars(cls).items()):
         public = not name.startswith("_") or name in ("__exit__", "__getitem__", "__iter__")
         if isinstance(member, property) and member.fget is not None:

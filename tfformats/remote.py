@@ -67,7 +67,7 @@ def _make(scheme, storage_options):
     return RemoteFileSystem(fs)
 
 
-_DEFAULT = {}
+_DEFAULT: dict = {}
 _DEFAULT_LOCK = threading.Lock()
 
 
