@@ -299,3 +299,31 @@ def test_cold_read_and_listing_round_trips(s3, s3_endpoint, tmp_path, monkeypatc
 def test_coalesce_merges_near_ranges():
     assert remote.coalesce([(100, 200), (0, 10), (15, 20)], max_gap=5) == [
         (0, 20, [(0, 10), (15, 20)]), (100, 200, [(100, 200)])]
+
+
+def test_whole_checkpoint_reads_fetch_tensors_together(tmp_path):
+    import fsspec
+    tensors = {f"t{i:03d}": np.full(i + 1, i, np.int32) for i in range(200)}
+    tff.save_checkpoint("memory://tfformats-bulk/ckpt", tensors, object_graph=False)
+    trips = []
+    with fileio.storage(filesystem=_CountingMemory(trips)):
+        loaded = tff.load_checkpoint("memory://tfformats-bulk/ckpt")
+        tff.checkpoint_to_safetensors("memory://tfformats-bulk/ckpt", str(tmp_path / "w.safetensors"))
+    assert {n: a.tolist() for n, a in loaded.items()} == {n: a.tolist() for n, a in tensors.items()}
+    # No request per tensor: the tensors' ranges go out together (one batch per reader).
+    assert trips.count("cat_ranges") <= 4 and trips.count("cat_file") <= 4
+    fsspec.filesystem("memory").rm("/tfformats-bulk", recursive=True)
+
+
+def _CountingMemory(trips):
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    class Counting(MemoryFileSystem):
+        def cat_file(self, *args, **kwargs):
+            trips.append("cat_file")
+            return super().cat_file(*args, **kwargs)
+
+        def cat_ranges(self, *args, **kwargs):
+            trips.append("cat_ranges")
+            return super().cat_ranges(*args, **kwargs)
+    return Counting(skip_instance_cache=True)

@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import dtypes, fileio, slices
-from .checkpoint import CheckpointReader, tensor_nbytes
+from .checkpoint import CheckpointReader, prefetched, tensor_nbytes
 from .errors import CheckpointNotFoundError, FormatError, UnsupportedError
 from .fileio import replaced_atomically
 from .objgraph import ATTRIBUTES, OBJECT_GRAPH_KEY
@@ -91,7 +91,7 @@ def checkpoint_to_checkpoint(src: str | os.PathLike, dst_prefix: str | os.PathLi
     skipped: list[str] = []
     with (CheckpointReader(src) as reader, BundleWriter(dst_prefix) as writer,
           _reading(reader, src, progress) as shown):
-        for name in reader:
+        for name in prefetched(reader, list(reader)):
             entry = reader.entry(name)
             if entry.dtype.as_numpy_dtype is None:
                 _unsupported(name, f"{entry.dtype.name} tensors have no values tfformats "
@@ -153,7 +153,7 @@ def checkpoint_to_safetensors(src: str | os.PathLike, dst: str | os.PathLike, *,
               _reading(reader, src, progress) as shown):
             f.write(struct.pack("<Q", len(encoded)))
             f.write(encoded)
-            for name in names:
+            for name in prefetched(reader, names):
                 # little-endian on any host, one bounded piece at a time
                 for piece in _pieces(reader[name], reader.dtype(name)):
                     f.write(piece)
@@ -298,7 +298,7 @@ def checkpoint_to_npz(src: str | os.PathLike, dst: str | os.PathLike, *,
     skipped: list[str] = []
     with CheckpointReader(src) as reader, _reading(reader, src, progress) as shown:
         arrays, kinds = {}, {}
-        for name in reader:
+        for name in prefetched(reader, list(reader)):
             dtype = reader.dtype(name)
             if name == OBJECT_GRAPH_KEY:
                 arrays[_NPZ_GRAPH] = np.frombuffer(reader[name].item(), np.uint8)
