@@ -14,7 +14,7 @@ import os
 import re
 import sys
 from collections import namedtuple
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -454,7 +454,7 @@ class BundleReader:
                 out[tuple(dst)] = self.read_entry(part, verify=False)[tuple(src)]
         return out.reshape([len(r) for i, r in enumerate(ranges) if i not in squeeze])
 
-    def prefetch(self, entries) -> None:
+    def prefetch(self, entries: Iterable[Entry]) -> None:
         """Let data files that can (remote ones) fetch the stored bytes of
         `entries` together, concurrently and coalesced, for the reads that
         follow; the caller bounds how many bytes one call asks for."""
