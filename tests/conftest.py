@@ -4,13 +4,14 @@ import base64
 import json
 import os
 import pathlib
+import secrets
 import shutil
 
 import numpy as np
 import pytest
 
 import tfformats
-from tfformats import dtypes
+from tfformats import dtypes, fileio
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 
@@ -71,3 +72,104 @@ def copy_fixture(src, dst):
     for f in src.parent.glob(src.name + ".*"):
         shutil.copy(f, dst)
     return pathlib.Path(dst) / src.name
+
+
+# --- storage: the same tests on local files and on a real S3 API server ----------------
+
+def _s3_filesystem(endpoint, **options):
+    """An s3fs filesystem on the test server: short timeouts and no retries, so
+    a dead server fails a test in seconds instead of hanging it."""
+    import s3fs
+    return s3fs.S3FileSystem(
+        key="testing", secret="testing", endpoint_url=endpoint, skip_instance_cache=True,
+        config_kwargs={"connect_timeout": 2, "read_timeout": 5,
+                       "retries": {"max_attempts": 1, "mode": "standard"}}, **options)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 server on 127.0.0.1 (a free port), for the whole session."""
+    for name, value in [("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                        ("AWS_DEFAULT_REGION", "us-east-1"), ("AWS_EC2_METADATA_DISABLED", "true")]:
+        os.environ.setdefault(name, value)
+    from moto.server import ThreadedMotoServer
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    # Any S3 client the tests make, even one a bug leaves unconfigured, talks to
+    # this server, never to the internet.
+    os.environ["AWS_ENDPOINT_URL"] = os.environ["AWS_ENDPOINT_URL_S3"] = f"http://{host}:{port}"
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3(s3_endpoint):
+    """The s3fs filesystem of the test server, with bucket `fixtures` holding a
+    copy of tests/fixtures and bucket `scratch` for tests to write in."""
+    fs = _s3_filesystem(s3_endpoint)
+    fs.mkdir("fixtures")
+    fs.mkdir("scratch")
+    for path in sorted(FIXTURES.rglob("*")):
+        if path.is_file():
+            fs.pipe_file(f"fixtures/{path.relative_to(FIXTURES).as_posix()}", path.read_bytes())
+    fs.invalidate_cache()
+    return fs
+
+
+class Store:
+    """Where a parametrised test keeps its checkpoints: `path(p)` is where
+    the fixture file or directory `p` is found there, `tmp` a fresh directory
+    to write in, `listdir(d)` the names in one of its directories."""
+
+    def __init__(self, kind, tmp, fixtures, fs=None):
+        self.kind = kind
+        self.tmp = str(tmp)
+        self._fixtures = fixtures
+        self.fs = fs
+
+    def path(self, local):
+        local = pathlib.Path(local)
+        if self.kind == "local":
+            return str(local)
+        return f"{self._fixtures}/{local.relative_to(FIXTURES).as_posix()}"
+
+    def join(self, *parts):
+        return "/".join([self.tmp, *parts]) if self.kind != "local" else os.path.join(self.tmp, *parts)
+
+    def copy_dir(self, src, name):
+        """A writable copy of the local directory `src` at `name` in `tmp`."""
+        dst = self.join(name)
+        if self.kind == "local":
+            shutil.copytree(src, dst)
+        else:
+            for path in sorted(pathlib.Path(src).rglob("*")):
+                if path.is_file():
+                    self.fs.pipe_file(f"{dst}/{path.relative_to(src).as_posix()}", path.read_bytes())
+        return dst
+
+    def listdir(self, directory):
+        return fileio.listdir(directory)
+
+    def __repr__(self):
+        return f"Store({self.kind})"
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path, monkeypatch):
+    """Run a test on local files and again on the S3 server (through s3fs,
+    with plain `s3://` URLs: the filesystem is registered for the scheme, and
+    the environment points subprocesses' own s3fs at the same server)."""
+    if request.param == "local":
+        yield Store("local", tmp_path, None)
+        return
+    from tfformats import remote
+    fs = request.getfixturevalue("s3")
+    endpoint = request.getfixturevalue("s3_endpoint")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
+    fileio.register_filesystem("s3", remote.RemoteFileSystem(fs))
+    try:
+        yield Store("s3", f"s3://scratch/{secrets.token_hex(6)}", "s3://fixtures", fs)
+    finally:
+        fileio.register_filesystem("s3", None)

@@ -26,7 +26,7 @@ def test_only_fileio_touches_the_filesystem():
     offenders = []
     for path in sorted(PACKAGE.rglob("*.py")):
         relative = path.relative_to(PACKAGE).as_posix()
-        if relative == "fileio.py":
+        if relative in ("fileio.py", "remote.py"):   # remote: fileio's fsspec backend
             continue
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if FILESYSTEM_CALL.search(line):

@@ -22,8 +22,8 @@ PARTITIONED = FIXTURES / "tf1_partitioned" / "model.ckpt"
 
 @pytest.mark.parametrize("prefix,expected", CHECKPOINTS,
                          ids=[str(p.relative_to(FIXTURES)) for p, _ in CHECKPOINTS])
-def test_values_match_what_tensorflow_read(prefix, expected):
-    with tff.open_checkpoint(prefix) as reader:
+def test_values_match_what_tensorflow_read(prefix, expected, store):
+    with tff.open_checkpoint(store.path(prefix)) as reader:
         assert sorted(reader) == sorted(expected)
         for name, spec in expected.items():
             assert reader.shape(name) == spec["shape"]
@@ -58,10 +58,10 @@ def test_implementation_is_reported_and_can_be_forced():
     (FIXTURES / "saved_model_module", FIXTURES / "saved_model_module" / "variables" / "variables"),
     (FIXTURES / "dtypes", DTYPES),                              # directory with one bundle
 ])
-def test_path_forms(path, prefix):
-    with tff.open_checkpoint(path) as reader:
-        assert reader.prefix == str(prefix)
-    assert tff.latest_checkpoint(KERAS) == str(KERAS / "ckpt-2")
+def test_path_forms(path, prefix, store):
+    with tff.open_checkpoint(store.path(path)) as reader:
+        assert reader.prefix == store.path(prefix)
+    assert tff.latest_checkpoint(store.path(KERAS)) == store.path(KERAS / "ckpt-2")
 
 
 @pytest.mark.parametrize("path", ["does/not/exist", "tests", "README.md"])
@@ -102,8 +102,8 @@ def test_file_systems_that_cannot_map_files(monkeypatch):
         assert not reader["float32"].flags.writeable
 
 
-def test_mapping_and_tensorflow_names():
-    with tff.open_checkpoint(DTYPES) as reader:
+def test_mapping_and_tensorflow_names(store):
+    with tff.open_checkpoint(store.path(DTYPES)) as reader:
         names = list(reader)
         assert names == sorted(names) and len(reader) == len(names)
         assert "float32" in reader and "nope" not in reader and 5 not in reader
@@ -130,11 +130,11 @@ def test_numeric_tensors_are_read_only_views_unless_copied():
     assert view.sum() == copy.sum()
 
 
-def test_list_variables_and_load_checkpoint():
-    listed = tff.list_variables(DTYPES)
+def test_list_variables_and_load_checkpoint(store):
+    listed = tff.list_variables(store.path(DTYPES))
     assert listed == sorted(listed)
     assert ("float32_3d", [2, 3, 4]) in listed
-    loaded = tff.load_checkpoint(DTYPES)
+    loaded = tff.load_checkpoint(store.path(DTYPES))
     assert set(loaded) == {n for n, _ in listed}
     assert loaded["float32"].flags.writeable
 
@@ -157,8 +157,8 @@ def test_verify_can_be_switched_off(tmp_path):
 
 # --- partitioned and sharded -------------------------------------------------------
 
-def test_partitioned_variable_is_assembled():
-    with tff.open_checkpoint(PARTITIONED) as reader:
+def test_partitioned_variable_is_assembled(store):
+    with tff.open_checkpoint(store.path(PARTITIONED)) as reader:
         entry = reader.entry("part")
         assert len(entry.slices) == 3
         assert reader.shape("part") == [10, 3]
@@ -203,9 +203,9 @@ def test_get_slice_of_partitioned_variable(index):
         assert part.shape == full[index].shape
 
 
-def test_get_slice_reads_only_the_parts_it_needs():
+def test_get_slice_reads_only_the_parts_it_needs(store):
     opener = CountingOpener()
-    reader = tff.CheckpointReader(PARTITIONED, opener=opener)
+    reader = tff.CheckpointReader(store.path(PARTITIONED), opener=opener)
     slice_ = reader.get_slice("part")
     assert slice_.shape == [10, 3]
     np.testing.assert_array_equal(slice_[0:2], reader["part"][0:2])
@@ -225,9 +225,9 @@ def test_get_slice_of_plain_tensor():
         assert list(reader.get_slice("string_mixed")[1:3]) == list(reader["string_mixed"][1:3])
 
 
-def test_sharded_checkpoints_read_every_data_file():
+def test_sharded_checkpoints_read_every_data_file(store):
     for prefix in (FIXTURES / "sharded" / "ckpt", FIXTURES / "tf1_partitioned" / "sharded" / "model.ckpt"):
-        with tff.open_checkpoint(prefix) as reader:
+        with tff.open_checkpoint(store.path(prefix)) as reader:
             shards = {reader.entry(n).shard_id for n in reader if not reader.entry(n).slices}
             assert len(shards) > 1
             for name in reader:

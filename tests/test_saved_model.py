@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import tfformats
-from tfformats import fingerprint
+from tfformats import fileio, fingerprint
 from tfformats import saved_model as sm_module
 from tfformats.errors import CheckpointNotFoundError, FormatError, TensorNotFoundError
 from tfformats.cli.show import _function_lines, show_all_lines
@@ -34,8 +34,8 @@ def expected(name):
 # --- reading ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", MODELS)
-def test_matches_what_tf_described(name):
-    sm = load_saved_model(FIXTURES / name)
+def test_matches_what_tf_described(name, store):
+    sm = load_saved_model(store.path(FIXTURES / name))
     want = expected(name)
     assert sm.format == ("pbtxt" if name.endswith("pbtxt") else "pb")
     assert len(sm.meta_graphs) == len(want["meta_graphs"])
@@ -67,8 +67,8 @@ def test_matches_what_tf_described(name):
 
 
 @pytest.mark.parametrize("name", ["saved_model_module", "keras3_export", "tf_keras_savedmodel"])
-def test_fingerprint_pb(name):
-    fp = load_saved_model(FIXTURES / name).fingerprint
+def test_fingerprint_pb(name, store):
+    fp = load_saved_model(store.path(FIXTURES / name)).fingerprint
     want = expected(name)["fingerprint_pb"]
     for field in fingerprint.HASH_FIELDS:
         assert str(getattr(fp, field)) == want[field]
@@ -109,8 +109,8 @@ def test_show_all_prints_keyword_arguments_by_name():
         "        Argument #2", "          DType: TensorShape", "          Value: [None, 3, \b\b]"]
 
 
-def test_variables_by_tf_name_path_and_key():
-    sm = load_saved_model(FIXTURES / "tf_keras_savedmodel")
+def test_variables_by_tf_name_path_and_key(store):
+    sm = load_saved_model(store.path(FIXTURES / "tf_keras_savedmodel"))
     by_name = sm.variables["dense/kernel"]
     assert by_name.shape == (4, 3)
     np.testing.assert_array_equal(sm.variables["layer_with_weights-0/kernel"], by_name)
@@ -370,17 +370,14 @@ def test_validate_fingerprint_mismatch(tmp_path):
 
 # --- editing and saving ----------------------------------------------------------------
 
-def test_save_without_edits_is_identical(tmp_path):
+def test_save_without_edits_is_identical(store):
     src = FIXTURES / "saved_model_module"
-    out = load_saved_model(src).save(tmp_path / "out")
-    assert (tmp_path / "out" / "saved_model.pb").read_bytes() == (src / "saved_model.pb").read_bytes()
-    for name in ("variables.index", "variables.data-00000-of-00001"):
-        assert (tmp_path / "out" / "variables" / name).read_bytes() == (
-            src / "variables" / name).read_bytes()
-    assert (tmp_path / "out" / "assets" / "vocab.txt").read_bytes() == (
-        src / "assets" / "vocab.txt").read_bytes()
+    out = load_saved_model(store.path(src)).save(store.join("out"))
+    for name in ("saved_model.pb", "variables/variables.index",
+                 "variables/variables.data-00000-of-00001", "assets/vocab.txt"):
+        assert fileio.read_file(store.join("out", *name.split("/"))) == (src / name).read_bytes()
     assert out.validate() == []
-    assert [n for n in os.listdir(tmp_path) if n != "out"] == []  # no temp dirs left
+    assert [n for n in store.listdir(store.tmp) if n != "out"] == []  # no temp dirs left
 
 
 def test_save_with_edits_keeps_every_key(tmp_path):

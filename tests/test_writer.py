@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tfformats
-from tfformats import protos
+from tfformats import fileio, protos
 from tfformats.bundle import BundleReader
 from tfformats.checkpoint import OBJECT_GRAPH_KEY, read_state
 from tfformats.errors import CheckpointNotFoundError, FormatError, UnsupportedError
@@ -222,14 +222,14 @@ def test_sharded_header(tmp_path):
         np.testing.assert_array_equal(reader.read(f"t{i}"), np.full(10, i, np.float32))
 
 
-def test_max_shard_size(tmp_path):
-    prefix = str(tmp_path / "c")
+def test_max_shard_size(store):
+    prefix = store.join("c")
     with BundleWriter(prefix, max_shard_size=1000) as w:
         w.add("big", np.ones(400, np.float32))     # 1600 bytes: alone in shard 0
         w.add("a", np.ones(100, np.float32))       # 400
         w.add("b", np.ones(100, np.float32))       # 400: still fits shard 1
         w.add("c", np.ones(100, np.float32))       # would make 1200: shard 2
-    names = sorted(p.name for p in tmp_path.iterdir())
+    names = sorted(store.listdir(store.tmp))
     assert names == ["c.data-00000-of-00003", "c.data-00001-of-00003",
                      "c.data-00002-of-00003", "c.index"]
     entries = BundleReader(prefix).entries()
@@ -300,9 +300,9 @@ def test_tf_reads_every_dtype_and_shards(tmp_path):
 
 # --- the bundle writer: values and bad input --------------------------------------
 
-def test_round_trip_every_dtype(tmp_path):
+def test_round_trip_every_dtype(store):
     tensors = sample_tensors()
-    prefix = str(tmp_path / "c")
+    prefix = store.join("c")
     with BundleWriter(prefix) as w:
         for n, v in tensors.items():
             w.add(n, v)
@@ -393,10 +393,10 @@ def test_unsupported_values(tmp_path, value):
     assert tfformats.list_variables(str(tmp_path / "c")) == [("good", [])]
 
 
-def test_add_chunks(tmp_path):
+def test_add_chunks(store):
     values = np.random.default_rng(1).standard_normal((100, 7)).astype(np.float32)
     raw = values.tobytes()
-    prefix = str(tmp_path / "c")
+    prefix = store.join("c")
     with BundleWriter(prefix) as w:
         w.add_chunks("bytes", "float32", values.shape, (raw[i:i + 333] for i in range(0, len(raw), 333)))
         w.add_chunks("arrays", np.float32, values.shape, [values[:10], values[10:].astype(">f4")])
@@ -595,26 +595,27 @@ def test_round_trip_property(tmp_path_factory, spec):
 
 # --- checkpoint directories -----------------------------------------------------------
 
-def test_checkpoint_manager_rotates(tmp_path):
-    manager = CheckpointManager(tmp_path, max_to_keep=2)
+def test_checkpoint_manager_rotates(store):
+    tmp = store.tmp
+    manager = CheckpointManager(tmp, max_to_keep=2)
     for i in range(4):
-        assert manager.save({"model/w": np.full(2, i, np.float32)}) == str(tmp_path / f"ckpt-{i + 1}")
-    assert manager.checkpoints == [str(tmp_path / "ckpt-3"), str(tmp_path / "ckpt-4")]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        assert manager.save({"model/w": np.full(2, i, np.float32)}) == store.join(f"ckpt-{i + 1}")
+    assert manager.checkpoints == [store.join("ckpt-3"), store.join("ckpt-4")]
+    assert sorted(store.listdir(tmp)) == [
         "checkpoint", "ckpt-3.data-00000-of-00001", "ckpt-3.index",
         "ckpt-4.data-00000-of-00001", "ckpt-4.index"]
-    state = read_state(tmp_path)
+    state = read_state(tmp)
     assert state.model_checkpoint_path == "ckpt-4"
     assert list(state.all_model_checkpoint_paths) == ["ckpt-3", "ckpt-4"]
     assert len(state.all_model_checkpoint_timestamps) == 2 and state.last_preserved_timestamp > 0
-    assert tfformats.latest_checkpoint(tmp_path) == str(tmp_path / "ckpt-4")
-    with tfformats.open_checkpoint(tmp_path) as r:
+    assert tfformats.latest_checkpoint(tmp) == store.join("ckpt-4")
+    with tfformats.open_checkpoint(tmp) as r:
         assert r[r.object_paths()["save_counter"]] == 4
-    again = CheckpointManager(tmp_path, max_to_keep=2, checkpoint_name="ckpt")
-    assert again.latest_checkpoint == str(tmp_path / "ckpt-4")
-    assert again.save({"model/w": np.zeros(2)}) == str(tmp_path / "ckpt-5")
-    assert again.checkpoints == [str(tmp_path / "ckpt-4"), str(tmp_path / "ckpt-5")]
-    assert not (tmp_path / "ckpt-3.index").exists()
+    again = CheckpointManager(tmp, max_to_keep=2, checkpoint_name="ckpt")
+    assert again.latest_checkpoint == store.join("ckpt-4")
+    assert again.save({"model/w": np.zeros(2)}) == store.join("ckpt-5")
+    assert again.checkpoints == [store.join("ckpt-4"), store.join("ckpt-5")]
+    assert not fileio.exists(store.join("ckpt-3.index"))
 
 
 @needs_tf

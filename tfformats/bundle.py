@@ -14,7 +14,7 @@ import os
 import re
 import sys
 from collections import namedtuple
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -453,6 +453,18 @@ class BundleReader:
             else:
                 out[tuple(dst)] = self.read_entry(part, verify=False)[tuple(src)]
         return out.reshape([len(r) for i, r in enumerate(ranges) if i not in squeeze])
+
+    def prefetch(self, entries: Iterable[Entry]) -> None:
+        """Let data files that can (remote ones) fetch the stored bytes of
+        `entries` together, concurrently and coalesced, for the reads that
+        follow; the caller bounds how many bytes one call asks for."""
+        wanted: dict = {}
+        for entry in entries:
+            source = self._shards.get(entry.shard_id)
+            if not entry.slices and entry.size and hasattr(source, "prefetch"):
+                wanted.setdefault(entry.shard_id, []).append((entry.offset, entry.size))
+        for shard_id, ranges in wanted.items():
+            self._shards[shard_id].prefetch(ranges)
 
     def close(self) -> None:
         table = getattr(self, "table", None)

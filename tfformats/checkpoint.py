@@ -74,6 +74,7 @@ def read_state(directory: str | os.PathLike, filename: str = STATE_FILENAME) -> 
     return state
 
 
+@fileio.with_storage
 def latest_checkpoint(directory: str | os.PathLike, filename: str = STATE_FILENAME) -> str | None:
     """Like `tf.train.latest_checkpoint`: the newest prefix listed, or None."""
     state = read_state(directory, filename)
@@ -163,6 +164,7 @@ def resolve_prefix(path: str | os.PathLike) -> str:
 
 # --- the reader -------------------------------------------------------------------
 
+@fileio.keeps_storage
 class CheckpointReader(Mapping):
     """A checkpoint as a Mapping of tensor name -> numpy array.
 
@@ -310,17 +312,20 @@ class TensorSlice:
         return self._bundle.read_region(self.name, index)
 
 
+@fileio.with_storage
 def open_checkpoint(path: str | os.PathLike, verify: bool = True) -> CheckpointReader:
     """Open any checkpoint path form; see `resolve_prefix`."""
     return CheckpointReader(path, verify=verify)
 
 
+@fileio.with_storage
 def list_variables(path: str | os.PathLike) -> list[tuple[str, list[int]]]:
     """Like `tf.train.list_variables`: sorted (name, shape) pairs."""
     with CheckpointReader(path) as reader:
         return sorted(reader.get_variable_to_shape_map().items())
 
 
+@fileio.with_storage
 def load_checkpoint(path: str | os.PathLike, verify: bool = True, copy: bool = True,
                     device: str | None = None, skip_unsupported: bool = False,
                     progress: bool | Callable[..., Any] = False) -> dict[str, Any]:
@@ -341,10 +346,40 @@ def load_checkpoint(path: str | os.PathLike, verify: bool = True, copy: bool = T
         sizes = [tensor_nbytes(reader, name) for name in names]
         tensors = {}
         with bar(progress, sum(sizes), f"loading {os.path.basename(reader.prefix)}") as shown:
-            for name, size in zip(names, sizes):
+            for name, size in zip(prefetched(reader, names), sizes):
                 tensors[name] = reader.get_tensor(name, copy=copy)
                 shown.update(size)
         return tensors
+
+
+# A remote checkpoint read whole fetches the next tensors this many bytes at a time.
+PREFETCH_BYTES = 64 << 20
+
+
+def prefetched(reader: CheckpointReader, names: list[str],
+               window: int = PREFETCH_BYTES) -> Iterator[str]:
+    """`names`, in order; before handing out each window of up to `window`
+    bytes of a remote checkpoint, its tensors' bytes are fetched together
+    (concurrent coalesced ranges), so reading them costs one round trip, not
+    one each. Local checkpoints (memory maps) need nothing of the kind."""
+    prefetch = getattr(reader.bundle, "prefetch", None)
+    if prefetch is None or not fileio.is_url(reader.prefix):
+        yield from names
+        return
+    start = 0
+    while start < len(names):
+        end, total = start, 0
+        entries: list = []
+        while end < len(names):
+            entry = reader.entry(names[end])
+            if entries and total + entry.size > window:
+                break
+            entries.append(entry)
+            total += entry.size
+            end += 1
+        prefetch(entries)
+        yield from names[start:end]
+        start = end
 
 
 def tensor_nbytes(reader: CheckpointReader, name: str) -> int:

@@ -77,7 +77,7 @@ def recover(prefix, sync=True):
             if old_index is not None:
                 fileio.replace(old_index, index)
             if sync:
-                fileio.fsync_dir(os.path.dirname(os.path.abspath(prefix)))
+                fileio.fsync_dir(os.path.dirname(fileio.abspath(prefix)))
         else:
             try:
                 for aside in [old_index] * (old_index is not None) + sorted(asides.values()):
@@ -102,7 +102,7 @@ def commit(prefix, data, index_temp, sync):
     when `sync`). On an exception the old checkpoint is put back (or, past the
     commit point, the new one kept) before it propagates.
     """
-    directory = os.path.dirname(os.path.abspath(prefix))
+    directory = os.path.dirname(fileio.abspath(prefix))
     index = prefix + ".index"
     recover(prefix, sync)
     commit_id = secrets.token_hex(8)

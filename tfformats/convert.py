@@ -29,7 +29,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import dtypes, fileio, slices
-from .checkpoint import CheckpointReader, tensor_nbytes
+from .checkpoint import CheckpointReader, prefetched, tensor_nbytes
 from .errors import CheckpointNotFoundError, FormatError, UnsupportedError
 from .fileio import replaced_atomically
 from .objgraph import ATTRIBUTES, OBJECT_GRAPH_KEY
@@ -80,6 +80,7 @@ def _write_back(dst_prefix, tensors, graph, kinds=None, progress=False):
 
 # --- checkpoint -> V2 checkpoint ----------------------------------------------------
 
+@fileio.with_storage
 def checkpoint_to_checkpoint(src: str | os.PathLike, dst_prefix: str | os.PathLike, *,
                              skip_unsupported: bool = False,
                              progress: bool | Callable[..., Any] = False) -> list[str]:
@@ -92,7 +93,7 @@ def checkpoint_to_checkpoint(src: str | os.PathLike, dst_prefix: str | os.PathLi
     skipped: list[str] = []
     with (CheckpointReader(src) as reader, BundleWriter(dst_prefix) as writer,
           _reading(reader, src, progress) as shown):
-        for name in reader:
+        for name in prefetched(reader, list(reader)):
             entry = reader.entry(name)
             if entry.dtype.as_numpy_dtype is None:
                 _unsupported(name, f"{entry.dtype.name} tensors have no values tfformats "
@@ -110,6 +111,7 @@ def checkpoint_to_checkpoint(src: str | os.PathLike, dst_prefix: str | os.PathLi
 
 # --- safetensors ------------------------------------------------------------------
 
+@fileio.with_storage
 def checkpoint_to_safetensors(src: str | os.PathLike, dst: str | os.PathLike, *,
                               skip_unsupported: bool = False,
                               progress: bool | Callable[..., Any] = False) -> list[str]:
@@ -153,7 +155,7 @@ def checkpoint_to_safetensors(src: str | os.PathLike, dst: str | os.PathLike, *,
               _reading(reader, src, progress) as shown):
             f.write(struct.pack("<Q", len(encoded)))
             f.write(encoded)
-            for name in names:
+            for name in prefetched(reader, names):
                 # little-endian on any host, one bounded piece at a time
                 for piece in _pieces(reader[name], reader.dtype(name)):
                     f.write(piece)
@@ -240,6 +242,7 @@ def _safetensors_tensor(buf, start, info, where):
         raise FormatError(f"{where}: shape {shape!s:.200}: {exc}") from None
 
 
+@fileio.with_storage
 def safetensors_to_checkpoint(src: str | os.PathLike, dst_prefix: str | os.PathLike, *,
                               progress: bool | Callable[..., Any] = False) -> str:
     """Write every tensor of the safetensors file `src` as a checkpoint at `dst_prefix`.
@@ -284,6 +287,7 @@ def _write_npz(dst, arrays):
                     np.lib.format.write_array(f, array, allow_pickle=False)
 
 
+@fileio.with_storage
 def checkpoint_to_npz(src: str | os.PathLike, dst: str | os.PathLike, *,
                       skip_unsupported: bool = False,
                       progress: bool | Callable[..., Any] = False) -> list[str]:
@@ -296,7 +300,7 @@ def checkpoint_to_npz(src: str | os.PathLike, dst: str | os.PathLike, *,
     skipped: list[str] = []
     with CheckpointReader(src) as reader, _reading(reader, src, progress) as shown:
         arrays, kinds = {}, {}
-        for name in reader:
+        for name in prefetched(reader, list(reader)):
             dtype = reader.dtype(name)
             if name == OBJECT_GRAPH_KEY:
                 arrays[_NPZ_GRAPH] = np.frombuffer(reader[name].item(), np.uint8)
@@ -410,6 +414,7 @@ def _as_recorded(array, kind, where):
     raise FormatError(f"{where}: an array of {array.dtype} cannot hold {kind} values")
 
 
+@fileio.with_storage
 def npz_to_checkpoint(src: str | os.PathLike, dst_prefix: str | os.PathLike, *,
                       progress: bool | Callable[..., Any] = False) -> str:
     """Write every array of the `.npz` file `src` as a checkpoint at `dst_prefix`.

@@ -36,7 +36,8 @@ class LimitError(FormatError):
 class StorageError(TFFormatsError, OSError):
     """Writing failed for a reason of the storage, not of the data: a full
     disk, a file too large for the file system, no permission. Nothing was
-    committed; the message names the file being written."""
+    committed; the message names the file being written. Also: remote storage
+    failed a request (network, server, timeout) or ignores byte ranges."""
 
 
 class TensorNotFoundError(TFFormatsError, KeyError):

@@ -22,17 +22,22 @@ replaced while they opened a checkpoint.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
+import functools
 import io
 import mmap
 import os
+import re
 import secrets
 import shutil
 import stat as stat_module
 import sys
 import tempfile
 from typing import BinaryIO, Iterator, Protocol
-from typing import Any
+from typing import Any, Callable, TypeVar
+
+_Class = TypeVar("_Class", bound=type)
 
 from .errors import CheckpointNotFoundError, FormatError, StorageError
 
@@ -349,12 +354,127 @@ def register_filesystem(scheme: str, fs: FileSystem | None) -> None:
         _BY_SCHEME[scheme] = fs
 
 
+# The filesystems an entry point's `filesystem=` / `storage_options=` bind for
+# the duration of the call (`storage`): a function scheme -> FileSystem or None.
+_BOUND: contextvars.ContextVar = contextvars.ContextVar("tfformats_storage", default=None)
+_BOUND_ARGS: contextvars.ContextVar = contextvars.ContextVar("tfformats_storage_args",
+                                                            default=(None, None))
+
+
 def filesystem(path: str | os.PathLike) -> FileSystem:
-    """The `FileSystem` that serves `path`."""
+    """The `FileSystem` that serves `path`: a URL (`s3://...`) is served by the
+    binding of `storage()`, a registered backend, or else fsspec
+    (`tfformats.remote`, imported only when a URL comes along)."""
     scheme, sep, _ = os.fspath(path).partition("://")
-    if sep and scheme in _BY_SCHEME:
-        return _BY_SCHEME[scheme]
-    return LOCAL
+    if not sep or not _URL_SCHEME.fullmatch(scheme):
+        return LOCAL
+    bound = _BOUND.get()
+    fs = bound(scheme) if bound is not None else None
+    if fs is None:
+        fs = _BY_SCHEME.get(scheme)
+    if fs is None:
+        from . import remote
+        fs = remote.for_scheme(scheme)
+    return fs
+
+
+# "s3", "gs", "https", "hf", "simplecache::s3" ...; not "C:\\dir" or "a/b://c".
+_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*(::[A-Za-z][A-Za-z0-9+.-]*)*")
+
+
+def is_url(path: str | os.PathLike) -> bool:
+    """Whether `path` is a URL (served by a remote backend), not a local path."""
+    scheme, sep, _ = os.fspath(path).partition("://")
+    return bool(sep) and bool(_URL_SCHEME.fullmatch(scheme))
+
+
+def abspath(path: str | os.PathLike) -> str:
+    """`os.path.abspath` for local paths; a URL is already absolute."""
+    path = os.fspath(path)
+    return path if is_url(path) else os.path.abspath(path)
+
+
+def realpath(path: str | os.PathLike) -> str:
+    """`os.path.realpath` for local paths; a URL stays as it is."""
+    path = os.fspath(path)
+    return path if is_url(path) else os.path.realpath(path)
+
+
+@contextlib.contextmanager
+def storage(filesystem: Any = None, storage_options: dict | None = None) -> Iterator[None]:
+    """Serve URLs inside the block from `filesystem` (an fsspec filesystem, for
+    URLs of its protocol) or with `storage_options` (passed to fsspec when it
+    makes a filesystem for a URL), as pandas and Dask take them."""
+    if filesystem is None and not storage_options:
+        yield
+        return
+    from . import remote
+    token = _BOUND.set(remote.binding(filesystem, storage_options))
+    args = _BOUND_ARGS.set((filesystem, storage_options))
+    try:
+        yield
+    finally:
+        _BOUND_ARGS.reset(args)
+        _BOUND.reset(token)
+
+
+def current_storage() -> tuple:
+    """(filesystem, storage_options) of the innermost `storage` block, for work
+    handed to other processes (tfformats.dask): `storage(*current_storage())`."""
+    return _BOUND_ARGS.get()
+
+
+def with_storage(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Give `function` the keyword arguments `filesystem=` and
+    `storage_options=`, which serve URLs during the call (`storage`)."""
+    @functools.wraps(function)
+    def call(*args, filesystem=None, storage_options=None, **kwargs):
+        with storage(filesystem, storage_options):
+            return function(*args, **kwargs)
+    return call
+
+
+def keeps_storage(cls: _Class) -> _Class:
+    """Class decorator: `__init__` takes `filesystem=` and `storage_options=`
+    (as `with_storage`) and the object's public methods keep serving URLs from
+    them for its lifetime (a manager saving later, a writer finishing)."""
+    init = getattr(cls, "__init__")
+
+    @functools.wraps(init)
+    def __init__(self, *args, filesystem=None, storage_options=None, **kwargs):
+        with storage(filesystem, storage_options):
+            self._storage_binding = _BOUND.get()
+            self._storage_args = _BOUND_ARGS.get()
+            init(self, *args, **kwargs)
+    setattr(cls, "__init__", __init__)
+    for name, member in list(vars(cls).items()):
+        public = not name.startswith("_") or name in ("__exit__", "__getitem__", "__iter__")
+        if isinstance(member, property) and member.fget is not None:
+            setattr(cls, name, property(_bound_method(member.fget), member.fset, member.fdel,
+                                        member.__doc__))
+        elif isinstance(member, functools.cached_property):
+            wrapped = functools.cached_property(_bound_method(member.func))
+            wrapped.__set_name__(cls, name)
+            setattr(cls, name, wrapped)
+        elif callable(member) and public and not isinstance(member, type):
+            setattr(cls, name, _bound_method(member))
+    return cls
+
+
+def _bound_method(method):
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        binding = getattr(self, "_storage_binding", None)
+        if binding is None:
+            return method(self, *args, **kwargs)
+        token = _BOUND.set(binding)
+        args_token = _BOUND_ARGS.set(self._storage_args)
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            _BOUND_ARGS.reset(args_token)
+            _BOUND.reset(token)
+    return call
 
 
 # --- operations on a path, served by its filesystem ------------------------------

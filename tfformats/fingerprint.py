@@ -408,6 +408,7 @@ def _read_checkpoint_index(export_dir):
         return None
 
 
+@fileio.with_storage
 def compute_fingerprint(export_dir: str | os.PathLike) -> Any:
     """Compute the FingerprintDef of the SavedModel in `export_dir`, as TF does.
 
@@ -431,12 +432,14 @@ def compute_fingerprint(export_dir: str | os.PathLike) -> Any:
     return fingerprint_saved_model(saved_model, _read_checkpoint_index(export_dir))
 
 
+@fileio.with_storage
 def read_fingerprint(export_dir: str | os.PathLike) -> Any:
     """Parse `<export_dir>/fingerprint.pb`."""
     path = os.path.join(os.fspath(export_dir), FINGERPRINT_FILENAME)
     return parse_message(protos.FingerprintDef, read_file(path), path)
 
 
+@fileio.with_storage
 def write_fingerprint(export_dir: str | os.PathLike, fp: Any = None) -> Any:
     """Write `fingerprint.pb` atomically (computing it when `fp` is None); return fp."""
     export_dir = os.fspath(export_dir)
@@ -454,6 +457,7 @@ def singleprint(fp: Any) -> str:
             f"{fp.saved_object_graph_hash}/{fp.checkpoint_hash}")
 
 
+@fileio.with_storage
 def check_fingerprint(export_dir: str | os.PathLike) -> list[str]:
     """Compare the stored fingerprint.pb with a fresh computation.
 

@@ -49,6 +49,7 @@ def parse_message(message_class: Any, data: Any, path: str, text: bool | None = 
         raise FormatError(f"{path}: not a valid {what} ({type(e).__name__}: {e})") from None
 
 
+@fileio.with_storage
 def load_graph_def(path: str | os.PathLike, as_text: bool | None = None) -> Any:
     """Read a GraphDef file, binary or text format.
 

@@ -20,6 +20,8 @@ NO_COMPRESSION = 0
 SNAPPY_COMPRESSION = 1
 # Snappy cannot expand data by more than this; bounds what a block may claim.
 _MAX_SNAPPY_RATIO = 64
+# A scan over a remote table fetches its blocks this many bytes at a time.
+_PREFETCH_BYTES = 16 * 1024 * 1024
 
 
 def decode_handle(buf, where):
@@ -68,6 +70,9 @@ class Table:
         limits.check("max_index_bytes", size, f"{source.path}: bytes of the table")
         if size < FOOTER_SIZE:
             raise FormatError(f"{source.path}: {size} bytes is too short for a table footer")
+        load_tail = getattr(source, "load_tail", None)
+        if load_tail is not None:   # remote: footer and index block in one request
+            load_tail()
         footer = source.read(size - FOOTER_SIZE, FOOTER_SIZE)
         magic_lo, magic_hi = struct.unpack_from("<II", footer, 40)
         if (magic_hi << 32) | magic_lo != MAGIC:
@@ -145,8 +150,27 @@ class Table:
 
     def data_blocks(self):
         """(contents, where) of every data block, in key order."""
+        prefetched = 0
         for i, (offset, _) in enumerate(self._handles):
+            if i >= prefetched:
+                prefetched = self._prefetch(i)
             yield self._data_block(i), f"{self.source.path}: data block at offset {offset}"
+
+    def _prefetch(self, first, window=_PREFETCH_BYTES):
+        """Let a source that can (remote ones) fetch the blocks from `first` on,
+        up to `window` bytes, in one go; the number of the block after them."""
+        prefetch = getattr(self.source, "prefetch", None)
+        if prefetch is None:
+            return len(self._handles)
+        end, total, ranges = first, 0, []
+        while end < len(self._handles) and (not ranges or total < window):
+            offset, size = self._handles[end]
+            if end not in self._cache:
+                ranges.append((offset, size + TRAILER_SIZE))
+                total += size + TRAILER_SIZE
+            end += 1
+        prefetch(ranges)
+        return end
 
     def items(self):
         """Every (key, value) in key order, block by block."""

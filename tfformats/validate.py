@@ -62,6 +62,7 @@ class Report:
         self.findings.append(Finding(check, message, file, tensor, offset))
 
 
+@fileio.with_storage
 def validate(path: str | os.PathLike, expect: Optional[str] = None,
              progress: bool | Callable[..., Any] = False) -> Report:
     """Check the checkpoint or SavedModel at `path` (see the module docstring).

@@ -47,7 +47,7 @@ _LOW_BITS = {"int4": 0x0F, "uint4": 0x0F, "int2": 0x03, "uint2": 0x03, "float4_e
 
 def _make_dirs(prefix):
     """Create the checkpoint's directory if needed, like tf.train.Checkpoint.write."""
-    directory = os.path.dirname(os.path.abspath(prefix))
+    directory = os.path.dirname(fileio.abspath(prefix))
     try:
         fileio.makedirs(directory)
     except OSError as exc:
@@ -133,8 +133,9 @@ class _Shard:
     def rewind(self, position):
         """Forget everything written after `position` (a failed tensor)."""
         self.file.flush()
-        self.file.seek(position)
-        self.file.truncate()
+        self.file.truncate(position)
+        if self.file.tell() != position:   # a local file stays put; an upload is at its end
+            self.file.seek(position)
         self.position = position
 
     def close(self, sync):
@@ -146,6 +147,7 @@ class _Shard:
 
 # --- the bundle writer ------------------------------------------------------------
 
+@fileio.keeps_storage
 class BundleWriter:
     """Streams tensors into `<prefix>.data-*` and writes `<prefix>.index` at `finish()`.
 
@@ -452,6 +454,7 @@ def _numeric_bytes(value):
     return 0 if value is None or value.dtype.kind in "OSU" else value.nbytes
 
 
+@fileio.with_storage
 def save_checkpoint(prefix: str | os.PathLike, tensors: Mapping[str, Any], *,
                     object_graph: bool = True, dtypes: Mapping[str, Any] | None = None,
                     full_names: Mapping[str, str] | None = None, save_counter: int | None = None,
@@ -516,6 +519,7 @@ def _delete_checkpoint(prefix):
         remove_if_present(path)
 
 
+@fileio.keeps_storage
 class CheckpointManager:
     """Numbered checkpoints in a directory, like `tf.train.CheckpointManager`.
 
@@ -569,7 +573,7 @@ class CheckpointManager:
         rotation would later delete files that are still listed.
         """
         prefix = os.path.join(self.directory, path)
-        if os.path.dirname(os.path.abspath(prefix)) == os.path.abspath(self.directory):
+        if os.path.dirname(fileio.abspath(prefix)) == fileio.abspath(self.directory):
             return os.path.join(self.directory, os.path.basename(prefix))
         return prefix
 
@@ -631,8 +635,8 @@ class CheckpointManager:
         """Whether `prefix` names files directly in this manager's directory.
         A state file can name any path (`../elsewhere/x`, `/abs/x`): those are
         dropped from the list when they rotate out, and never deleted."""
-        directory = os.path.realpath(self.directory)
-        return os.path.dirname(os.path.realpath(prefix)) == directory
+        directory = fileio.realpath(self.directory)
+        return os.path.dirname(fileio.realpath(prefix)) == directory
 
     def _delete_orphans(self, below):
         """Delete data files of this manager's numbering (below `below`, so not

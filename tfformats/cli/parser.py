@@ -71,6 +71,11 @@ def build_parser():
                         help="show the traceback of an error")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="machine-readable output (see docs/cli.md)")
+    common.add_argument("--storage-option", action="append", default=argparse.SUPPRESS,
+                        metavar="KEY=VALUE", dest="storage_option",
+                        help="an fsspec option for URL paths (s3://, gs://, https://), e.g. "
+                             "endpoint_url=http://127.0.0.1:9000 or anon=true; dots nest "
+                             "(client_kwargs.region_name=eu-west-1); repeatable")
     parser = _Parser(prog="tfformats", parents=[common],
                      description="Inspect, validate, convert and compare TensorFlow checkpoints and "
                                  "SavedModels without TensorFlow.",
@@ -152,7 +157,9 @@ def main(argv=None):
     except (AttributeError, ValueError):
         pass
     try:
-        status = args.handler(args)
+        from ..fileio import storage
+        with storage(storage_options=_storage_options(getattr(args, "storage_option", None))):
+            status = args.handler(args)
         sys.stdout.flush()
         return status
     except UsageError as e:
@@ -173,6 +180,27 @@ def main(argv=None):
         else:
             _report(e, debug)
         return EXIT_ERROR
+
+
+def _storage_options(items):
+    """{"key": value} of the `--storage-option KEY=VALUE` items: values that read
+    as JSON (true, 3, "x") become that, dotted keys nest."""
+    import json
+    options = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--storage-option {item!r}: expected KEY=VALUE")
+        try:
+            value = json.loads(value)
+        except ValueError:
+            pass
+        *outer, last = key.split(".")
+        target = options
+        for part in outer:
+            target = target.setdefault(part, {})
+        target[last] = value
+    return options
 
 
 def _report(exc, debug, unexpected=False):

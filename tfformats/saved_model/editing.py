@@ -137,7 +137,7 @@ class SavedModelEditing:
         `fingerprint`: None writes fingerprint.pb when the source had one,
         True always (binary .pb only), False never.
         """
-        export_dir = os.path.abspath(os.fspath(export_dir))
+        export_dir = fileio.abspath(export_dir)
         if fileio.exists(export_dir):
             if not overwrite:
                 raise FileExistsError(f"{export_dir}: already exists (pass overwrite=True)")

@@ -404,6 +404,7 @@ class MetaGraph:
 
 # --- variables ----------------------------------------------------------------------
 
+@fileio.keeps_storage
 class SavedModelVariables(Mapping):
     """The variables of a SavedModel, read lazily from `variables/variables`.
 
@@ -546,6 +547,7 @@ class SavedModelVariables(Mapping):
 
 # --- the SavedModel ---------------------------------------------------------------------
 
+@fileio.keeps_storage
 class SavedModel(SavedModelEditing):
     """A SavedModel directory. See the module docstring; build with `load_saved_model`.
 
@@ -699,6 +701,7 @@ class SavedModel(SavedModelEditing):
         return f"<SavedModel {self.path!r} tag-sets={self.tag_sets}>"
 
 
+@fileio.with_storage
 def load_saved_model(export_dir: str | os.PathLike) -> SavedModel:
     """Parse the SavedModel in `export_dir` (saved_model.cpb, .pb, else .pbtxt).
 
