@@ -379,6 +379,70 @@ def index_listing(data):
                     info={"tensors": data["tensors"]})
 
 
+def _tf_two_maps(tf, prefix):
+    reader = tf.train.load_checkpoint(prefix)
+    return len(reader.get_variable_to_shape_map()) + len(reader.get_variable_to_dtype_map())
+
+
+def per_key(data):
+    """How people list a checkpoint by hand: open, then one call per name.
+
+    Each row is compared with what TensorFlow needs for the same information,
+    opening the checkpoint and building its two maps. `in` asks for names from
+    elsewhere (the list the data was written from, in writing order)."""
+    import tfformats as tff  # noqa: PLC0415
+    tf = import_tensorflow()
+    prefix = data["prefix"]
+    names = index_names(data["tensors"])
+
+    def shapes_and_dtypes():
+        with tff.open_checkpoint(prefix) as reader:
+            for k in reader:
+                reader.shape(k)
+                reader.dtype(k)
+
+    def shapes():
+        with tff.open_checkpoint(prefix) as reader:
+            for k in reader:
+                reader.shape(k)
+
+    def dtypes():
+        with tff.open_checkpoint(prefix) as reader:
+            for k in reader:
+                reader.dtype(k)
+
+    def contains():
+        with tff.open_checkpoint(prefix) as reader:
+            return sum(k in reader for k in names)
+
+    def iteration():
+        with tff.open_checkpoint(prefix) as reader:
+            return sum(1 for _ in reader)
+
+    def length():
+        with tff.open_checkpoint(prefix) as reader:
+            return len(reader)
+
+    rows = [("per-key shape + dtype", "open; for k in reader: shape(k), dtype(k)", shapes_and_dtypes),
+            ("per-key shape", "open; for k in reader: shape(k)", shapes),
+            ("per-key dtype", "open; for k in reader: dtype(k)", dtypes),
+            ("per-key in", "open; k in reader for 100k names", contains),
+            ("iteration", "open; for k in reader", iteration),
+            ("len", "open; len(reader)", length)]
+    return [Scenario(name, Side("tfformats", fn), [Side("TF two maps", lambda: _tf_two_maps(tf, prefix))],
+                     "≤ 0.1× TF", target_ratio=0.1, info={"tensors": data["tensors"], "what": what})
+            for name, what, fn in rows]
+
+
+def list_variables(data):
+    import tfformats as tff  # noqa: PLC0415
+    tf = import_tensorflow()
+    prefix = data["prefix"]
+    return Scenario("list_variables", Side("tfformats", lambda: len(tff.list_variables(prefix))),
+                    [Side("tf.train.list_variables", lambda: len(tf.train.list_variables(prefix)))],
+                    "≤ 0.1× TF", target_ratio=0.1, info={"tensors": data["tensors"]})
+
+
 def one_lookup(data):
     import tfformats as tff  # noqa: PLC0415
     tf = import_tensorflow()
@@ -536,6 +600,8 @@ SCENARIOS = {
     "bulk_read": (("bulk",), lambda d, w: [bulk_read(d["bulk"])]),
     "index_listing": (("index",), lambda d, w: [index_listing(d["index"])]),
     "one_lookup": (("index",), lambda d, w: [one_lookup(d["index"])]),
+    "per_key": (("index",), lambda d, w: per_key(d["index"])),
+    "list_variables": (("index",), lambda d, w: [list_variables(d["index"])]),
     "two_threads": (("bulk",), lambda d, w: [two_threads(d["bulk"])]),
     "write": (("bulk",), lambda d, w: write(d["bulk"], w)),
     "fingerprint": (("saved_model",), lambda d, w: [fingerprint(d["saved_model"])]),
@@ -629,6 +695,7 @@ def tmpdir(prefix="tfformats-bench-"):
 
 
 TARGETS = {"bulk_read": "≤ 0.25× TF", "index_listing": "≤ 0.1× TF", "one_lookup": "≤ 0.1× TF",
+           "per_key": "≤ 0.1× TF each", "list_variables": "≤ 0.1× TF",
            "write": "≤ 0.5× TF", "fingerprint": "≤ 1× TF", "signatures": "< 50 ms",
            "cli": "< 0.5 s each", "two_threads": "≤ 0.6× one thread (2 cores)"}
 

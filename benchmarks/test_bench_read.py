@@ -1,5 +1,7 @@
 """Read scenarios: bulk read, index listing, one lookup (vs TensorFlow, safetensors)."""
 
+import pytest
+
 import benchlib
 
 
@@ -13,6 +15,15 @@ def test_index_listing(benchmark, bench, index_data):
 
 def test_one_lookup(benchmark, bench, index_data):
     bench(benchmark, lambda: benchlib.one_lookup(index_data))
+
+
+@pytest.mark.parametrize("row", range(6))
+def test_per_key(benchmark, bench, index_data, row):
+    bench(benchmark, lambda: benchlib.per_key(index_data)[row])
+
+
+def test_list_variables(benchmark, bench, index_data):
+    bench(benchmark, lambda: benchlib.list_variables(index_data))
 
 
 def test_two_threads(benchmark, bench, bulk_data):

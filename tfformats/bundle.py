@@ -62,6 +62,15 @@ class TensorStore(Protocol):
     def listing(self) -> tuple:
         """({name: list(shape)}, {name: DType}) of every tensor."""
 
+    def tensor_info(self) -> dict:
+        """name -> (DType, shape tuple) of every tensor in key order, or None
+        for a tensor whose `entry()` must be asked (partitioned, or damaged:
+        `entry()` raises what is wrong). One scan, kept; callers must not
+        change it."""
+
+    def index_size(self) -> int:
+        """Bytes a scan for `tensor_info()` decodes (0: it reads nothing)."""
+
     def entries(self, checked: bool = True) -> dict:
         """name -> Entry of every tensor."""
 
@@ -128,6 +137,7 @@ class BundleReader:
         self.verify = verify
         self._opener = opener
         self._decoded = None   # [(name, decode_entry tuple)], from a scan on demand
+        self._info = None      # tensor_info(), from a scan on demand
         self._by_name = None   # the same as a dict, built when a read needs it
         # Every data file is opened now, not at the first read: the maps keep
         # the files that belong to this index even if the checkpoint is
@@ -260,6 +270,20 @@ class BundleReader:
                     _check_entry_count(len(decoded), self._index_path)
             self._decoded = decoded
         return self._decoded
+
+    def tensor_info(self) -> dict:
+        """name -> (DType, shape tuple), or None where `entry()` must be asked;
+        see `TensorStore.tensor_info`. One batched pass over the index."""
+        if self._info is None:
+            info: dict = {}
+            with gc_paused():
+                for block, where in self.table.data_blocks():
+                    hot.index_entries(block, where, info, dtypes.BY_ENUM, self.num_shards)
+            self._info = info
+        return self._info
+
+    def index_size(self) -> int:
+        return self.table.source.size()
 
     def listing(self) -> tuple:
         """({name: list(shape)}, {name: DType}) of every tensor, from one pass over

@@ -258,6 +258,15 @@ class V1Reader:
         """[(name, (DType, shape))] in key order, from the metadata alone."""
         return self._decoded
 
+    def tensor_info(self) -> dict:
+        """name -> (DType, shape) in key order; None for string tensors, whose
+        `entry()` reads their records (and raises if one is missing)."""
+        return {name: None if dtype.is_string else (dtype, shape)
+                for name, (dtype, shape) in self._decoded}
+
+    def index_size(self) -> int:
+        return 0   # the metadata was read on open
+
     def listing(self) -> tuple:
         return ({name: list(shape) for name, (_, shape, _) in self._tensors.items()},
                 {name: dtype for name, (dtype, _, _) in self._tensors.items()})
