@@ -5,7 +5,7 @@ partitioned tensors; it hands out numpy arrays that are read-only zero-copy
 views over the memory-mapped data files unless a copy is asked for.
 """
 
-from __future__ import annotations
+from __future__ import annotations   # np.ndarray in annotations: numpy loads on first use
 
 import contextlib
 import gc
@@ -14,10 +14,8 @@ import os
 import re
 import sys
 from collections import namedtuple
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 from typing import Protocol, runtime_checkable
-
-import numpy as np
 
 from . import commit, dtypes, fileio, limits, slices, wire
 from ._impl import hot
@@ -25,6 +23,11 @@ from .crc import crc32c_parallel
 from .errors import (ChecksumError, CheckpointNotFoundError, FormatError,
                      TensorNotFoundError, UnsupportedError)
 from .sstable import Table
+
+if TYPE_CHECKING:
+    import numpy as np
+else:   # imported on first use (tfformats/_lazy.py): listing an index needs no numpy
+    from ._lazy import numpy as np
 
 HEADER_KEY = b""
 BUNDLE_VERSION = 1       # the newest bundle format this reader understands
@@ -311,8 +314,11 @@ class BundleReader:
         with gc_paused():
             if checked:
                 return {name: self._entry(name, d) for name, d in decoded}
+            # tuple.__new__ of one tuple costs less than calling the namedtuple.
+            make, kinds = tuple.__new__, dtypes.BY_ENUM
             try:
-                return {name: Entry(name, dtypes.BY_ENUM[d[0]], *d[1:]) for name, d in decoded}
+                return {name: make(Entry, (name, kinds[e], shape, shard, offset, size, crc, parts))
+                        for name, (e, shape, shard, offset, size, crc, parts) in decoded}
             except KeyError:  # an unknown dtype: let the checked path name it
                 return self.entries()
 

@@ -6,7 +6,6 @@ so pieces of one tensor can be checked on threads and their CRCs combined.
 
 import functools
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 from ._impl import hot
 
@@ -76,6 +75,9 @@ _pool = None
 def _shared_pool():
     global _pool
     if _pool is None:
+        # Imported here: concurrent.futures brings logging, which listing an
+        # index (`tfformats ls`) never needs.
+        from concurrent.futures import ThreadPoolExecutor
         _pool = ThreadPoolExecutor(max(1, _WORKERS - 1), thread_name_prefix="tfformats-crc")
     return _pool
 

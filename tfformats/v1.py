@@ -27,9 +27,7 @@ import os
 import re
 import struct
 import sys
-from typing import Any, Callable
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Callable
 
 # protos and tensor_proto (which imports protobuf) load when a V1 file is read:
 # checkpoint.py imports this module, and reading V2 bundles never imports protobuf.
@@ -37,6 +35,11 @@ from . import dtypes, fileio, slices
 from .bundle import Entry, handed_out
 from .errors import CheckpointNotFoundError, FormatError, TensorNotFoundError, UnsupportedError
 from .sstable import FOOTER_SIZE, MAGIC, Table
+
+if TYPE_CHECKING:
+    import numpy as np
+else:   # imported on first use (tfformats/_lazy.py): listing an index needs no numpy
+    from ._lazy import numpy as np
 
 META_KEY = b""
 CHECKPOINT_VERSION = 1   # TF_CHECKPOINT_VERSION: the format version this reader is
