@@ -410,6 +410,28 @@ def bulk_floor(data):
                     info={"MiB": round(data["bytes"] / 2**20, 1), "cores": os.cpu_count()})
 
 
+def writable_load(data):
+    """Every tensor as a private, writable numpy array (what torch.from_numpy
+    needs), against safetensors' loader on the same weights."""
+    import tfformats as tff  # noqa: PLC0415
+    from safetensors.numpy import load_file  # noqa: PLC0415
+    # The dict loader: `load_tensors` (`load_checkpoint` before it became TF's reader).
+    load = getattr(tff, "load_tensors", None) or tff.load_checkpoint
+    prefix, st_path = data["prefix"], data["safetensors"]
+
+    def tfformats_side():
+        tensors = load(prefix)
+        assert all(a.flags.writeable for a in tensors.values())
+        return sum(touch(a) for a in tensors.values())
+
+    def safetensors_side():
+        return sum(touch(a) for a in load_file(st_path).values())
+
+    return Scenario("writable load", Side("tfformats", tfformats_side),
+                    [Side("safetensors", safetensors_side)], "≤ 0.5× safetensors",
+                    target_ratio=0.5, info={"MiB": round(data["bytes"] / 2**20, 1)})
+
+
 def index_listing(data):
     import tfformats as tff  # noqa: PLC0415
     tf = import_tensorflow()
@@ -653,6 +675,7 @@ def cli(index_data, sm_data):
 SCENARIOS = {
     "bulk_read": (("bulk",), lambda d, w: [bulk_read(d["bulk"])]),
     "bulk_floor": (("bulk",), lambda d, w: [bulk_floor(d["bulk"])]),
+    "writable_load": (("bulk",), lambda d, w: [writable_load(d["bulk"])]),
     "index_listing": (("index",), lambda d, w: [index_listing(d["index"])]),
     "one_lookup": (("index",), lambda d, w: [one_lookup(d["index"])]),
     "per_key": (("index",), lambda d, w: per_key(d["index"])),
@@ -750,7 +773,8 @@ def tmpdir(prefix="tfformats-bench-"):
 
 
 TARGETS = {"bulk_read": "≤ 0.25× TF", "index_listing": "≤ 0.1× TF", "one_lookup": "≤ 0.1× TF",
-           "per_key": "≤ 0.1× TF each", "bulk_floor": "≤ 1.3× floor", "list_variables": "≤ 0.1× TF",
+           "per_key": "≤ 0.1× TF each", "bulk_floor": "≤ 1.3× floor",
+           "writable_load": "≤ 0.5× safetensors", "list_variables": "≤ 0.1× TF",
            "write": "≤ 0.5× TF", "fingerprint": "≤ 1× TF", "signatures": "< 50 ms",
            "cli": "ls < 0.3 s, show < 0.5 s", "two_threads": "≤ 0.6× one thread (2 cores)"}
 

@@ -13,6 +13,10 @@ def test_bulk_read_vs_floor(benchmark, bench, bulk_data):
     bench(benchmark, lambda: benchlib.bulk_floor(bulk_data))
 
 
+def test_writable_load(benchmark, bench, bulk_data):
+    bench(benchmark, lambda: benchlib.writable_load(bulk_data))
+
+
 def test_index_listing(benchmark, bench, index_data):
     bench(benchmark, lambda: benchlib.index_listing(index_data))
 
