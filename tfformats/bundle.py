@@ -140,7 +140,7 @@ class BundleReader:
         self.verify = verify
         self._opener = opener
         self._decoded = None   # [(name, decode_entry tuple)], from a scan on demand
-        self._info = None      # tensor_info(), from a scan on demand
+        self._info: dict | None = None   # tensor_info(), from a scan on demand
         self._by_name = None   # the same as a dict, built when a read needs it
         # Every data file is opened now, not at the first read: the maps keep
         # the files that belong to this index even if the checkpoint is
@@ -277,13 +277,14 @@ class BundleReader:
     def tensor_info(self) -> dict:
         """name -> (DType, shape tuple), or None where `entry()` must be asked;
         see `TensorStore.tensor_info`. One batched pass over the index."""
-        if self._info is None:
-            info: dict = {}
+        info = self._info
+        if info is None:
+            info = {}
             with gc_paused():
                 for block, where in self.table.data_blocks():
                     hot.index_entries(block, where, info, dtypes.BY_ENUM, self.num_shards)
             self._info = info
-        return self._info
+        return info
 
     def index_size(self) -> int:
         return self.table.source.size()

@@ -10,9 +10,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from typing import Any, Callable, Iterator
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from . import commit, fileio, v1
 from .bundle import DATA_SUFFIX, BundleReader, gc_paused
@@ -23,6 +21,9 @@ from .objgraph import (OBJECT_GRAPH_KEY, VARIABLE_VALUE, object_variables, parse
                        saveable_keys)
 from .objgraph import ObjectVariable
 from .progress import bar
+
+if TYPE_CHECKING:   # annotations only: reading an index needs no numpy
+    import numpy as np
 
 STATE_FILENAME = "checkpoint"
 
@@ -194,7 +195,8 @@ class CheckpointReader(Mapping):
         # name -> (DType, shape) or None: bundle.tensor_info(), once something
         # needs every name, or once enough single lookups were made that one
         # scan of the index costs less than looking up the rest one by one.
-        self._info = None
+        self._info: dict = {}     # empty until scanned: every lookup misses to `_entry`
+        self._scanned = False
         self._lookups = 0
         self._scan_after = max(64, self.bundle.index_size() // _BYTES_PER_LOOKUP)
 
@@ -212,7 +214,7 @@ class CheckpointReader(Mapping):
         try:
             if self._info[name] is not None:
                 return True
-        except (KeyError, TypeError):   # not scanned yet, not a plain tensor, or unhashable
+        except (KeyError, TypeError):   # not scanned (yet), not a plain tensor, or unhashable
             pass
         return self.has_tensor(name)
 
@@ -231,14 +233,14 @@ class CheckpointReader(Mapping):
             return self._entry(name).dtype
 
     def _tensor_info(self) -> dict:
-        info = self._info
-        if info is None:
-            info = self._info = self.bundle.tensor_info()
-        return info
+        if not self._scanned:
+            self._info = self.bundle.tensor_info()
+            self._scanned = True
+        return self._info
 
     def _entry(self, name: str) -> Entry:
         """bundle.entry(name), counting lookups until the index is scanned."""
-        if self._info is None:
+        if not self._scanned:
             self._lookups += 1
             if self._lookups > self._scan_after:
                 self._tensor_info()
