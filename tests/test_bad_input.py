@@ -126,8 +126,9 @@ def test_checksum_error_for_every_damaged_tensor(tmp_path):
         directory = tmp_path / entry.name
         prefix = write_bundle(directory, data=bytes(blob))
         with tff.open_checkpoint(prefix) as reader:
-            with pytest.raises(tff.ChecksumError, match=f"'{entry.name}'"):
-                reader.get_tensor(entry.name)
+            for copy in (False, True):   # copies are checked as they are made
+                with pytest.raises(tff.ChecksumError, match=f"'{entry.name}'"):
+                    reader.get_tensor(entry.name, copy=copy)
         shutil.rmtree(directory)
 
 

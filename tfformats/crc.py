@@ -100,3 +100,43 @@ def crc32c_parallel(buffer):
     for a, future in zip(cuts[1:], futures):
         crc = crc32c_combine(crc, future.result(), min(step, n - a))
     return crc
+
+
+# Copies are checked in steps of this many bytes: each step's CRC then reads
+# bytes the copy has just brought into the cache, instead of a second pass
+# over memory.
+COPY_STEP = 1 << 20
+
+
+def _copy_and_check(src, dst):
+    """Copy `src` into `dst` (numpy uint8 arrays of one length) step by step,
+    returning the CRC-32C of the copied bytes; both steps release the GIL."""
+    import numpy as np
+    crc = 0
+    for a in range(0, len(src), COPY_STEP):
+        piece = dst[a:a + COPY_STEP]
+        np.copyto(piece, src[a:a + COPY_STEP])
+        crc = hot.crc32c(piece, crc)
+    return crc
+
+
+def crc32c_copy_parallel(src, dst):
+    """Copy the bytes of `src` into `dst` (a writable buffer of the same
+    length) and return the CRC-32C of what now is in `dst`, pieces on several
+    cores: a verified private copy in one pass over the bytes."""
+    import numpy as np
+    src = np.frombuffer(src, np.uint8)
+    dst = np.frombuffer(dst, np.uint8)
+    n = len(src)
+    if len(dst) != n:
+        raise ValueError(f"copy of {n} bytes into a buffer of {len(dst)}")
+    if _WORKERS < 2 or n < PARALLEL_MIN_BYTES:
+        return _copy_and_check(src, dst)
+    step = -(-n // _WORKERS)
+    cuts = list(range(0, n, step))
+    futures = [_shared_pool().submit(_copy_and_check, src[a:a + step], dst[a:a + step])
+               for a in cuts[1:]]
+    crc = _copy_and_check(src[:step], dst[:step])
+    for a, future in zip(cuts[1:], futures):
+        crc = crc32c_combine(crc, future.result(), min(step, n - a))
+    return crc
