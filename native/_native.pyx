@@ -713,13 +713,16 @@ cdef object _info(tuple entry, const uint64_t* numbers, uint64_t num_shards, dic
 
 cdef list _decode_entries(const unsigned char* p, Py_ssize_t n, object where,
                           dict shapes=None, dict dtypes=None, dict table=None,
-                          dict infos=None, uint64_t num_shards=0):
+                          dict infos=None, uint64_t num_shards=0, list pairs=None,
+                          bint* ascii=NULL):
     """decode_entries' list; or, given `shapes`, fill the listing maps instead;
-    or, given `infos`, index_entries' map."""
+    or, given `infos`, index_entries' map; or, given `pairs`, index_shapes' list
+    (`ascii` cleared if a name is not ASCII)."""
     cdef Py_ssize_t count, end, pos = 0, shared, non_shared, value_len
     cdef _KeyBuf key
     cdef list out = []
-    cdef bint listing = shapes is not None or infos is not None
+    cdef bint listing = shapes is not None or infos is not None or pairs is not None
+    cdef Py_ssize_t i
     cdef tuple entry
     cdef uint64_t numbers[7]
     cdef uint64_t* wanted = numbers if infos is not None else NULL
@@ -746,7 +749,15 @@ cdef list _decode_entries(const unsigned char* p, Py_ssize_t n, object where,
                     _block_entries(p, n, where)
                     raise type(error)(_entry_where(where, k)
                                       + str(error)[len(f"{where}"):])
-                if infos is not None:
+                if pairs is not None:
+                    shape = entry[1]
+                    pairs.append((k, None if shape is None else list(<tuple>shape)))
+                    if ascii[0]:
+                        for i in range(key.len):
+                            if key.data[i] >= 0x80:
+                                ascii[0] = False
+                                break
+                elif infos is not None:
                     info = _info(entry, numbers, num_shards, table, last)
                     infos[k] = info
                     if info is not None:
@@ -820,6 +831,23 @@ def index_entries(block, where, dict infos, dict table, num_shards):
                         infos, shards)
     finally:
         PyBuffer_Release(&view)
+
+
+def index_shapes(block, where, list pairs):
+    """Append (name, list(shape), None for unknown rank) of every tensor entry
+    of a block to `pairs`, in key order; the checks and errors are
+    decode_entries'. Returns whether every name was ASCII: then the pairs are
+    in the order `sorted()` gives them too (what `list_variables` returns).
+    """
+    cdef Py_buffer view
+    cdef bint ascii = True
+    PyObject_GetBuffer(block, &view, PyBUF_SIMPLE)
+    try:
+        _decode_entries(<const unsigned char*>view.buf, view.len, where, None, None, None,
+                        None, 0, pairs, &ascii)
+    finally:
+        PyBuffer_Release(&view)
+    return ascii
 
 
 # --- DT_STRING tensors ------------------------------------------------------------

@@ -320,3 +320,12 @@ def test_per_name_calls_check_the_entry_before_and_after_a_scan(tmp_path, entry)
                     reader["bad"]
             assert reader.shape("good") == [4] and reader.dtype("good").name == "float32"
             assert "good" in reader
+
+
+def test_list_variables_sorts_names_that_key_order_does_not(tmp_path):
+    """Key order is bytewise; list_variables sorts as Python (and TensorFlow's
+    Python wrapper) does: undecodable bytes, kept as surrogates, sort before
+    characters from U+E000 although their bytes sort after."""
+    prefix = write_index(tmp_path, {b"a": make_entry(), b"b\xee\x80\x80": make_entry(shape=(2,)),
+                                    b"b\xff": make_entry(shape=(3,))})
+    assert tff.list_variables(prefix) == [("a", [4]), ("b\udcff", [3]), ("b\ue000", [2])]

@@ -859,3 +859,35 @@ def test_index_entries_parity(entries, shards, data):
         assert results[0] == results[1]
         if i == 0:
             assert results[0][1] == reference_infos(block, table, shards)
+
+
+@pytest.mark.parametrize("hot", IMPLEMENTATIONS)
+def test_index_shapes_known_answers(hot):
+    for block in REAL_BLOCKS:
+        pairs = [("kept", [1])]
+        ascii = hot.index_shapes(block, "b", pairs)
+        decoded = hot.decode_entries(block, "b")
+        assert pairs == [("kept", [1])] + [(n, None if d[1] is None else list(d[1]))
+                                           for n, d in decoded]
+        assert ascii is all(n.isascii() for n, _ in decoded)
+    items = [(b"a", bundle_entry(1, (2,))), (b"b\xee\x80\x80", bundle_entry(1, (3, 1))),
+             (b"b\xff", bundle_entry(1, (5,), unknown_rank=True))]
+    pairs = []
+    assert hot.index_shapes(build_block(items), "b", pairs) is False
+    assert pairs == [("a", [2]), ("b\ue000", [3, 1]), ("b\udcff", None)]
+
+
+@needs_native
+@PARITY
+@given(pairs=st.lists(st.tuples(st.binary(min_size=1, max_size=12), st.binary(max_size=40)),
+                      max_size=30), data=st.data())
+def test_index_shapes_parity(pairs, data):
+    block = build_block(sorted(dict(pairs).items()))
+    rng = random.Random(data.draw(st.integers(0, 2**32)))
+    for candidate in (block, damaged(block, rng, data.draw(st.integers(1, 4)))):
+        results = []
+        for hot in (_pure, _native):
+            out = []
+            result = outcome(hot.index_shapes, candidate, "blk", out)
+            results.append((result, out) if result[0] == "ok" else result)
+        assert results[0] == results[1]

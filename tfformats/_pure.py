@@ -365,6 +365,19 @@ def index_entries(block, where, infos, table, num_shards):
         infos[name] = info
 
 
+def index_shapes(block, where, pairs):
+    """Append (name, list(shape), None for unknown rank) of every tensor entry
+    of a block to `pairs`, in key order; the checks and errors are
+    decode_entries'. Returns whether every name was ASCII: then the pairs are
+    in the order `sorted()` gives them too (what `list_variables` returns).
+    """
+    ascii = True
+    for name, entry in decode_entries(block, where):
+        pairs.append((name, None if entry[1] is None else list(entry[1])))
+        ascii = ascii and name.isascii()
+    return ascii
+
+
 # --- DT_STRING tensors --------------------------------------------------------
 
 def _length_crc_bytes(length):

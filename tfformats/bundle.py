@@ -289,6 +289,19 @@ class BundleReader:
     def index_size(self) -> int:
         return self.table.source.size()
 
+    def shape_pairs(self) -> list[tuple[str, list[int]]]:
+        """sorted((name, list(shape)) of every tensor), as `tf.train.list_variables`
+        returns them, from one pass that builds nothing else; sorting only when
+        a name is not ASCII (otherwise key order is already sorted order)."""
+        pairs: list = []
+        ordered = True
+        with gc_paused():
+            for block, where in self.table.data_blocks():
+                ordered = hot.index_shapes(block, where, pairs) and ordered
+            if not ordered:
+                pairs.sort()
+        return pairs
+
     def listing(self) -> tuple:
         """({name: list(shape)}, {name: DType}) of every tensor, from one pass over
         the index that builds nothing else (what TensorFlow's listing calls return)."""

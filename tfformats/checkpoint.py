@@ -355,12 +355,13 @@ def open_checkpoint(path: str | os.PathLike, verify: bool = True) -> CheckpointR
 
 def list_variables(path: str | os.PathLike) -> list[tuple[str, list[int]]]:
     """Like `tf.train.list_variables`: sorted (name, shape) pairs."""
-    with CheckpointReader(path) as reader:
-        shapes = reader.get_variable_to_shape_map()
-    # Already in key order, so the sort only compares neighbours; without the
-    # collector rescanning the 100,000 new pairs it takes a fraction of the time.
-    with gc_paused():
-        return sorted(shapes.items())
+    # Already in key order, so the sort only compares neighbours. The collector
+    # stays off throughout: it would only rescan the 100,000s of new lists and
+    # pairs, all of which are returned.
+    with gc_paused(), CheckpointReader(path) as reader:
+        if isinstance(reader.bundle, BundleReader):
+            return reader.bundle.shape_pairs()
+        return sorted(reader.get_variable_to_shape_map().items())
 
 
 def load_checkpoint(path: str | os.PathLike, verify: bool = True, copy: bool = True,
