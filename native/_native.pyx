@@ -765,7 +765,13 @@ cdef list _decode_entries(const unsigned char* p, Py_ssize_t n, object where,
                 elif listing:
                     shape = entry[1]
                     shapes[k] = None if shape is None else list(<tuple>shape)
-                    dtypes[k] = table[entry[0]]
+                    kind = table.get(entry[0])
+                    if kind is None and entry[0] not in table:
+                        # _pure decodes the whole block first: damage further on
+                        # is reported before the unknown dtype.
+                        _decode_entries(p, n, where)
+                        raise KeyError(entry[0])
+                    dtypes[k] = kind
                 else:
                     out.append(_atomic((k, entry)))
             pos += value_len

@@ -891,3 +891,14 @@ def test_index_shapes_parity(pairs, data):
             result = outcome(hot.index_shapes, candidate, "blk", out)
             results.append((result, out) if result[0] == "ok" else result)
         assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("hot", IMPLEMENTATIONS)
+def test_index_listing_reports_damage_before_an_unknown_dtype(hot):
+    """As _pure decodes a whole block before filling the maps, an entry damaged
+    further on is reported rather than an earlier entry's unknown dtype."""
+    block = build_block([(b"a", bundle_entry(99, (2,))), (b"b", b"\x08\x01\x12\x05\x12")])
+    with pytest.raises(FormatError, match="entry 'b'"):
+        hot.index_listing(block, "blk", {}, {}, {1: "float32"})
+    with pytest.raises(KeyError):
+        hot.index_listing(build_block([(b"a", bundle_entry(99, (2,)))]), "blk", {}, {}, {})
