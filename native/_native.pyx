@@ -23,7 +23,7 @@ from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint32_t, uint64_t
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memcmp, memcpy, memset
 
 from operator import index as _index
 
@@ -606,14 +606,19 @@ cdef tuple _decode_slice(const unsigned char* p, Py_ssize_t pos, Py_ssize_t end,
 
 
 cdef tuple _decode_entry(const unsigned char* p, Py_ssize_t end, object where,
-                         bint listing=False):
-    """The entry tuple; with `listing`, only (dtype, shape), every field still checked."""
+                         bint listing=False, uint64_t* numbers=NULL):
+    """The entry tuple; with `listing`, only (dtype, shape), every field still checked.
+
+    `numbers` (listing only), if given, receives shard id, offset and size as
+    (low 64 bits, bits above) pairs, then the number of slices."""
     cdef uint64_t tag, field, v, vh
     cdef int wire
     cdef Py_ssize_t pos = 0
     cdef uint32_t dtype = 0, crc = 0
     cdef list slices = None
     cdef object shard_id = 0, offset = 0, size = 0, shape = ()
+    if numbers != NULL:
+        memset(numbers, 0, 7 * sizeof(uint64_t))
     while pos < end:
         pos = _tag(p, pos, end, &tag, where)
         field = tag >> 3
@@ -623,7 +628,9 @@ cdef tuple _decode_entry(const unsigned char* p, Py_ssize_t end, object where,
             if field == 1:
                 dtype = <uint32_t>v
             elif listing:
-                pass
+                if numbers != NULL:
+                    numbers[2 * (field - 3)] = v
+                    numbers[2 * (field - 3) + 1] = vh
             elif field == 3:
                 shard_id = _signed(v, vh)
             elif field == 4:
@@ -643,6 +650,8 @@ cdef tuple _decode_entry(const unsigned char* p, Py_ssize_t end, object where,
                 shape = _decode_shape(p, pos, pos + <Py_ssize_t>v, where)
             elif listing:
                 _decode_slice(p, pos, pos + <Py_ssize_t>v, where)   # checked, not kept
+                if numbers != NULL:
+                    numbers[6] += 1
             else:
                 if slices is None:
                     slices = []
@@ -674,14 +683,50 @@ def decode_entry(buf, where):
         PyBuffer_Release(&view)
 
 
+cdef inline bint _negative(uint64_t lo, uint64_t hi) noexcept:
+    """Whether `_signed` of a varint is below zero."""
+    return hi == 0 and lo >= (<uint64_t>1 << 63)
+
+
+cdef object _info(tuple entry, const uint64_t* numbers, uint64_t num_shards, dict table,
+                  tuple last):
+    """index_entries' value for an entry: (DType, shape) when `BundleReader`'s
+    checks would pass for a plain tensor, else None. `last` (the previous
+    value, or None) is handed out again when equal, so that runs of tensors of
+    one dtype and shape share a single tuple."""
+    cdef object shape = entry[1]
+    cdef object dim
+    # The shard id is `_signed` of its varint: with bits above 64 it is lo + (hi - 1) * 2**64.
+    if (numbers[6] != 0 or shape is None or numbers[1] > 1 or numbers[0] >= num_shards
+            or _negative(numbers[2], numbers[3]) or _negative(numbers[4], numbers[5])):
+        return None
+    for dim in <tuple>shape:
+        if dim < 0:
+            return None
+    kind = table.get(entry[0])
+    if kind is None:
+        return None
+    if last is not None and last[0] is kind and last[1] == shape:
+        return last
+    return _atomic((kind, shape))
+
+
 cdef list _decode_entries(const unsigned char* p, Py_ssize_t n, object where,
-                          dict shapes=None, dict dtypes=None, dict table=None):
-    """decode_entries' list; or, given `shapes`, fill the listing maps instead."""
+                          dict shapes=None, dict dtypes=None, dict table=None,
+                          dict infos=None, uint64_t num_shards=0, list pairs=None,
+                          bint* ascii=NULL):
+    """decode_entries' list; or, given `shapes`, fill the listing maps instead;
+    or, given `infos`, index_entries' map; or, given `pairs`, index_shapes' list
+    (`ascii` cleared if a name is not ASCII)."""
     cdef Py_ssize_t count, end, pos = 0, shared, non_shared, value_len
     cdef _KeyBuf key
     cdef list out = []
-    cdef bint listing = shapes is not None
+    cdef bint listing = shapes is not None or infos is not None or pairs is not None
+    cdef Py_ssize_t i
     cdef tuple entry
+    cdef uint64_t numbers[7]
+    cdef uint64_t* wanted = numbers if infos is not None else NULL
+    cdef object info, last = None
     end = _restarts(p, n, where, &count)
     key.data = NULL
     key.len = key.cap = 0
@@ -694,7 +739,7 @@ cdef list _decode_entries(const unsigned char* p, Py_ssize_t n, object where,
                 k = PyUnicode_DecodeUTF8(<char*>key.data, key.len, "surrogateescape")
                 error = None
                 try:
-                    entry = _decode_entry(p + pos, value_len, where, listing)
+                    entry = _decode_entry(p + pos, value_len, where, listing, wanted)
                 except FormatError as exc:
                     error = exc
                 if error is not None:
@@ -704,10 +749,29 @@ cdef list _decode_entries(const unsigned char* p, Py_ssize_t n, object where,
                     _block_entries(p, n, where)
                     raise type(error)(_entry_where(where, k)
                                       + str(error)[len(f"{where}"):])
-                if listing:
+                if pairs is not None:
+                    shape = entry[1]
+                    pairs.append((k, None if shape is None else list(<tuple>shape)))
+                    if ascii[0]:
+                        for i in range(key.len):
+                            if key.data[i] >= 0x80:
+                                ascii[0] = False
+                                break
+                elif infos is not None:
+                    info = _info(entry, numbers, num_shards, table, last)
+                    infos[k] = info
+                    if info is not None:
+                        last = info
+                elif listing:
                     shape = entry[1]
                     shapes[k] = None if shape is None else list(<tuple>shape)
-                    dtypes[k] = table[entry[0]]
+                    kind = table.get(entry[0])
+                    if kind is None and entry[0] not in table:
+                        # _pure decodes the whole block first: damage further on
+                        # is reported before the unknown dtype.
+                        _decode_entries(p, n, where)
+                        raise KeyError(entry[0])
+                    dtypes[k] = kind
                 else:
                     out.append(_atomic((k, entry)))
             pos += value_len
@@ -752,6 +816,44 @@ def index_listing(block, where, dict shapes, dict dtypes, dict table):
         _decode_entries(<const unsigned char*>view.buf, view.len, where, shapes, dtypes, table)
     finally:
         PyBuffer_Release(&view)
+
+
+def index_entries(block, where, dict infos, dict table, num_shards):
+    """Add every tensor entry of a block to `infos`, in key order: name ->
+    (table[dtype enum], shape tuple) for a plain tensor whose entry passes
+    `BundleReader`'s checks (known dtype, known rank, no negative dimension,
+    offset or size, shard id in 0..num_shards-1), else None (a partitioned or
+    damaged entry: lookups of it take the path that builds and checks the
+    whole entry). Decoding errors are decode_entries'.
+
+    What a reader's per-name calls (`shape`, `dtype`, `in`, iteration, `len`)
+    answer from, filled in one pass instead of one lookup per name.
+    """
+    cdef Py_buffer view
+    cdef uint64_t shards = <uint64_t>max(0, min(_index(num_shards), 1 << 62))
+    PyObject_GetBuffer(block, &view, PyBUF_SIMPLE)
+    try:
+        _decode_entries(<const unsigned char*>view.buf, view.len, where, None, None, table,
+                        infos, shards)
+    finally:
+        PyBuffer_Release(&view)
+
+
+def index_shapes(block, where, list pairs):
+    """Append (name, list(shape), None for unknown rank) of every tensor entry
+    of a block to `pairs`, in key order; the checks and errors are
+    decode_entries'. Returns whether every name was ASCII: then the pairs are
+    in the order `sorted()` gives them too (what `list_variables` returns).
+    """
+    cdef Py_buffer view
+    cdef bint ascii = True
+    PyObject_GetBuffer(block, &view, PyBUF_SIMPLE)
+    try:
+        _decode_entries(<const unsigned char*>view.buf, view.len, where, None, None, None,
+                        None, 0, pairs, &ascii)
+    finally:
+        PyBuffer_Release(&view)
+    return ascii
 
 
 # --- DT_STRING tensors ------------------------------------------------------------

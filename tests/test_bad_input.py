@@ -126,8 +126,9 @@ def test_checksum_error_for_every_damaged_tensor(tmp_path):
         directory = tmp_path / entry.name
         prefix = write_bundle(directory, data=bytes(blob))
         with tff.open_checkpoint(prefix) as reader:
-            with pytest.raises(tff.ChecksumError, match=f"'{entry.name}'"):
-                reader.get_tensor(entry.name)
+            for copy in (False, True):   # copies are checked as they are made
+                with pytest.raises(tff.ChecksumError, match=f"'{entry.name}'"):
+                    reader.get_tensor(entry.name, copy=copy)
         shutil.rmtree(directory)
 
 
@@ -299,3 +300,32 @@ def test_listing_names_a_tensor_of_unknown_dtype(tmp_path):
     with tff.open_checkpoint(prefix) as reader:
         with pytest.raises(tff.UnsupportedError, match="999.*'t'"):
             reader.get_variable_to_dtype_map()
+
+
+@pytest.mark.parametrize("entry", [make_entry(shape=(-1, 4)), make_entry(offset=-5),
+                                   make_entry(size=-16), make_entry(shard_id=3),
+                                   make_entry(dtype=999)])
+def test_per_name_calls_check_the_entry_before_and_after_a_scan(tmp_path, entry):
+    """shape/dtype/in of a damaged entry raise what a read raises, whether the
+    reader answers from a scan of the whole index or from one lookup."""
+    prefix = write_index(tmp_path, {"bad": entry, "good": make_entry()})
+    for scan_first in (False, True):
+        with tff.open_checkpoint(prefix) as reader:
+            if scan_first:
+                assert list(reader) == ["bad", "good"] and len(reader) == 2
+            for call in (reader.shape, reader.dtype, reader.__contains__):
+                with pytest.raises(tff.TFFormatsError) as raised:
+                    call("bad")
+                with pytest.raises(type(raised.value)):
+                    reader["bad"]
+            assert reader.shape("good") == [4] and reader.dtype("good").name == "float32"
+            assert "good" in reader
+
+
+def test_list_variables_sorts_names_that_key_order_does_not(tmp_path):
+    """Key order is bytewise; list_variables sorts as Python (and TensorFlow's
+    Python wrapper) does: undecodable bytes, kept as surrogates, sort before
+    characters from U+E000 although their bytes sort after."""
+    prefix = write_index(tmp_path, {b"a": make_entry(), b"b\xee\x80\x80": make_entry(shape=(2,)),
+                                    b"b\xff": make_entry(shape=(3,))})
+    assert tff.list_variables(prefix) == [("a", [4]), ("b\udcff", [3]), ("b\ue000", [2])]

@@ -667,3 +667,21 @@ def test_show_accepts_saved_model_cli_spelling_of_the_directory():
     for args in ([], [directory, "--dir", directory]):
         proc = run("show", *args, check=2)
         assert "DIR or --dir DIR" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_ls_imports_neither_numpy_nor_protobuf():
+    """`ls` of a bundle without an object graph reads only the index: numpy and
+    protobuf, whose imports take longer than listing 100,000 tensors, stay out."""
+    code = ("import io, contextlib, sys\n"
+            "from tfformats.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+            "    assert main(['ls', sys.argv[1]]) == 0\n"
+            "assert 'float32' in out.getvalue()\n"
+            "print(sorted(m for m in ('numpy', 'google.protobuf', 'ml_dtypes', 'logging')\n"
+            "             if m in sys.modules))\n")
+    environ = dict(os.environ)
+    environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), environ.get("PYTHONPATH")]))
+    proc = subprocess.run([sys.executable, "-c", code, str(FIXTURES / "dtypes" / "ckpt")],
+                          capture_output=True, text=True, env=environ, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

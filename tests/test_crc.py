@@ -22,6 +22,19 @@ def test_parallel_crc_equals_serial(size):
     assert crc.crc32c_parallel(memoryview(data)) == hot.crc32c(data)
 
 
+@pytest.mark.parametrize("size", [0, 1, crc.COPY_STEP + 1, crc.PARALLEL_MIN_BYTES - 1,
+                                  crc.PARALLEL_MIN_BYTES, 5 * crc.PARALLEL_MIN_BYTES + 7])
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_copy_and_crc_in_one_pass(size, workers, monkeypatch):
+    monkeypatch.setattr(crc, "_WORKERS", workers)
+    data = np.random.default_rng(size).bytes(size)
+    out = bytearray(size)
+    assert crc.crc32c_copy_parallel(memoryview(data), out) == hot.crc32c(data)
+    assert out == data
+    with pytest.raises(ValueError):
+        crc.crc32c_copy_parallel(memoryview(data), bytearray(size + 1))
+
+
 # --- pieces of 2**29 bytes and more (tensors of 1 GiB and more) -------------------
 
 _ZEROS = bytes(16 << 20)

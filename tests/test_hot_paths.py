@@ -761,3 +761,144 @@ def test_block_key_limits_parity():
         assert (result[0] == "ok") == fits
         if result[0] == "raised":
             assert result[1] is LimitError
+
+
+# --- index_entries: what a reader's per-name calls answer from ----------------------------
+
+
+def reference_infos(block, table, num_shards):
+    """index_entries' map rebuilt from decode_entries and BundleReader's checks."""
+    out = {}
+    for name, (enum, shape, shard, offset, size, _, parts) in _pure.decode_entries(block, "blk"):
+        plain = (not parts and shape is not None and all(d >= 0 for d in shape)
+                 and 0 <= shard < num_shards and offset >= 0 and size >= 0 and enum in table)
+        out[name] = (table[enum], shape) if plain else None
+    return out
+
+
+@pytest.mark.parametrize("hot", IMPLEMENTATIONS)
+def test_index_entries_known_answers(hot):
+    table = {1: "float32", 7: "string"}
+    items = [
+        (b"", b"\x08\x01"),                                              # header: skipped
+        (b"a_plain", bundle_entry(1, (2, 3), 0, 8, 24)),
+        (b"b_same", bundle_entry(1, (2, 3), 0, 32, 24)),
+        (b"c_scalar", bundle_entry(7, (), 1, 0, 5)),
+        (b"d_parts", bundle_entry(1, (4,), slices=[((0, 2),), ((2, 2),)])),
+        (b"e_negative_offset", bundle_entry(1, (1,), 0, -8, 4)),
+        (b"f_negative_size", bundle_entry(1, (1,), 0, 0, -4)),
+        (b"g_shard_too_big", bundle_entry(1, (1,), 2, 0, 4)),
+        (b"h_negative_shard", bundle_entry(1, (1,), -1, 0, 4)),
+        (b"i_unknown_rank", bundle_entry(1, (3,), unknown_rank=True)),
+        (b"j_unknown_dtype", bundle_entry(99, (3,))),
+        (b"k_negative_dim", bundle_entry(1, (-1, 2))),
+        # shard id with bits above 64: _signed gives 2**64 + 1 - 2**64 = 1
+        (b"l_wide_shard", bundle_entry(1, (1,), 0, 0, 4, extra=tag(3, 0) + varint((1 << 64) + 1))),
+        (b"m_wide_offset", bundle_entry(1, (1,), 0, 0, 4, extra=tag(4, 0) + varint((1 << 64) - 1))),
+    ]
+    infos = {"zz_before": "kept"}
+    hot.index_entries(build_block(items), "blk", infos, table, 2)
+    assert infos == {"zz_before": "kept",
+                     "a_plain": ("float32", (2, 3)), "b_same": ("float32", (2, 3)),
+                     "c_scalar": ("string", ()), "d_parts": None, "e_negative_offset": None,
+                     "f_negative_size": None, "g_shard_too_big": None, "h_negative_shard": None,
+                     "i_unknown_rank": None, "j_unknown_dtype": None, "k_negative_dim": None,
+                     "l_wide_shard": ("float32", (1,)), "m_wide_offset": None}
+    assert list(infos)[1:] == [k.decode() for k, _ in items[1:]]    # key order
+    assert infos["a_plain"] is infos["b_same"]      # runs share one tuple
+    assert hot.index_entries(build_block(items), "blk", {}, table, 2) is None
+    with pytest.raises(TypeError):
+        hot.index_entries(build_block(items), "blk", {}, table, "2")
+
+
+@pytest.mark.parametrize("hot", IMPLEMENTATIONS)
+def test_index_entries_matches_decode_entries_on_real_blocks(hot):
+    from tfformats import dtypes
+    for block in REAL_BLOCKS:
+        for shards in (1, 2):
+            infos = {}
+            hot.index_entries(block, "blk", infos, dtypes.BY_ENUM, shards)
+            assert infos == reference_infos(block, dtypes.BY_ENUM, shards)
+
+
+@needs_native
+def test_index_entries_many_entries_parity():
+    _, block = checkpoint_block(4096, seed=11)
+    table = {e: f"dtype{e}" for e in range(10)}
+    results = []
+    for hot in (_pure, _native):
+        infos = {}
+        hot.index_entries(block, "b", infos, table, 1)
+        results.append(infos)
+    assert results[0] == results[1] == reference_infos(block, table, 1)
+    assert len(results[0]) == 4095
+
+
+@needs_native
+@PARITY
+@given(entries=st.lists(st.tuples(
+    st.binary(min_size=1, max_size=12), st.integers(0, 40),
+    st.lists(st.integers(-3, 1 << 40), max_size=3), st.integers(-2, 3),
+    st.integers(-(1 << 63), 1 << 40), st.integers(-5, 1 << 40), st.booleans(),
+    st.lists(st.lists(st.tuples(st.integers(0, 9), st.integers(-1, 9)), max_size=2), max_size=2)),
+    max_size=25), shards=st.integers(0, 3), data=st.data())
+def test_index_entries_parity(entries, shards, data):
+    """The same map or the same exception as the twin (and as decode_entries plus
+    BundleReader's checks), on blocks of odd entries and on damaged blocks."""
+    items = sorted({key: bundle_entry(dtype, shape, shard, offset, size, 0, parts, unknown)
+                    for key, dtype, shape, shard, offset, size, unknown, parts in entries}.items())
+    block = build_block(items)
+    table = {e: e for e in range(32)}
+    rng = random.Random(data.draw(st.integers(0, 2**32)))
+    for i, candidate in enumerate((block, damaged(block, rng, data.draw(st.integers(1, 4))))):
+        results = []
+        for hot in (_pure, _native):
+            infos = {}
+            result = outcome(hot.index_entries, candidate, "blk", infos, table, shards)
+            results.append((result, infos) if result[0] == "ok" else result)
+        assert results[0] == results[1]
+        if i == 0:
+            assert results[0][1] == reference_infos(block, table, shards)
+
+
+@pytest.mark.parametrize("hot", IMPLEMENTATIONS)
+def test_index_shapes_known_answers(hot):
+    for block in REAL_BLOCKS:
+        pairs = [("kept", [1])]
+        ascii = hot.index_shapes(block, "b", pairs)
+        decoded = hot.decode_entries(block, "b")
+        assert pairs == [("kept", [1])] + [(n, None if d[1] is None else list(d[1]))
+                                           for n, d in decoded]
+        assert ascii is all(n.isascii() for n, _ in decoded)
+    items = [(b"a", bundle_entry(1, (2,))), (b"b\xee\x80\x80", bundle_entry(1, (3, 1))),
+             (b"b\xff", bundle_entry(1, (5,), unknown_rank=True))]
+    pairs = []
+    assert hot.index_shapes(build_block(items), "b", pairs) is False
+    assert pairs == [("a", [2]), ("b\ue000", [3, 1]), ("b\udcff", None)]
+
+
+@needs_native
+@PARITY
+@given(pairs=st.lists(st.tuples(st.binary(min_size=1, max_size=12), st.binary(max_size=40)),
+                      max_size=30), data=st.data())
+def test_index_shapes_parity(pairs, data):
+    block = build_block(sorted(dict(pairs).items()))
+    rng = random.Random(data.draw(st.integers(0, 2**32)))
+    for candidate in (block, damaged(block, rng, data.draw(st.integers(1, 4)))):
+        results = []
+        for hot in (_pure, _native):
+            out = []
+            result = outcome(hot.index_shapes, candidate, "blk", out)
+            results.append((result, out) if result[0] == "ok" else result)
+        assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("hot", IMPLEMENTATIONS)
+def test_index_listing_reports_damage_before_an_unknown_dtype(hot):
+    """As _pure decodes a whole block before filling the maps, an entry damaged
+    further on is reported rather than an earlier entry's unknown dtype."""
+    block = build_block([(b"a", bundle_entry(99, (2,))), (b"b", b"\x08\x01\x12\x05\x12")])
+    with pytest.raises(FormatError, match="entry 'b'"):
+        hot.index_listing(block, "blk", {}, {}, {1: "float32"})
+    with pytest.raises(KeyError):
+        hot.index_listing(build_block([(b"a", bundle_entry(99, (2,)))]), "blk", {}, {}, {})

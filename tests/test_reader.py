@@ -367,3 +367,43 @@ def test_every_key_of_a_tensorflow_index_with_several_blocks_looked_up_cold(tmp_
             assert reader[name].tolist() == [i, -i]
     with tff.open_checkpoint(prefix) as reader:
         assert list(reader) == names and name[:-1] not in reader and name + "0" not in reader
+
+
+@pytest.mark.parametrize("prefix,expected", CHECKPOINTS,
+                         ids=[str(p.relative_to(FIXTURES)) for p, _ in CHECKPOINTS])
+def test_per_name_calls_before_and_after_the_index_scan(prefix, expected):
+    """shape/dtype/in answer from single lookups on a fresh reader and from one
+    scan of the index once iteration, len or enough lookups asked for every
+    name: the same answers, TensorFlow's, either way."""
+    want = {name: (spec["shape"], spec["dtype"]) for name, spec in expected.items()}
+    missing = ["no/such/tensor", "", b"bytes", 3, ("t",)]
+    for scan_first in (False, True):
+        with tff.open_checkpoint(prefix) as reader:
+            if scan_first:
+                assert len(reader) == len(want)
+            got = {name: (reader.shape(name), reader.dtype(name).name) for name in want}
+            assert got == want
+            assert all(name in reader for name in want)
+            assert not any(name in reader for name in missing)
+            with pytest.raises(tff.TensorNotFoundError):
+                reader.shape("no/such/tensor")
+            with pytest.raises(tff.TensorNotFoundError):
+                reader.dtype("no/such/tensor")
+            shape = reader.shape(next(iter(want)))
+            shape.append(99)   # a list of the caller's own
+            assert reader.shape(next(iter(want))) == want[next(iter(want))][0]
+            assert list(reader) == sorted(want, key=lambda n: n.encode("utf-8", "surrogateescape"))
+
+
+def test_many_single_lookups_end_in_one_scan(monkeypatch):
+    """After enough lookups a reader scans its index once: answers stay the same."""
+    from tfformats import checkpoint
+    monkeypatch.setattr(checkpoint, "_BYTES_PER_LOOKUP", 1 << 40)   # scan after 64 lookups
+    prefix, expected = next((p, e) for p, e in CHECKPOINTS if len(e) >= 20)
+    names = sorted(expected)
+    with tff.open_checkpoint(prefix) as reader:
+        for round_ in range(70 // len(names) + 2):
+            for name in names:
+                assert reader.shape(name) == expected[name]["shape"]
+                assert name in reader
+        assert "no/such/tensor" not in reader

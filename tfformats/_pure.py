@@ -11,6 +11,7 @@ read from a file is checked against the bytes that are really there before it
 is used. `where` arguments only feed error messages (file, tensor, offset).
 """
 
+import operator
 import struct
 
 import crc32c as _crc32c
@@ -336,6 +337,45 @@ def index_listing(block, where, shapes, dtypes, table):
     for name, entry in decode_entries(block, where):
         shapes[name] = None if entry[1] is None else list(entry[1])
         dtypes[name] = table[entry[0]]
+
+
+def index_entries(block, where, infos, table, num_shards):
+    """Add every tensor entry of a block to `infos`, in key order: name ->
+    (table[dtype enum], shape tuple) for a plain tensor whose entry passes
+    `BundleReader`'s checks (known dtype, known rank, no negative dimension,
+    offset or size, shard id in 0..num_shards-1), else None (a partitioned or
+    damaged entry: lookups of it take the path that builds and checks the
+    whole entry). Decoding errors are decode_entries'.
+
+    What a reader's per-name calls (`shape`, `dtype`, `in`, iteration, `len`)
+    answer from, filled in one pass instead of one lookup per name.
+    """
+    num_shards = operator.index(num_shards)
+    last = None
+    for name, (enum, shape, shard, offset, size, _, parts) in decode_entries(block, where):
+        info = None
+        if (not parts and shape is not None and 0 <= shard < num_shards and offset >= 0
+                and size >= 0 and not any(d < 0 for d in shape)):
+            kind = table.get(enum)
+            if kind is not None:
+                # Runs of one dtype and shape share a tuple (as the native twin does).
+                info = last if last is not None and last[0] is kind and last[1] == shape \
+                    else (kind, shape)
+                last = info
+        infos[name] = info
+
+
+def index_shapes(block, where, pairs):
+    """Append (name, list(shape), None for unknown rank) of every tensor entry
+    of a block to `pairs`, in key order; the checks and errors are
+    decode_entries'. Returns whether every name was ASCII: then the pairs are
+    in the order `sorted()` gives them too (what `list_variables` returns).
+    """
+    ascii = True
+    for name, entry in decode_entries(block, where):
+        pairs.append((name, None if entry[1] is None else list(entry[1])))
+        ascii = ascii and name.isascii()
+    return ascii
 
 
 # --- DT_STRING tensors --------------------------------------------------------

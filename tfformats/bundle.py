@@ -5,7 +5,7 @@ partitioned tensors; it hands out numpy arrays that are read-only zero-copy
 views over the memory-mapped data files unless a copy is asked for.
 """
 
-from __future__ import annotations
+from __future__ import annotations   # np.ndarray in annotations: numpy loads on first use
 
 import contextlib
 import gc
@@ -14,17 +14,20 @@ import os
 import re
 import sys
 from collections import namedtuple
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 from typing import Protocol, runtime_checkable
-
-import numpy as np
 
 from . import commit, dtypes, fileio, limits, slices, wire
 from ._impl import hot
-from .crc import crc32c_parallel
+from .crc import crc32c_copy_parallel, crc32c_parallel
 from .errors import (ChecksumError, CheckpointNotFoundError, FormatError,
                      TensorNotFoundError, UnsupportedError)
 from .sstable import Table
+
+if TYPE_CHECKING:
+    import numpy as np
+else:   # imported on first use (tfformats/_lazy.py): listing an index needs no numpy
+    from ._lazy import numpy as np
 
 HEADER_KEY = b""
 BUNDLE_VERSION = 1       # the newest bundle format this reader understands
@@ -61,6 +64,15 @@ class TensorStore(Protocol):
 
     def listing(self) -> tuple:
         """({name: list(shape)}, {name: DType}) of every tensor."""
+
+    def tensor_info(self) -> dict:
+        """name -> (DType, shape tuple) of every tensor in key order, or None
+        for a tensor whose `entry()` must be asked (partitioned, or damaged:
+        `entry()` raises what is wrong). One scan, kept; callers must not
+        change it."""
+
+    def index_size(self) -> int:
+        """Bytes a scan for `tensor_info()` decodes (0: it reads nothing)."""
 
     def entries(self, checked: bool = True) -> dict:
         """name -> Entry of every tensor."""
@@ -128,6 +140,7 @@ class BundleReader:
         self.verify = verify
         self._opener = opener
         self._decoded = None   # [(name, decode_entry tuple)], from a scan on demand
+        self._info: dict | None = None   # tensor_info(), from a scan on demand
         self._by_name = None   # the same as a dict, built when a read needs it
         # Every data file is opened now, not at the first read: the maps keep
         # the files that belong to this index even if the checkpoint is
@@ -261,6 +274,34 @@ class BundleReader:
             self._decoded = decoded
         return self._decoded
 
+    def tensor_info(self) -> dict:
+        """name -> (DType, shape tuple), or None where `entry()` must be asked;
+        see `TensorStore.tensor_info`. One batched pass over the index."""
+        info = self._info
+        if info is None:
+            info = {}
+            with gc_paused():
+                for block, where in self.table.data_blocks():
+                    hot.index_entries(block, where, info, dtypes.BY_ENUM, self.num_shards)
+            self._info = info
+        return info
+
+    def index_size(self) -> int:
+        return self.table.source.size()
+
+    def shape_pairs(self) -> list[tuple[str, list[int]]]:
+        """sorted((name, list(shape)) of every tensor), as `tf.train.list_variables`
+        returns them, from one pass that builds nothing else; sorting only when
+        a name is not ASCII (otherwise key order is already sorted order)."""
+        pairs: list = []
+        ordered = True
+        with gc_paused():
+            for block, where in self.table.data_blocks():
+                ordered = hot.index_shapes(block, where, pairs) and ordered
+            if not ordered:
+                pairs.sort()
+        return pairs
+
     def listing(self) -> tuple:
         """({name: list(shape)}, {name: DType}) of every tensor, from one pass over
         the index that builds nothing else (what TensorFlow's listing calls return)."""
@@ -287,8 +328,11 @@ class BundleReader:
         with gc_paused():
             if checked:
                 return {name: self._entry(name, d) for name, d in decoded}
+            # tuple.__new__ of one tuple costs less than calling the namedtuple.
+            make, kinds = tuple.__new__, dtypes.BY_ENUM
             try:
-                return {name: Entry(name, dtypes.BY_ENUM[d[0]], *d[1:]) for name, d in decoded}
+                return {name: make(Entry, (name, kinds[e], shape, shard, offset, size, crc, parts))
+                        for name, (e, shape, shard, offset, size, crc, parts) in decoded}
             except KeyError:  # an unknown dtype: let the checked path name it
                 return self.entries()
 
@@ -364,6 +408,12 @@ class BundleReader:
                               f"{list(entry.shape)} and dtype {dtype.name} needs "
                               f"{count * dtype.itemsize} bytes but its entry says {entry.size}")
         source, view = self.raw(entry)
+        if verify and copy and not self.swapped:
+            # A verified copy: copied and checked in one pass, on all cores.
+            out = np.empty(entry.shape, dtype=dtype.as_numpy_dtype)
+            crc = crc32c_copy_parallel(view, out.reshape(-1).view(np.uint8))
+            self._check_crc(entry, source, crc)
+            return out
         if verify:
             self._check_crc(entry, source, crc32c_parallel(view))
         array = np.frombuffer(view, dtype=dtype.as_numpy_dtype).reshape(entry.shape)

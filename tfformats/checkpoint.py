@@ -10,12 +10,10 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from typing import Any, Callable, Iterator
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from . import commit, fileio, v1
-from .bundle import DATA_SUFFIX, BundleReader
+from .bundle import DATA_SUFFIX, BundleReader, gc_paused
 from .bundle import Entry, TensorStore
 from .dtypes import DType
 from .errors import CheckpointNotFoundError, DeviceError, FormatError, UnsupportedError
@@ -24,7 +22,14 @@ from .objgraph import (OBJECT_GRAPH_KEY, VARIABLE_VALUE, object_variables, parse
 from .objgraph import ObjectVariable
 from .progress import bar
 
+if TYPE_CHECKING:   # annotations only: reading an index needs no numpy
+    import numpy as np
+
 STATE_FILENAME = "checkpoint"
+
+# A reader scans its whole index once single lookups have cost about as much:
+# one lookup decodes about as much as a scan does per this many index bytes.
+_BYTES_PER_LOOKUP = 4096
 
 # `device=` is served by the GPU front end (tfformats.cuda), which sits above
 # the readers: the package installs a loader for it (tfformats/__init__.py)
@@ -189,26 +194,59 @@ class CheckpointReader(Mapping):
             self.bundle = BundleReader(self.prefix, verify=verify, opener=opener)
         self._objects = None
         self._spare_listing = None  # (shapes or None, dtypes or None), see _listing
+        # name -> (DType, shape) or None: bundle.tensor_info(), once something
+        # needs every name, or once enough single lookups were made that one
+        # scan of the index costs less than looking up the rest one by one.
+        self._info: dict = {}     # empty until scanned: every lookup misses to `_entry`
+        self._scanned = False
+        self._lookups = 0
+        self._scan_after = max(64, self.bundle.index_size() // _BYTES_PER_LOOKUP)
 
     # Mapping
     def __getitem__(self, name: str) -> np.ndarray:
         return self.bundle.read(name)
 
     def __iter__(self) -> Iterator[str]:
-        return (name for name, _ in self.bundle.decoded_entries())  # in key order
+        return iter(self._tensor_info())  # in key order
 
     def __len__(self) -> int:
-        return len(self.bundle.decoded_entries())
+        return len(self._tensor_info())
 
     def __contains__(self, name: object) -> bool:
+        try:
+            if self._info[name] is not None:
+                return True
+        except (KeyError, TypeError):   # not scanned (yet), not a plain tensor, or unhashable
+            pass
         return self.has_tensor(name)
 
-    # cheap, index-only information
+    # cheap, index-only information. The fast path is a plain dict lookup of
+    # the exact key; everything else takes `_entry`, the path that checks.
     def shape(self, name: str) -> list[int]:
-        return list(self.bundle.entry(name).shape)
+        try:
+            return list(self._info[name][1])
+        except (KeyError, TypeError):
+            return list(self._entry(name).shape)
 
     def dtype(self, name: str) -> DType:
-        return self.bundle.entry(name).dtype
+        try:
+            return self._info[name][0]
+        except (KeyError, TypeError):
+            return self._entry(name).dtype
+
+    def _tensor_info(self) -> dict:
+        if not self._scanned:
+            self._info = self.bundle.tensor_info()
+            self._scanned = True
+        return self._info
+
+    def _entry(self, name: str) -> Entry:
+        """bundle.entry(name), counting lookups until the index is scanned."""
+        if not self._scanned:
+            self._lookups += 1
+            if self._lookups > self._scan_after:
+                self._tensor_info()
+        return self.bundle.entry(name)
 
     def entry(self, name: str) -> Entry:
         return self.bundle.entry(name)
@@ -235,7 +273,7 @@ class CheckpointReader(Mapping):
         if not isinstance(name, str):
             return False
         try:
-            self.bundle.entry(name)
+            self._entry(name)
         except KeyError:
             return False
         return True
@@ -321,7 +359,12 @@ def open_checkpoint(path: str | os.PathLike, verify: bool = True) -> CheckpointR
 @fileio.with_storage
 def list_variables(path: str | os.PathLike) -> list[tuple[str, list[int]]]:
     """Like `tf.train.list_variables`: sorted (name, shape) pairs."""
-    with CheckpointReader(path) as reader:
+    # Already in key order, so the sort only compares neighbours. The collector
+    # stays off throughout: it would only rescan the 100,000s of new lists and
+    # pairs, all of which are returned.
+    with gc_paused(), CheckpointReader(path) as reader:
+        if isinstance(reader.bundle, BundleReader):
+            return reader.bundle.shape_pairs()
         return sorted(reader.get_variable_to_shape_map().items())
 
 

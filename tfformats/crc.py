@@ -4,8 +4,8 @@ The CRC functions of both implementations release the GIL on large buffers,
 so pieces of one tensor can be checked on threads and their CRCs combined.
 """
 
+import functools
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 from ._impl import hot
 
@@ -31,10 +31,13 @@ def _gf2_multiply(a, b):
 _X8 = 1 << 23   # x^8: one byte
 
 
+@functools.lru_cache(maxsize=1024)
 def _x_pow_8n(nbytes):
     """x^(8 nbytes) mod P, by squaring. The powers x^(2^k) must not be reused
     modulo 32: the polynomial is not irreducible, so x^(2^32) is not x, and
-    pieces of 2**29 bytes or more would get a wrong CRC."""
+    pieces of 2**29 bytes or more would get a wrong CRC. Cached: a checkpoint's
+    tensors come in a few sizes, and squaring in Python costs ~100 µs a call,
+    more than checking a megabyte."""
     p, power = 1 << 31, _X8   # x^0; x^(8 * 2^k)
     while nbytes:
         if nbytes & 1:
@@ -44,11 +47,23 @@ def _x_pow_8n(nbytes):
     return p
 
 
+@functools.lru_cache(maxsize=1024)
+def _shifted_bits(nbytes):
+    """x^(8 nbytes) times each single-bit CRC: multiplying is linear, so a
+    product is the XOR of these for the bits set in the other factor."""
+    power = _x_pow_8n(nbytes)
+    return tuple(_gf2_multiply(power, 1 << j) for j in range(32))
+
+
 def crc32c_combine(crc1, crc2, len2):
     """CRC-32C of A + B given crc1 = CRC(A), crc2 = CRC(B) and len2 = len(B)."""
     if len2 <= 0:
         return crc1
-    return _gf2_multiply(_x_pow_8n(len2), crc1) ^ crc2
+    product = 0
+    for j, shifted in enumerate(_shifted_bits(len2)):
+        if crc1 >> j & 1:
+            product ^= shifted
+    return product ^ crc2
 
 
 # Below this a tensor is checked in one piece: thread hand-offs would cost more.
@@ -60,6 +75,9 @@ _pool = None
 def _shared_pool():
     global _pool
     if _pool is None:
+        # Imported here: concurrent.futures brings logging, which listing an
+        # index (`tfformats ls`) never needs.
+        from concurrent.futures import ThreadPoolExecutor
         _pool = ThreadPoolExecutor(max(1, _WORKERS - 1), thread_name_prefix="tfformats-crc")
     return _pool
 
@@ -79,6 +97,46 @@ def crc32c_parallel(buffer):
     cuts = list(range(0, n, step))
     futures = [_shared_pool().submit(hot.crc32c, buffer[a:a + step]) for a in cuts[1:]]
     crc = hot.crc32c(buffer[:step])
+    for a, future in zip(cuts[1:], futures):
+        crc = crc32c_combine(crc, future.result(), min(step, n - a))
+    return crc
+
+
+# Copies are checked in steps of this many bytes: each step's CRC then reads
+# bytes the copy has just brought into the cache, instead of a second pass
+# over memory.
+COPY_STEP = 1 << 20
+
+
+def _copy_and_check(src, dst):
+    """Copy `src` into `dst` (numpy uint8 arrays of one length) step by step,
+    returning the CRC-32C of the copied bytes; both steps release the GIL."""
+    import numpy as np
+    crc = 0
+    for a in range(0, len(src), COPY_STEP):
+        piece = dst[a:a + COPY_STEP]
+        np.copyto(piece, src[a:a + COPY_STEP])
+        crc = hot.crc32c(piece, crc)
+    return crc
+
+
+def crc32c_copy_parallel(src, dst):
+    """Copy the bytes of `src` into `dst` (a writable buffer of the same
+    length) and return the CRC-32C of what now is in `dst`, pieces on several
+    cores: a verified private copy in one pass over the bytes."""
+    import numpy as np
+    src = np.frombuffer(src, np.uint8)
+    dst = np.frombuffer(dst, np.uint8)
+    n = len(src)
+    if len(dst) != n:
+        raise ValueError(f"copy of {n} bytes into a buffer of {len(dst)}")
+    if _WORKERS < 2 or n < PARALLEL_MIN_BYTES:
+        return _copy_and_check(src, dst)
+    step = -(-n // _WORKERS)
+    cuts = list(range(0, n, step))
+    futures = [_shared_pool().submit(_copy_and_check, src[a:a + step], dst[a:a + step])
+               for a in cuts[1:]]
+    crc = _copy_and_check(src[:step], dst[:step])
     for a, future in zip(cuts[1:], futures):
         crc = crc32c_combine(crc, future.result(), min(step, n - a))
     return crc

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from .errors import UnsupportedError
+
+if TYPE_CHECKING:
+    import numpy as np
+else:   # imported on first use (tfformats/_lazy.py): listing an index needs no numpy
+    from ._lazy import numpy as np
 
 
 class DType:
@@ -29,9 +32,12 @@ class DType:
     @property
     def as_numpy_dtype(self) -> np.dtype | None:
         """The numpy dtype (None for resource/variant; object for strings)."""
-        if isinstance(self._numpy, str):  # an ml_dtypes type, imported on first use
-            import ml_dtypes
-            self._numpy = np.dtype(getattr(ml_dtypes, self._numpy))
+        if isinstance(self._numpy, str):  # numpy (and ml_dtypes) load on first use
+            if self._numpy.startswith("ml_dtypes."):
+                import ml_dtypes
+                self._numpy = np.dtype(getattr(ml_dtypes, self._numpy[len("ml_dtypes."):]))
+            else:
+                self._numpy = np.dtype(self._numpy)
         return self._numpy
 
     @property
@@ -58,27 +64,27 @@ class DType:
 
 
 STRING_ENUM = 7
-_TABLE: "list[tuple[str, int, Any]]" = [
-    # name, enum, numpy type (None: not readable as an array; a string: from ml_dtypes)
-    ("float32", 1, np.float32), ("float64", 2, np.float64), ("int32", 3, np.int32),
-    ("uint8", 4, np.uint8), ("int16", 5, np.int16), ("int8", 6, np.int8),
-    ("string", 7, object), ("complex64", 8, np.complex64), ("int64", 9, np.int64),
-    ("bool", 10, np.bool_), ("qint8", 11, np.int8), ("quint8", 12, np.uint8),
-    ("qint32", 13, np.int32), ("bfloat16", 14, "bfloat16"),
-    ("qint16", 15, np.int16), ("quint16", 16, np.uint16), ("uint16", 17, np.uint16),
-    ("complex128", 18, np.complex128), ("float16", 19, np.float16),
-    ("resource", 20, None), ("variant", 21, None), ("uint32", 22, np.uint32),
-    ("uint64", 23, np.uint64), ("float8_e5m2", 24, "float8_e5m2"),
-    ("float8_e4m3fn", 25, "float8_e4m3fn"),
-    ("float8_e4m3fnuz", 26, "float8_e4m3fnuz"),
-    ("float8_e4m3b11fnuz", 27, "float8_e4m3b11fnuz"),
-    ("float8_e5m2fnuz", 28, "float8_e5m2fnuz"),
-    ("int4", 29, "int4"), ("uint4", 30, "uint4"),
-    ("int2", 31, "int2"), ("uint2", 32, "uint2"),
-    ("float4_e2m1fn", 33, "float4_e2m1fn"),
+_TABLE: "list[tuple[str, int, str | None]]" = [
+    # name, enum, numpy type name (None: not readable as an array; "ml_dtypes.": from ml_dtypes)
+    ("float32", 1, "float32"), ("float64", 2, "float64"), ("int32", 3, "int32"),
+    ("uint8", 4, "uint8"), ("int16", 5, "int16"), ("int8", 6, "int8"),
+    ("string", 7, "object"), ("complex64", 8, "complex64"), ("int64", 9, "int64"),
+    ("bool", 10, "bool"), ("qint8", 11, "int8"), ("quint8", 12, "uint8"),
+    ("qint32", 13, "int32"), ("bfloat16", 14, "ml_dtypes.bfloat16"),
+    ("qint16", 15, "int16"), ("quint16", 16, "uint16"), ("uint16", 17, "uint16"),
+    ("complex128", 18, "complex128"), ("float16", 19, "float16"),
+    ("resource", 20, None), ("variant", 21, None), ("uint32", 22, "uint32"),
+    ("uint64", 23, "uint64"), ("float8_e5m2", 24, "ml_dtypes.float8_e5m2"),
+    ("float8_e4m3fn", 25, "ml_dtypes.float8_e4m3fn"),
+    ("float8_e4m3fnuz", 26, "ml_dtypes.float8_e4m3fnuz"),
+    ("float8_e4m3b11fnuz", 27, "ml_dtypes.float8_e4m3b11fnuz"),
+    ("float8_e5m2fnuz", 28, "ml_dtypes.float8_e5m2fnuz"),
+    ("int4", 29, "ml_dtypes.int4"), ("uint4", 30, "ml_dtypes.uint4"),
+    ("int2", 31, "ml_dtypes.int2"), ("uint2", 32, "ml_dtypes.uint2"),
+    ("float4_e2m1fn", 33, "ml_dtypes.float4_e2m1fn"),
 ]
-BY_ENUM = {e: DType(n, e, t if t is None or isinstance(t, str) else np.dtype(t))
-           for n, e, t in _TABLE}
+# numpy is imported when a numpy dtype is first asked for (see tfformats/_lazy.py).
+BY_ENUM = {e: DType(n, e, t) for n, e, t in _TABLE}
 BY_NAME = {d.name: d for d in BY_ENUM.values()}
 BY_NAME.update(half=BY_NAME["float16"], float=BY_NAME["float32"], double=BY_NAME["float64"])
 

@@ -27,9 +27,7 @@ import os
 import re
 import struct
 import sys
-from typing import Any, Callable
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Callable
 
 # protos and tensor_proto (which imports protobuf) load when a V1 file is read:
 # checkpoint.py imports this module, and reading V2 bundles never imports protobuf.
@@ -37,6 +35,11 @@ from . import dtypes, fileio, slices
 from .bundle import Entry, handed_out
 from .errors import CheckpointNotFoundError, FormatError, TensorNotFoundError, UnsupportedError
 from .sstable import FOOTER_SIZE, MAGIC, Table
+
+if TYPE_CHECKING:
+    import numpy as np
+else:   # imported on first use (tfformats/_lazy.py): listing an index needs no numpy
+    from ._lazy import numpy as np
 
 META_KEY = b""
 CHECKPOINT_VERSION = 1   # TF_CHECKPOINT_VERSION: the format version this reader is
@@ -273,6 +276,15 @@ class V1Reader:
     def decoded_entries(self) -> list:
         """[(name, (DType, shape))] in key order, from the metadata alone."""
         return self._decoded
+
+    def tensor_info(self) -> dict:
+        """name -> (DType, shape) in key order; None for string tensors, whose
+        `entry()` reads their records (and raises if one is missing)."""
+        return {name: None if dtype.is_string else (dtype, shape)
+                for name, (dtype, shape) in self._decoded}
+
+    def index_size(self) -> int:
+        return 0   # the metadata was read on open
 
     def listing(self) -> tuple:
         return ({name: list(shape) for name, (_, shape, _) in self._tensors.items()},

@@ -29,8 +29,10 @@ def _listing(reader, pattern=None):
     """
     from fnmatch import fnmatchcase
     bundle = reader.bundle
-    table = bundle.entries(checked=False)
+    # The object graph first: without one, looking for it is one index lookup,
+    # not a name map built from the whole scan that entries() makes.
     objects = _object_variables(reader)
+    table = bundle.entries(checked=False)
     entries = [table[n] for n in sorted(table)]
     if pattern is not None:
         def wanted(entry):
@@ -44,6 +46,15 @@ def _listing(reader, pattern=None):
 
 
 def cmd_ls(args):
+    # A listing builds columns of 100,000s of small objects that are all kept
+    # until it returns: collections in between would only rescan them, and so
+    # would the first one after, were they still alive when it comes.
+    from ..bundle import gc_paused
+    with gc_paused():
+        return _ls(args)
+
+
+def _ls(args):
     with open_reader(args.path) as reader:
         entries, objects, parts = _listing(reader, args.glob)
         sizes = [e.size if not e.slices else sum(p.size for p in parts[e.name]) for e in entries]
@@ -86,7 +97,9 @@ def cmd_ls(args):
             else:
                 paths = ["-"] * len(names)
             kinds = [e.dtype.name for e in entries]
-            shapes = ["?" if e.shape is None else repr(list(e.shape)) for e in entries]
+            # Tensors share a few shapes: format each shape once.
+            texts = {s: "?" if s is None else repr(list(s)) for s in {e.shape for e in entries}}
+            shapes = [texts[e.shape] for e in entries]
             nbytes = list(map(str, sizes))
             shards = [str(e.shard_id) if not e.slices else
                       ",".join(str(s) for s in sorted({p.shard_id for p in parts[e.name]}))
