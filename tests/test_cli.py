@@ -508,9 +508,10 @@ def test_validate_expect_and_the_saved_model_pb_path(tmp_path):
 
 
 # Every TF-written checkpoint and SavedModel fixture (frozen_graph and function_graph hold
-# graphs, riegeli plain Riegeli files).
+# graphs, riegeli plain Riegeli files, keras_files Keras weight files).
 TF_ARTIFACTS = sorted(p for p in FIXTURES.iterdir()
-                      if p.is_dir() and p.name not in ("frozen_graph", "function_graph", "riegeli"))
+                      if p.is_dir() and p.name not in ("frozen_graph", "function_graph", "riegeli",
+                                                       "keras_files"))
 
 
 def test_validate_finds_nothing_wrong_with_any_tf_written_fixture():
