@@ -10,7 +10,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from .objgraph import (OBJECT_GRAPH_KEY, VARIABLE_VALUE, object_variables, parse
                        saveable_keys)
 from .objgraph import ObjectVariable
 from .progress import bar
+
+if TYPE_CHECKING:   # what open_checkpoint returns for a Keras file
+    from .keras import KerasReader
 
 STATE_FILENAME = "checkpoint"
 
@@ -310,8 +313,12 @@ class TensorSlice:
         return self._bundle.read_region(self.name, index)
 
 
-def open_checkpoint(path: str | os.PathLike, verify: bool = True) -> CheckpointReader:
-    """Open any checkpoint path form; see `resolve_prefix`."""
+def open_checkpoint(path: str | os.PathLike, verify: bool = True) -> CheckpointReader | KerasReader:
+    """Open any checkpoint path form; see `resolve_prefix`. A Keras file
+    (`.keras`, `.weights.h5`, `.h5`) opens as a `tfformats.keras.KerasReader`."""
+    from . import keras
+    if keras.is_keras_path(path) and fileio.isfile(path):
+        return keras.KerasReader(path, verify=verify)
     return CheckpointReader(path, verify=verify)
 
 

@@ -370,7 +370,7 @@ def _keras3_optimizer(f, config, found, trainable_names):
                          for slot in slots]
     if not isinstance(label, str):
         label = "optimizer"
-    names[:2] = fixed
+    names[:len(fixed)] = fixed
     keys = ["optimizer/_iterations", "optimizer/_learning_rate"][:len(fixed)] + [
         f"optimizer/_variables/{i}" for i in range(1, len(own) - len(fixed) + 1)]
     for ds, name, key in zip(own, names, keys):
@@ -693,3 +693,204 @@ class _Slice:
 def open_keras(path, verify=True):
     """Open a `.keras`, `.weights.h5` or legacy `.h5` file (see KerasReader)."""
     return KerasReader(path, verify=verify)
+
+
+# --- views and conversions ---------------------------------------------------------------
+
+class _Entry:
+    __slots__ = ("name", "dtype", "shape")
+
+    def __init__(self, name, dtype, shape):
+        self.name, self.dtype, self.shape = name, dtype, shape
+
+
+class VariableView(Mapping):
+    """The tensors of a `KerasReader` named by Keras variable name where known
+    (`conv/kernel`), else by HDF5 path; the same reader methods. What the
+    converters to safetensors and `.npz` read, and what `diff` compares."""
+
+    def __init__(self, reader):
+        self.reader = reader
+        self.path = self.prefix = reader.path
+        names = {}
+        for path, tensor in reader._tensors.items():
+            var = tensor.var
+            name = var.name if var is not None and var.name and \
+                reader._by_name.get(var.name) == path else path
+            names[name] = path
+        self._paths = dict(sorted(names.items()))
+
+    def hdf5_path(self, name):
+        return self._paths[name]
+
+    def entry(self, name):
+        """What the checkpoint readers' `entry` says that a Keras file can: name, dtype, shape."""
+        return _Entry(name, self.dtype(name), tuple(self.shape(name)))
+
+    def __getitem__(self, name):
+        return self.get_tensor(name)
+
+    def __iter__(self):
+        return iter(self._paths)
+
+    def __len__(self):
+        return len(self._paths)
+
+    def _path(self, name):
+        path = self._paths.get(name)
+        if path is None:
+            raise TensorNotFoundError(f"{self.path}: no Keras variable {name!r}")
+        return path
+
+    def shape(self, name):
+        return self.reader.shape(self._path(name))
+
+    def dtype(self, name):
+        return self.reader.dtype(self._path(name))
+
+    def get_tensor(self, name, copy=False):
+        return self.reader.get_tensor(self._path(name), copy=copy)
+
+    def close(self):
+        self.reader.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def by_variable_name(path):
+    """`VariableView` of the Keras file at `path`."""
+    return VariableView(KerasReader(path))
+
+
+def checkpoint_tensors(reader, skip_unsupported=False):
+    """(checkpoint key -> array, key -> Keras variable name, HDF5 paths left out)
+    for writing `reader` as the TF checkpoint tf-keras' `save_weights` writes.
+
+    Metric state (`metrics/...`, kept by tf-keras' `.keras`) is no model
+    weight and is always left out; any other tensor whose place in the model
+    tfformats cannot tell raises UnsupportedError, or is left out with
+    `skip_unsupported=True`.
+    """
+    tensors, full_names, skipped = {}, {}, []
+    for path in reader:
+        var = reader._tensor(path).var
+        if var is None or var.key is None:
+            if not (path.startswith("metrics/") or skip_unsupported):
+                raise UnsupportedError(
+                    f"{reader.path}: dataset {path!r} has no place tfformats knows in the "
+                    "object graph of tf-keras' checkpoints; pass skip_unsupported=True to "
+                    "leave it out")
+            skipped.append(path)
+            continue
+        tensors[var.key] = reader.get_tensor(path)
+        if var.name:
+            full_names[var.key] = var.name
+    return tensors, full_names, skipped
+
+
+def keras_to_checkpoint(src, dst_prefix, *, skip_unsupported=False, progress=False):
+    """Write the weights (and optimizer state) of Keras file `src` as the TF
+    checkpoint `dst_prefix` that tf-keras' `model.save_weights(dst_prefix)`
+    would write for the same model: `layer_with_weights-N/...` object paths,
+    Keras variable names as full names. tf-keras' `load_weights` and
+    `tf.train.Checkpoint(model).restore` read it; Keras 3's `load_weights`
+    reads no TF checkpoints at all. Returns the HDF5 paths left out."""
+    from .progress import bar
+    from .writer import save_checkpoint
+    with KerasReader(src) as reader:
+        total = sum(math.prod(reader.shape(p)) * reader.dtype(p).itemsize for p in reader)
+        with bar(progress, total, f"converting {os.path.basename(os.fspath(src))}") as shown:
+            tensors, full_names, skipped = checkpoint_tensors(reader, skip_unsupported)
+            save_checkpoint(dst_prefix, tensors, object_graph=True, full_names=full_names)
+            shown.update(total)
+    return skipped
+
+
+def _source_tensors(src, stack):
+    """A name -> array lookup over `src`: a Keras file (by HDF5 path and Keras
+    name), or a checkpoint, .safetensors or .npz file (by key and by the full
+    variable name its object graph records)."""
+    from . import convert
+    from .checkpoint import CheckpointReader
+    path = os.fspath(src)
+    if is_keras_path(path):
+        reader = stack.enter_context(KerasReader(path))
+        return lambda name: reader.get_tensor(name) if reader.has_tensor(name) else None
+    lower = path.lower()
+    if lower.endswith((".safetensors", ".npz")):
+        work = stack.enter_context(fileio.scratch_dir("tfformats-keras-"))
+        prefix = os.path.join(work, "ckpt")
+        (convert.safetensors_to_checkpoint if lower.endswith(".safetensors")
+         else convert.npz_to_checkpoint)(path, prefix)
+        path = prefix
+    reader = stack.enter_context(CheckpointReader(path))
+    try:
+        objects = reader.object_variables()
+    except (FormatError, UnsupportedError):
+        objects = {}
+    names = {}
+    for key, var in objects.items():
+        if var.full_name and var.attribute == "VARIABLE_VALUE":
+            names.setdefault(var.full_name, key)
+
+    def lookup(name):
+        key = name if reader.has_tensor(name) else names.get(name)
+        return None if key is None else reader.get_tensor(key)
+    return lookup
+
+
+def to_weights_h5(src, dst, like):
+    """Write the tensors of `src` into the Keras weights file `dst`, laid out as
+    the Keras file `like` (a `.keras`, `.weights.h5` or legacy `.h5` of the same
+    model): its groups and attributes, each dataset filled from `src` by HDF5
+    path, Keras variable name or tf-keras checkpoint key. `src` is a
+    checkpoint (such as `keras_to_checkpoint` writes), a `.safetensors` or
+    `.npz` file, or another Keras file. Keras' `load_weights` reads the result."""
+    import contextlib
+    h5py = _h5py()
+    with contextlib.ExitStack() as stack:
+        template = stack.enter_context(KerasReader(like))
+        lookup = _source_tensors(src, stack)
+        values, missing = {}, []
+        for path in template:
+            tensor = template._tensor(path)
+            var = tensor.var
+            candidates = [path] + ([var.name, var.key] if var is not None else [])
+            for name in candidates:
+                value = lookup(name) if name else None
+                if value is not None:
+                    break
+            else:
+                missing.append(path)
+                continue
+            want = template.dtype(path).as_numpy_dtype
+            if list(value.shape) != list(tensor.shape) or value.dtype != want:
+                raise FormatError(f"{src}: tensor for {path!r} is {value.dtype}"
+                                  f"{list(value.shape)}; {like} has {want}{list(tensor.shape)}")
+            values[path] = value
+        if missing:
+            raise TensorNotFoundError(f"{src}: no tensor for {len(missing)} dataset(s) of "
+                                      f"{like}: {', '.join(missing[:5])}")
+        dst = os.fspath(dst)
+        with fileio.replaced_atomically(dst) as temp, fileio.create(temp) as file:
+            with h5py.File(file, "w") as out:
+                _copy_layout(template._file, out, values)
+    return dst
+
+
+def _copy_layout(source, out, values):
+    """Groups and attributes of h5py group `source` into `out`, datasets from `values`."""
+    import h5py
+    for key, value in source.attrs.items():
+        out.attrs[key] = value
+    for name, item in source.items():
+        if isinstance(item, h5py.Group):
+            _copy_layout(item, out.create_group(name), values)
+        elif isinstance(item, h5py.Dataset):
+            ds = out.create_dataset(name, data=values[item.name.lstrip("/")])
+            for key, value in item.attrs.items():
+                ds.attrs[key] = value
