@@ -110,7 +110,7 @@ def build_parser():
     p = command("validate", "check CRCs, shards, bounds, protos and fingerprints (for CI)", cmd_validate)
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="checkpoints, SavedModel directories or their saved_model.pb/.pbtxt")
-    p.add_argument("--expect", choices=("saved_model", "checkpoint"),
+    p.add_argument("--expect", choices=("saved_model", "checkpoint", "keras"),
                    help="what each PATH must be; anything else is a finding")
 
     p = command("fingerprint", "compute a SavedModel's fingerprint hashes", cmd_fingerprint)
