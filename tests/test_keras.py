@@ -226,7 +226,10 @@ def test_back_to_weights_h5_keras3_loads(tmp_path, via):
     else:
         tfformats.checkpoint_to_npz(src, middle)
     out = tmp_path / "back.weights.h5"
-    tk.to_weights_h5(middle, out, like=src)
+    if via == "ckpt":
+        tk.to_weights_h5(middle, out, like=src)
+    else:   # the command reads them through a checkpoint
+        assert main(["convert", middle, str(out), "--like", str(src)]) == 0
     model = keras.saving.load_model(src)
     for w in model.weights:
         w.assign(np.zeros(w.shape, w.dtype))
@@ -263,6 +266,17 @@ def test_safetensors_and_npz_by_keras_name(tmp_path):
         assert npz["adam_1/iteration"] == 1
         assert npz["lstm/lstm_cell/kernel"].tobytes() == expected_array(
             EXPECTED["k3_seq.keras"]["variables"]["lstm/lstm_cell/kernel"]).tobytes()
+
+
+def test_back_from_a_mapping_of_arrays(tmp_path):
+    with tk.KerasReader(DIR / "k3_seq.keras") as reader:
+        tensors = {reader.keras_name(p) or p: reader.get_tensor(p, copy=True) for p in reader}
+    tensors["out/kernel"] = tensors["out/kernel"] + 1
+    tk.to_weights_h5(tensors, tmp_path / "w.weights.h5", like=DIR / "k3_seq.keras")
+    with tk.KerasReader(tmp_path / "w.weights.h5") as back:
+        assert back.kind == "keras3_h5" and sorted(back) == sorted(EXPECTED["k3_seq.weights.h5"]["hdf5"])
+        np.testing.assert_array_equal(back["out/kernel"], tensors["out/kernel"])
+        np.testing.assert_array_equal(back["lstm/lstm_cell/kernel"], tensors["lstm/lstm_cell/kernel"])
 
 
 def test_template_mismatch_and_missing_tensors(tmp_path):

@@ -811,22 +811,16 @@ def keras_to_checkpoint(src, dst_prefix, *, skip_unsupported=False, progress=Fal
 
 
 def _source_tensors(src, stack):
-    """A name -> array lookup over `src`: a Keras file (by HDF5 path and Keras
-    name), or a checkpoint, .safetensors or .npz file (by key and by the full
-    variable name its object graph records)."""
-    from . import convert
+    """A name -> array lookup over `src`: a Mapping of arrays, a Keras file (by
+    HDF5 path and Keras name), or a checkpoint (by key and by the full variable
+    name its object graph records)."""
     from .checkpoint import CheckpointReader
+    if isinstance(src, Mapping):
+        return lambda name: None if src.get(name) is None else np.asarray(src[name])
     path = os.fspath(src)
     if is_keras_path(path):
         reader = stack.enter_context(KerasReader(path))
         return lambda name: reader.get_tensor(name) if reader.has_tensor(name) else None
-    lower = path.lower()
-    if lower.endswith((".safetensors", ".npz")):
-        work = stack.enter_context(fileio.scratch_dir("tfformats-keras-"))
-        prefix = os.path.join(work, "ckpt")
-        (convert.safetensors_to_checkpoint if lower.endswith(".safetensors")
-         else convert.npz_to_checkpoint)(path, prefix)
-        path = prefix
     reader = stack.enter_context(CheckpointReader(path))
     try:
         objects = reader.object_variables()
@@ -848,8 +842,9 @@ def to_weights_h5(src, dst, like):
     the Keras file `like` (a `.keras`, `.weights.h5` or legacy `.h5` of the same
     model): its groups and attributes, each dataset filled from `src` by HDF5
     path, Keras variable name or tf-keras checkpoint key. `src` is a
-    checkpoint (such as `keras_to_checkpoint` writes), a `.safetensors` or
-    `.npz` file, or another Keras file. Keras' `load_weights` reads the result."""
+    checkpoint (such as `keras_to_checkpoint` writes), another Keras file, or
+    a Mapping of name -> array (the command line reads .safetensors and .npz
+    files through a checkpoint). Keras' `load_weights` reads the result."""
     import contextlib
     h5py = _h5py()
     with contextlib.ExitStack() as stack:
@@ -869,17 +864,21 @@ def to_weights_h5(src, dst, like):
                 continue
             want = template.dtype(path).as_numpy_dtype
             if list(value.shape) != list(tensor.shape) or value.dtype != want:
-                raise FormatError(f"{src}: tensor for {path!r} is {value.dtype}"
+                raise FormatError(f"{_label(src)}: tensor for {path!r} is {value.dtype}"
                                   f"{list(value.shape)}; {like} has {want}{list(tensor.shape)}")
             values[path] = value
         if missing:
-            raise TensorNotFoundError(f"{src}: no tensor for {len(missing)} dataset(s) of "
+            raise TensorNotFoundError(f"{_label(src)}: no tensor for {len(missing)} dataset(s) of "
                                       f"{like}: {', '.join(missing[:5])}")
         dst = os.fspath(dst)
         with fileio.replaced_atomically(dst) as temp, fileio.create(temp) as file:
             with h5py.File(file, "w") as out:
                 _copy_layout(template._file, out, values)
     return dst
+
+
+def _label(src):
+    return "the tensors given" if isinstance(src, Mapping) else os.fspath(src)
 
 
 def _copy_layout(source, out, values):

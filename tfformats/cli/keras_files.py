@@ -60,7 +60,18 @@ def convert(args, src_kind, dst_kind):
         if not args.like:
             raise UsageError(f"output {args.dst}: writing a Keras weights file needs --like, "
                              "a .keras/.weights.h5/.h5 file of the same model to take the layout from")
-        keras.to_weights_h5(args.src, args.dst, args.like)
+        import contextlib
+        import os
+        with contextlib.ExitStack() as stack:
+            src = args.src
+            if src_kind in ("safetensors", "npz"):   # through a checkpoint, as diff reads them
+                from .. import fileio
+                prefix = os.path.join(stack.enter_context(fileio.scratch_dir("tfformats-keras-")),
+                                      "ckpt")
+                (converters.safetensors_to_checkpoint if src_kind == "safetensors"
+                 else converters.npz_to_checkpoint)(src, prefix)
+                src = prefix
+            keras.to_weights_h5(src, args.dst, args.like)
     else:
         function = {"checkpoint": keras.keras_to_checkpoint,
                     "safetensors": converters.checkpoint_to_safetensors,
