@@ -580,7 +580,7 @@ def test_fingerprint_write_then_check(tmp_path):
 
 # --- convert and diff --------------------------------------------------------------
 
-@pytest.mark.parametrize("dst", ["out.pt", "model.h5", "weights.json"])
+@pytest.mark.parametrize("dst", ["out.pt", "model.pkl", "weights.json"])
 def test_convert_unknown_output_extension_is_a_usage_error(tmp_path, dst):
     proc = run("convert", FIXTURES / "sharded", tmp_path / dst, check=2)
     assert ".safetensors" in proc.stderr and "--to checkpoint|safetensors|npz" in proc.stderr

@@ -464,6 +464,8 @@ class KerasReader(Mapping):
         h5py = _h5py()
         self.path = os.fspath(path)
         self.prefix = self.path    # what messages and the command line call it
+        # For the checkpoint readers' signature: Keras files carry no data
+        # checksums (h5py checks those of the HDF5 metadata itself).
         self.verify = verify
         if fileio.isdir(self.path):
             raise CheckpointNotFoundError(f"{self.path}: a directory, not a Keras file")
@@ -688,11 +690,6 @@ class _Slice:
             return self._reader.get_tensor(tensor.path)[index]
         dtype = self.dtype.as_numpy_dtype
         return self._reader._decoded(tensor, math.prod(tensor.shape) * dtype.itemsize, index)
-
-
-def open_keras(path, verify=True):
-    """Open a `.keras`, `.weights.h5` or legacy `.h5` file (see KerasReader)."""
-    return KerasReader(path, verify=verify)
 
 
 # --- views and conversions ---------------------------------------------------------------

@@ -36,7 +36,7 @@ def _checked_kind(path, what):
         hint = f"; or name the output format with --to {'|'.join(FORMATS)}" if what == "output" else ""
         raise UsageError(f"{what} {path}: unknown extension .{extension}; convert supports TF "
                          "checkpoints (a prefix such as out/ckpt; a SavedModel directory as input), "
-                         f".safetensors and .npz{hint}")
+                         f".safetensors, .npz and Keras files (.keras, .weights.h5, .h5){hint}")
     return kind
 
 
