@@ -201,6 +201,43 @@ def test_tf_keras_load_weights_and_tf_train_checkpoint_restore_it(tmp_path, name
 
 
 @requires_tf
+def test_sequential_model_and_layer_options(tmp_path):
+    """A Keras 3 Sequential model names its variables inside its own scope
+    (`seq/a/kernel`); BatchNormalization without beta, a frozen layer,
+    LayerNormalization, SGD momentum slots. tf-keras restores the conversion."""
+    import keras
+    import tf_keras
+
+    def build(k):
+        return k.Sequential([k.Input((5,)), k.layers.Dense(4, name="a"),
+                             k.layers.BatchNormalization(name="b", center=False),
+                             k.layers.Dropout(0.1), k.layers.Dense(3, name="c", trainable=False),
+                             k.layers.LayerNormalization(name="ln"), k.layers.Dense(2, name="d")],
+                            name="seq")
+    model = build(keras)
+    model.compile(optimizer=keras.optimizers.SGD(momentum=0.9), loss="mse")
+    model.fit(np.ones((4, 5), np.float32), np.ones((4, 2), np.float32), verbose=0)
+    model.save(tmp_path / "m.keras")
+    model.save_weights(tmp_path / "m.weights.h5")
+    config = tk.KerasReader(tmp_path / "m.keras").config
+    for path, given in ((tmp_path / "m.keras", None), (tmp_path / "m.weights.h5", config)):
+        with tk.KerasReader(path, config=given) as reader:
+            for w in model.weights + model.optimizer.variables:
+                np.testing.assert_array_equal(reader[w.path], w.numpy())
+    prefix = str(tmp_path / "ckpt")
+    tk.keras_to_checkpoint(tmp_path / "m.keras", prefix)
+    restored = build(tf_keras)
+    restored.load_weights(prefix).assert_existing_objects_matched().expect_partial()
+    for w in restored.weights:
+        np.testing.assert_array_equal(w.numpy(), {v.path: v for v in model.weights}[
+            "seq/" + w.name.removesuffix(":0")].numpy())
+    # Without the config, the three BatchNormalization variables cannot be told apart.
+    with tk.KerasReader(tmp_path / "m.weights.h5") as bare:
+        assert bare.keras_name("layers/batch_normalization/vars/0") is None
+        assert bare.keras_name("layers/dense/vars/0") == "a/kernel"
+
+
+@requires_tf
 def test_keras3_load_weights_refuses_tf_checkpoints(tmp_path):
     """As docs/keras.md says: Keras 3 reads only its own formats."""
     import keras

@@ -279,12 +279,21 @@ def _numbered(group):
     return [group[k] for k in sorted((k for k in group.keys() if k.isdigit()), key=int)]
 
 
+def _scope(outer, cfg, name):
+    """The prefix of variable names inside a model: a Sequential model builds its
+    layers inside its own name scope (`sequential/dense/kernel`); a functional
+    model's layers are built before it is (`dense/kernel`)."""
+    if isinstance(cfg, dict) and cfg.get("class_name") == "Sequential" and isinstance(name, str):
+        return f"{outer}{name}/"
+    return outer
+
+
 def _keras3_names(f, config, datasets):
     """Variables of a Keras 3 weights file by path, named and keyed as above."""
     found = {}
     trainable_names = []
 
-    def layer(group, cfg, ckpt):
+    def layer(group, cfg, ckpt, scope):
         h5py = _h5py()
         vars_group = group.get("vars")
         label = None
@@ -298,8 +307,9 @@ def _keras3_names(f, config, datasets):
             else re.sub(r"_\d+$", "", group.name.split("/")[-1])
         trainable = inner.get("trainable", True) is not False
         if isinstance(group.get("layers"), h5py.Group):   # a nested model
-            container(group["layers"], inner.get("layers"), ckpt)
+            container(group["layers"], inner.get("layers"), ckpt, _scope(scope, cfg, label))
             return
+        label = scope + label
         own = _numbered(vars_group)
         names = _attribute_names(kind, inner, len(own))
         for i, ds in enumerate(own):
@@ -318,20 +328,22 @@ def _keras3_names(f, config, datasets):
                     ds.name.lstrip("/"), f"{label}/{_RNN[kind]}/{attr}" if attr else None,
                     f"{ckpt}cell/{attr}{_ATTRIBUTES}" if attr else None, trainable)
 
-    def container(group, config_layers, ckpt):
+    def container(group, config_layers, ckpt, scope):
         with_weights = 0
         for name, cfg in _ordered_children(group, config_layers, datasets):
             child = group[name]
             prefix = f"{child.name.lstrip('/')}/"
             if not any(p.startswith(prefix) for p in datasets):
                 continue
-            layer(child, cfg, f"{ckpt}layer_with_weights-{with_weights}/")
+            layer(child, cfg, f"{ckpt}layer_with_weights-{with_weights}/", scope)
             with_weights += 1
 
     model_cfg = (config or {}).get("config", {}) if isinstance(config, dict) else {}
     if isinstance(f.get("layers"), _h5py().Group):
         layers_cfg = model_cfg.get("layers") if isinstance(model_cfg, dict) else None
-        container(f["layers"], layers_cfg if isinstance(layers_cfg, list) else None, "")
+        root_name = model_cfg.get("name") if isinstance(model_cfg, dict) else None
+        container(f["layers"], layers_cfg if isinstance(layers_cfg, list) else None, "",
+                  _scope("", config, root_name))
     trainable_names = [v.name for v in found.values() if v.trainable and v.name]
     _keras3_optimizer(f, config, found, trainable_names)
     return found
@@ -458,9 +470,13 @@ class KerasReader(Mapping):
     "legacy_h5" (tf-keras `model.save("x.h5")` or `save_weights("x.h5")`) or
     "hdf5" (another HDF5 file: datasets by path, no Keras names). `config`
     and `metadata` are the archive's JSON (or the legacy `model_config`).
+    A bare `.weights.h5` has no config: pass the model's (`config.json` of its
+    `.keras`, or `json.loads(model.to_json())`) as `config` to name what its
+    layers' classes alone cannot (a BatchNormalization without `center`, the
+    optimizer's slots, a Sequential model's name scope).
     """
 
-    def __init__(self, path, verify=True):
+    def __init__(self, path, verify=True, config=None):
         h5py = _h5py()
         self.path = os.fspath(path)
         self.prefix = self.path    # what messages and the command line call it
@@ -472,14 +488,16 @@ class KerasReader(Mapping):
         self._source = fileio.open_file(self.path)
         self._file = None
         try:
-            self._open(h5py)
+            self._open(h5py, config)
         except BaseException:
             self.close()
             raise
 
-    def _open(self, h5py):
+    def _open(self, h5py, config):
         head = bytes(self._source.view(0, min(8, self._source.size()), "signature"))
-        self.config = self.metadata = None
+        if config is not None and not isinstance(config, dict):
+            raise TypeError(f"config must be a dict (a model's config.json), not {type(config)}")
+        self.config, self.metadata = config, None
         self.kind = "hdf5"
         if head.startswith(ZIP_SIGNATURE):
             archive = _Archive(self.path, self._source)
@@ -541,7 +559,7 @@ class KerasReader(Mapping):
                 raise FormatError(f"{self._where}: attribute model_config is not JSON") from None
             found = _legacy_names(f, f["model_weights"])
         else:
-            if self.config is None and self.kind != "keras":
+            if self.kind != "keras":
                 self.kind = "keras3_h5" if isinstance(f.get("layers"), h5py.Group) or \
                     isinstance(f.get("vars"), h5py.Group) else "hdf5"
             found = _keras3_names(f, self.config, datasets)
