@@ -445,6 +445,28 @@ def test_zip_without_weights_or_config(tmp_path):
         tk.KerasReader(_zip(tmp_path / "c.keras", {"config.json": "[1, ", "model.weights.h5": weights}))
 
 
+@pytest.mark.parametrize("config", [
+    {"class_name": "Functional", "config": []},
+    {"class_name": 7, "config": {"layers": "not a list", "name": ["x"]}},
+    {"config": {"layers": [1, None, {"class_name": {"a": 1}, "config": 3}]}},
+    {"class_name": "Sequential", "config": {"name": 5, "layers": [{"class_name": "Dense"}]},
+     "compile_config": {"optimizer": {"class_name": "Adam", "config": []}}},
+])
+def test_odd_config_json_never_crashes(tmp_path, config):
+    """config.json only helps naming: whatever it holds, the datasets read by path."""
+    weights = (DIR / "k3_cnn.weights.h5").read_bytes()
+    path = _zip(tmp_path / "m.keras", {"config.json": json.dumps(config),
+                                       "model.weights.h5": weights})
+    try:
+        reader = tk.KerasReader(path)
+    except FormatError:
+        return
+    with reader:
+        assert sorted(reader) == sorted(EXPECTED["k3_cnn.weights.h5"]["hdf5"])
+        for name in reader:
+            reader.get_tensor(name)
+
+
 def test_deflated_member_is_read_in_memory(tmp_path):
     weights = (DIR / "k3_seq.weights.h5").read_bytes()
     config = zipfile.ZipFile(DIR / "k3_seq.keras").read("config.json")

@@ -291,7 +291,6 @@ def _scope(outer, cfg, name):
 def _keras3_names(f, config, datasets):
     """Variables of a Keras 3 weights file by path, named and keyed as above."""
     found = {}
-    trainable_names = []
 
     def layer(group, cfg, ckpt, scope):
         h5py = _h5py()
@@ -299,11 +298,12 @@ def _keras3_names(f, config, datasets):
         label = None
         if vars_group is not None:
             label = vars_group.attrs.get("name")
-        inner = cfg.get("config", {}) if isinstance(cfg, dict) else {}
+        inner = cfg.get("config") if isinstance(cfg, dict) else None
+        inner = inner if isinstance(inner, dict) else {}   # config.json is untrusted too
         if isinstance(label, bytes):
             label = label.decode("utf-8", "replace")
         label = label if isinstance(label, str) else inner.get("name") or group.name.split("/")[-1]
-        kind = _snake(cfg["class_name"]) if isinstance(cfg, dict) and "class_name" in cfg \
+        kind = _snake(str(cfg["class_name"])) if isinstance(cfg, dict) and "class_name" in cfg \
             else re.sub(r"_\d+$", "", group.name.split("/")[-1])
         trainable = inner.get("trainable", True) is not False
         if isinstance(group.get("layers"), h5py.Group):   # a nested model
@@ -522,7 +522,8 @@ class KerasReader(Mapping):
             self._file = h5py.File(_Window(self._data, self._base, size), "r")
             datasets = self._datasets(h5py)
             self._name_variables(h5py, datasets)
-        except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, RuntimeError, ValueError, KeyError, TypeError, AttributeError,
+                IndexError) as exc:   # h5py's errors, and odd values in the file's JSON
             if isinstance(exc, (FormatError, UnsupportedError, TensorNotFoundError)):
                 raise
             raise FormatError(f"{where}: unreadable HDF5 ({type(exc).__name__}: {exc})") from None
