@@ -22,6 +22,8 @@ is unpickled: a `model.weights.npz` (pickled dicts, which Keras itself then
 refuses to load) raises UnsupportedError.
 """
 
+from __future__ import annotations
+
 import io
 import json
 import math
@@ -29,7 +31,8 @@ import os
 import re
 import struct
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -55,7 +58,7 @@ def _h5py():
     return h5py
 
 
-def is_keras_path(path):
+def is_keras_path(path: str | os.PathLike) -> bool:
     """Whether `path` names a Keras weight file by its extension (`.keras`,
     `.h5`, `.hdf5`, `.weights.h5`)."""
     return os.fspath(path).lower().endswith(EXTENSIONS)
@@ -476,7 +479,8 @@ class KerasReader(Mapping):
     optimizer's slots, a Sequential model's name scope).
     """
 
-    def __init__(self, path, verify=True, config=None):
+    def __init__(self, path: str | os.PathLike, verify: bool = True,
+                 config: Optional[dict] = None) -> None:
         h5py = _h5py()
         self.path = os.fspath(path)
         self.prefix = self.path    # what messages and the command line call it
@@ -540,6 +544,8 @@ class KerasReader(Mapping):
                     dtype = dtypes.as_dtype(obj.dtype)
                 except (UnsupportedError, TypeError, KeyError):
                     dtype = None
+                if dtype is not None and dtype.itemsize is None:   # strings: not weights
+                    dtype = None
                 tensors[name] = _Tensor(name, obj, shape, dtype, _contiguous_offset(h5py, obj))
         self._file.visititems(visit)
         self._tensors = tensors
@@ -585,63 +591,73 @@ class KerasReader(Mapping):
                 return tensor
         raise TensorNotFoundError(f"{self.path}: no dataset or Keras variable {name!r}")
 
-    def variable_names(self):
+    def variable_names(self) -> dict[str, str]:
         """Keras variable name (`dense/kernel`) -> HDF5 dataset path."""
         return dict(self._by_name)
 
-    def keras_name(self, name):
+    def keras_name(self, name: str) -> Optional[str]:
         """The Keras variable name of a tensor, or None where tfformats cannot tell."""
         var = self._tensor(name).var
         return None if var is None else var.name
 
-    def checkpoint_keys(self):
+    def checkpoint_keys(self) -> dict[str, str]:
         """HDF5 path -> the key tf-keras' TF-format `save_weights` gives that
         variable (`layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE`), for
         every tensor whose place in the model tfformats knows."""
         return {p: t.var.key for p, t in self._tensors.items() if t.var and t.var.key}
 
     # Mapping
-    def __getitem__(self, name):
+    def __getitem__(self, name: str) -> np.ndarray:
         return self.get_tensor(name)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._tensors))
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._tensors)
 
-    def __contains__(self, name):
+    def __contains__(self, name: object) -> bool:
         return self.has_tensor(name)
 
-    def has_tensor(self, name):
+    def has_tensor(self, name: object) -> bool:
         try:
             self._tensor(name)
         except KeyError:
             return False
         return True
 
-    def shape(self, name):
+    def shape(self, name: str) -> list[int]:
         return list(self._tensor(name).shape)
 
-    def dtype(self, name):
+    def dtype(self, name: str) -> dtypes.DType:
         tensor = self._tensor(name)
         if tensor.dtype is None:
             raise UnsupportedError(f"{self._where}: dataset {tensor.path!r} has numpy dtype "
                                    f"{tensor.dataset.dtype}, which no TensorFlow dtype matches")
         return tensor.dtype
 
-    def get_variable_to_shape_map(self):
+    def _numpy_dtype(self, tensor: _Tensor) -> np.dtype:
+        numpy_dtype = self.dtype(tensor.path).as_numpy_dtype
+        assert numpy_dtype is not None   # _datasets keeps fixed-size dtypes only
+        return numpy_dtype
+
+    def nbytes(self, name: str) -> int:
+        """The bytes the tensor's values take as an array."""
+        tensor = self._tensor(name)
+        return math.prod(tensor.shape) * self._numpy_dtype(tensor).itemsize
+
+    def get_variable_to_shape_map(self) -> dict[str, list[int]]:
         return {p: list(t.shape) for p, t in self._tensors.items()}
 
-    def get_variable_to_dtype_map(self):
+    def get_variable_to_dtype_map(self) -> dict[str, dtypes.DType]:
         return {p: t.dtype for p, t in self._tensors.items() if t.dtype is not None}
 
     # data
-    def get_tensor(self, name, copy=False):
+    def get_tensor(self, name: str, copy: bool = False) -> np.ndarray:
         """The tensor as numpy: a read-only view of the file where its bytes are
         stored as they are, else decoded by h5py; `copy=True` for a private array."""
         tensor = self._tensor(name)
-        dtype = self.dtype(tensor.path).as_numpy_dtype
+        dtype = self._numpy_dtype(tensor)
         count = math.prod(tensor.shape)
         nbytes = count * dtype.itemsize
         if tensor.offset is not None:
@@ -667,11 +683,11 @@ class KerasReader(Mapping):
             raise FormatError(f"{self._where}: dataset {tensor.path!r}: {exc}") from None
         return np.asarray(value)
 
-    def get_slice(self, name):
+    def get_slice(self, name: str) -> KerasSlice:
         """A lazy handle: `reader.get_slice(name)[10:20]` reads only that region."""
-        return _Slice(self, self._tensor(name))
+        return KerasSlice(self, self._tensor(name))
 
-    def close(self):
+    def close(self) -> None:
         if self._file is not None:
             try:
                 self._file.close()
@@ -680,35 +696,36 @@ class KerasReader(Mapping):
             self._file = None
         self._source.close()
 
-    def __enter__(self):
+    def __enter__(self) -> KerasReader:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<KerasReader {self.path!r} ({getattr(self, 'kind', '?')})>"
 
 
-class _Slice:
-    def __init__(self, reader, tensor):
+class KerasSlice:
+    """Returned by `KerasReader.get_slice`: index it to read part of a tensor."""
+
+    def __init__(self, reader: KerasReader, tensor: _Tensor) -> None:
         self._reader, self._tensor = reader, tensor
         self.name = tensor.path
 
     @property
-    def shape(self):
+    def shape(self) -> list[int]:
         return list(self._tensor.shape)
 
     @property
-    def dtype(self):
+    def dtype(self) -> dtypes.DType:
         return self._reader.dtype(self._tensor.path)
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: Any) -> np.ndarray:
         tensor = self._tensor
         if tensor.offset is not None:   # a view of the map: only those pages are touched
             return self._reader.get_tensor(tensor.path)[index]
-        dtype = self.dtype.as_numpy_dtype
-        return self._reader._decoded(tensor, math.prod(tensor.shape) * dtype.itemsize, index)
+        return self._reader._decoded(tensor, self._reader.nbytes(tensor.path), index)
 
 
 # --- views and conversions ---------------------------------------------------------------
@@ -725,7 +742,7 @@ class VariableView(Mapping):
     (`conv/kernel`), else by HDF5 path; the same reader methods. What the
     converters to safetensors and `.npz` read, and what `diff` compares."""
 
-    def __init__(self, reader):
+    def __init__(self, reader: KerasReader) -> None:
         self.reader = reader
         self.path = self.prefix = reader.path
         names = {}
@@ -736,20 +753,20 @@ class VariableView(Mapping):
             names[name] = path
         self._paths = dict(sorted(names.items()))
 
-    def hdf5_path(self, name):
+    def hdf5_path(self, name: str) -> str:
         return self._paths[name]
 
-    def entry(self, name):
+    def entry(self, name: str) -> _Entry:
         """What the checkpoint readers' `entry` says that a Keras file can: name, dtype, shape."""
         return _Entry(name, self.dtype(name), tuple(self.shape(name)))
 
-    def __getitem__(self, name):
+    def __getitem__(self, name: str) -> np.ndarray:
         return self.get_tensor(name)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self._paths)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._paths)
 
     def _path(self, name):
@@ -758,31 +775,32 @@ class VariableView(Mapping):
             raise TensorNotFoundError(f"{self.path}: no Keras variable {name!r}")
         return path
 
-    def shape(self, name):
+    def shape(self, name: str) -> list[int]:
         return self.reader.shape(self._path(name))
 
-    def dtype(self, name):
+    def dtype(self, name: str) -> dtypes.DType:
         return self.reader.dtype(self._path(name))
 
-    def get_tensor(self, name, copy=False):
+    def get_tensor(self, name: str, copy: bool = False) -> np.ndarray:
         return self.reader.get_tensor(self._path(name), copy=copy)
 
-    def close(self):
+    def close(self) -> None:
         self.reader.close()
 
-    def __enter__(self):
+    def __enter__(self) -> VariableView:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-def by_variable_name(path):
+def by_variable_name(path: str | os.PathLike) -> VariableView:
     """`VariableView` of the Keras file at `path`."""
     return VariableView(KerasReader(path))
 
 
-def checkpoint_tensors(reader, skip_unsupported=False):
+def checkpoint_tensors(reader: KerasReader, skip_unsupported: bool = False
+                       ) -> tuple[dict[str, np.ndarray], dict[str, str], list[str]]:
     """(checkpoint key -> array, key -> Keras variable name, HDF5 paths left out)
     for writing `reader` as the TF checkpoint tf-keras' `save_weights` writes.
 
@@ -808,7 +826,9 @@ def checkpoint_tensors(reader, skip_unsupported=False):
     return tensors, full_names, skipped
 
 
-def keras_to_checkpoint(src, dst_prefix, *, skip_unsupported=False, progress=False):
+def keras_to_checkpoint(src: str | os.PathLike, dst_prefix: str | os.PathLike, *,
+                        skip_unsupported: bool = False,
+                        progress: bool | Callable[..., Any] = False) -> list[str]:
     """Write the weights (and optimizer state) of Keras file `src` as the TF
     checkpoint `dst_prefix` that tf-keras' `model.save_weights(dst_prefix)`
     would write for the same model: `layer_with_weights-N/...` object paths,
@@ -818,7 +838,7 @@ def keras_to_checkpoint(src, dst_prefix, *, skip_unsupported=False, progress=Fal
     from .progress import bar
     from .writer import save_checkpoint
     with KerasReader(src) as reader:
-        total = sum(math.prod(reader.shape(p)) * reader.dtype(p).itemsize for p in reader)
+        total = sum(reader.nbytes(p) for p in reader)
         with bar(progress, total, f"converting {os.path.basename(os.fspath(src))}") as shown:
             tensors, full_names, skipped = checkpoint_tensors(reader, skip_unsupported)
             save_checkpoint(dst_prefix, tensors, object_graph=True, full_names=full_names)
@@ -853,7 +873,8 @@ def _source_tensors(src, stack):
     return lookup
 
 
-def to_weights_h5(src, dst, like):
+def to_weights_h5(src: str | os.PathLike | Mapping[str, Any], dst: str | os.PathLike,
+                  like: str | os.PathLike) -> str:
     """Write the tensors of `src` into the Keras weights file `dst`, laid out as
     the Keras file `like` (a `.keras`, `.weights.h5` or legacy `.h5` of the same
     model): its groups and attributes, each dataset filled from `src` by HDF5

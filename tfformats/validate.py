@@ -131,7 +131,7 @@ def _keras_file(report, path, progress):
         sizes = {}
         for name in reader:
             try:
-                sizes[name] = math.prod(reader.shape(name)) * reader.dtype(name).itemsize
+                sizes[name] = reader.nbytes(name)
             except TFFormatsError as e:
                 report.add("tensor", e, file=path, tensor=name)
         with bar(progress, sum(sizes.values()), f"validating {os.path.basename(path)}") as shown:

@@ -1,7 +1,6 @@
-"""`ls` and `dump` of Keras weight files (`.keras`, `.weights.h5`, legacy `.h5`),
+"""`ls`, `convert` and `diff` of Keras weight files (`.keras`, `.weights.h5`, `.h5`),
 read by tfformats.keras: the checkpoint commands hand them over here."""
 
-import math
 import sys
 
 from .common import EXIT_OK, emit_json, human_bytes, json_doc, table
@@ -9,7 +8,7 @@ from .common import EXIT_OK, emit_json, human_bytes, json_doc, table
 
 def _size(reader, path):
     try:
-        return math.prod(reader.shape(path)) * reader.dtype(path).itemsize
+        return reader.nbytes(path)
     except NotImplementedError:   # a dataset with no TensorFlow dtype
         return 0
 
