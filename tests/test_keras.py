@@ -145,6 +145,8 @@ def test_chunked_and_compressed_datasets_go_through_h5py(tmp_path):
     with tk.KerasReader(path) as reader:
         assert reader.kind == "keras3_h5"
         np.testing.assert_array_equal(reader["dense/kernel"], values)
+        assert not reader["dense/kernel"].flags.writeable
+        assert reader.get_tensor("dense/kernel", copy=True).flags.writeable
         np.testing.assert_array_equal(reader.get_slice("dense/kernel")[3:7, ::2], values[3:7, ::2])
         assert reader["dense/bias"].tolist() == [1.0] * 30
 

@@ -665,7 +665,9 @@ class KerasReader(Mapping):
                                    f"dataset {tensor.path!r}")
             array = np.frombuffer(view, dtype, count).reshape(tensor.shape)
             return array.copy() if copy else array
-        return self._decoded(tensor, nbytes, ())
+        array = self._decoded(tensor, nbytes, ())
+        array.flags.writeable = copy   # like every array tfformats hands out: read-only unless copied
+        return array
 
     def _decoded(self, tensor, nbytes, index):
         """Through h5py (chunked, compressed, compact or unallocated data), after
