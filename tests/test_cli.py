@@ -508,9 +508,10 @@ def test_validate_expect_and_the_saved_model_pb_path(tmp_path):
 
 
 # Every TF-written checkpoint and SavedModel fixture (frozen_graph and function_graph hold
-# graphs, riegeli plain Riegeli files).
+# graphs, riegeli plain Riegeli files, keras_files Keras weight files).
 TF_ARTIFACTS = sorted(p for p in FIXTURES.iterdir()
-                      if p.is_dir() and p.name not in ("frozen_graph", "function_graph", "riegeli"))
+                      if p.is_dir() and p.name not in ("frozen_graph", "function_graph", "riegeli",
+                                                       "keras_files"))
 
 
 def test_validate_finds_nothing_wrong_with_any_tf_written_fixture():
@@ -579,7 +580,7 @@ def test_fingerprint_write_then_check(store):
 
 # --- convert and diff --------------------------------------------------------------
 
-@pytest.mark.parametrize("dst", ["out.pt", "model.h5", "weights.json"])
+@pytest.mark.parametrize("dst", ["out.pt", "model.pkl", "weights.json"])
 def test_convert_unknown_output_extension_is_a_usage_error(tmp_path, dst):
     proc = run("convert", FIXTURES / "sharded", tmp_path / dst, check=2)
     assert ".safetensors" in proc.stderr and "--to checkpoint|safetensors|npz" in proc.stderr

@@ -24,6 +24,8 @@ _LAZY = {
     "checkpoint_to_npz": ("convert", "checkpoint_to_npz"),
     "checkpoint_to_safetensors": ("convert", "checkpoint_to_safetensors"),
     "npz_to_checkpoint": ("convert", "npz_to_checkpoint"),
+    "KerasReader": ("keras", "KerasReader"),
+    "keras_to_checkpoint": ("keras", "keras_to_checkpoint"),
     "safetensors_to_checkpoint": ("convert", "safetensors_to_checkpoint"),
     "SavedModel": ("saved_model", "SavedModel"),
     "load_saved_model": ("saved_model", "load_saved_model"),

@@ -25,6 +25,8 @@ from .progress import bar
 if TYPE_CHECKING:   # annotations only: reading an index needs no numpy
     import numpy as np
 
+    from .keras import KerasReader   # what open_checkpoint returns for a Keras file
+
 STATE_FILENAME = "checkpoint"
 
 # A reader scans its whole index once single lookups have cost about as much:
@@ -351,8 +353,12 @@ class TensorSlice:
 
 
 @fileio.with_storage
-def open_checkpoint(path: str | os.PathLike, verify: bool = True) -> CheckpointReader:
-    """Open any checkpoint path form; see `resolve_prefix`."""
+def open_checkpoint(path: str | os.PathLike, verify: bool = True) -> CheckpointReader | KerasReader:
+    """Open any checkpoint path form; see `resolve_prefix`. A Keras file
+    (`.keras`, `.weights.h5`, `.h5`) opens as a `tfformats.keras.KerasReader`."""
+    from . import keras
+    if keras.is_keras_path(path) and fileio.isfile(path):
+        return keras.KerasReader(path, verify=verify)
     return CheckpointReader(path, verify=verify)
 
 

@@ -63,6 +63,15 @@ def _unsupported(name, why, skip, skipped):
     skipped.append(name)
 
 
+def _open_reader(src):
+    """The reader of `src`: a checkpoint, or a Keras file by its variable names
+    (tfformats.keras, which also converts Keras files to checkpoints)."""
+    from . import keras
+    if keras.is_keras_path(src) and fileio.isfile(src):
+        return keras.by_variable_name(src)
+    return CheckpointReader(src)
+
+
 def _reading(reader, src, progress):
     """A progress bar over the bytes of every tensor of `reader`."""
     total = sum(tensor_nbytes(reader, name) for name in reader)
@@ -120,7 +129,7 @@ def checkpoint_to_safetensors(src: str | os.PathLike, dst: str | os.PathLike, *,
     Returns the names skipped (only with `skip_unsupported=True`).
     """
     skipped: list[str] = []
-    with CheckpointReader(src) as reader:
+    with _open_reader(src) as reader:
         header: dict[str, Any]
         header, names, offset = {}, [], 0
         metadata = {}
@@ -298,7 +307,7 @@ def checkpoint_to_npz(src: str | os.PathLike, dst: str | os.PathLike, *,
     Returns the names skipped (only with `skip_unsupported=True`).
     """
     skipped: list[str] = []
-    with CheckpointReader(src) as reader, _reading(reader, src, progress) as shown:
+    with _open_reader(src) as reader, _reading(reader, src, progress) as shown:
         arrays, kinds = {}, {}
         for name in prefetched(reader, list(reader)):
             dtype = reader.dtype(name)

@@ -27,7 +27,8 @@ from .slices import is_slice_key
 from .v1 import V1Reader
 
 # What `expect=` may ask for, and how messages name each kind.
-KINDS = {"checkpoint": "a checkpoint", "saved_model": "a SavedModel"}
+KINDS = {"checkpoint": "a checkpoint", "saved_model": "a SavedModel",
+         "keras": "a Keras weights file"}
 
 
 @dataclass
@@ -90,6 +91,8 @@ def _validate(report, path, expect, progress):
     if fileio.isdir(directory) and (is_saved_model_dir(directory)
                                     or fileio.isdir(os.path.join(directory, "variables"))):
         report.kind = "saved_model"
+    elif _is_keras_file(path):
+        report.kind = "keras"
     else:
         try:
             prefix = resolve_prefix(path)
@@ -102,10 +105,44 @@ def _validate(report, path, expect, progress):
         return
     if report.kind == "saved_model":
         _saved_model(report, directory, progress)
+    elif report.kind == "keras":
+        _keras_file(report, path, progress)
     elif is_v1_prefix(prefix):
         _v1_checkpoint(report, prefix)
     else:
         _bundle(report, prefix, progress)
+
+
+def _is_keras_file(path):
+    from .keras import is_keras_path
+    return is_keras_path(path) and fileio.isfile(path)
+
+
+def _keras_file(report, path, progress):
+    """A Keras file (tfformats.keras): the archive and HDF5 structure open, and
+    every dataset reads within the file's bytes."""
+    from .keras import KerasReader
+    try:
+        reader = KerasReader(path)
+    except TFFormatsError as e:
+        report.add("keras", e, file=path)
+        return
+    with reader:
+        report.tensors = len(reader)
+        sizes = {}
+        for name in reader:
+            try:
+                sizes[name] = reader.nbytes(name)
+            except TFFormatsError as e:
+                report.add("tensor", e, file=path, tensor=name)
+        with bar(progress, sum(sizes.values()), f"validating {os.path.basename(path)}") as shown:
+            for name, size in sizes.items():
+                try:
+                    reader.get_tensor(name, copy=True)
+                    report.bytes += size
+                except TFFormatsError as e:
+                    report.add("tensor", e, file=path, tensor=name)
+                shown.update(size)
 
 
 def _path_problem(path, error):

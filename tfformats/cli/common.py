@@ -90,5 +90,6 @@ def line_width():
 
 
 def open_reader(path, verify=True):
-    from ..checkpoint import CheckpointReader
-    return CheckpointReader(path, verify=verify)
+    """A CheckpointReader, or a KerasReader for a Keras file (tfformats.keras)."""
+    from ..checkpoint import open_checkpoint
+    return open_checkpoint(path, verify=verify)

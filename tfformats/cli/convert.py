@@ -9,7 +9,7 @@ from .common import EXIT_OK, UsageError, emit_json, json_doc, show_progress
 
 # Extensions that name a TF checkpoint file or prefix (`model.ckpt`, `ckpt-7.index`).
 _CHECKPOINT_EXTENSIONS = ("ckpt", "index")
-FORMATS = ("checkpoint", "safetensors", "npz")
+FORMATS = ("checkpoint", "safetensors", "npz", "keras")
 
 
 def kind_of(path):
@@ -19,6 +19,8 @@ def kind_of(path):
         return "safetensors"
     if lower.endswith(".npz"):
         return "npz"
+    if lower.endswith((".keras", ".h5", ".hdf5")):
+        return "keras"
     return "checkpoint"
 
 
@@ -34,7 +36,7 @@ def _checked_kind(path, what):
         hint = f"; or name the output format with --to {'|'.join(FORMATS)}" if what == "output" else ""
         raise UsageError(f"{what} {path}: unknown extension .{extension}; convert supports TF "
                          "checkpoints (a prefix such as out/ckpt; a SavedModel directory as input), "
-                         f".safetensors and .npz{hint}")
+                         f".safetensors, .npz and Keras files (.keras, .weights.h5, .h5){hint}")
     return kind
 
 
@@ -42,6 +44,9 @@ def cmd_convert(args):
     from .. import convert
     src_kind = _checked_kind(args.src, "input")
     dst_kind = args.to or _checked_kind(args.dst, "output")
+    if "keras" in (src_kind, dst_kind):
+        from .keras_files import convert as convert_keras
+        return convert_keras(args, src_kind, dst_kind)
     if src_kind != "checkpoint" and dst_kind != "checkpoint":
         raise UsageError("convert goes between a TF checkpoint and .safetensors/.npz; "
                          f"{args.src} -> {args.dst} has no checkpoint side")

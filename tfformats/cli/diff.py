@@ -25,6 +25,11 @@ class _Source:
             raise
 
     def _open(self, path):
+        if self.kind == "keras":   # by Keras variable name (tfformats.keras)
+            from ..keras import by_variable_name
+            self.reader = by_variable_name(path)
+            self.names = list(self.reader)
+            return
         prefix = path
         if self.kind != "checkpoint":
             from .. import convert
@@ -86,6 +91,9 @@ def _compare(a, b, atol, rtol):
 def cmd_diff(args):
     a, b = _Source(args.a), _Source(args.b)
     try:
+        if {a.kind, b.kind} == {"keras", "checkpoint"}:   # compare by variable name
+            from .keras_files import by_variable_name
+            by_variable_name(b if a.kind == "keras" else a)
         names_a, names_b = set(a.names), set(b.names)
         if a.kind != "checkpoint" or b.kind != "checkpoint":
             # Only a checkpoint has the object graph as a tensor; convert keeps it as metadata.

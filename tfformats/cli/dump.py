@@ -39,6 +39,8 @@ def _read_with_progress(args, reader, key):
     from .._impl import hot
     from ..errors import ChecksumError
     from ..v1 import V1Reader
+    if not hasattr(reader, "bundle"):   # a Keras file: h5py or the map, no CRC
+        return reader.get_tensor(key)
     entry = reader.entry(key)
     if (entry.slices or entry.dtype.is_string or entry.size < _BIG_TENSOR
             or isinstance(reader.bundle, V1Reader)):   # V1 has no tensor CRC to check

@@ -56,6 +56,9 @@ def cmd_ls(args):
 
 def _ls(args):
     with open_reader(args.path) as reader:
+        if not hasattr(reader, "bundle"):   # a Keras file
+            from .keras_files import ls
+            return ls(args, reader)
         entries, objects, parts = _listing(reader, args.glob)
         sizes = [e.size if not e.slices else sum(p.size for p in parts[e.name]) for e in entries]
         total = sum(sizes)

@@ -115,7 +115,7 @@ def build_parser():
     p = command("validate", "check CRCs, shards, bounds, protos and fingerprints (for CI)", cmd_validate)
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="checkpoints, SavedModel directories or their saved_model.pb/.pbtxt")
-    p.add_argument("--expect", choices=("saved_model", "checkpoint"),
+    p.add_argument("--expect", choices=("saved_model", "checkpoint", "keras"),
                    help="what each PATH must be; anything else is a finding")
 
     p = command("fingerprint", "compute a SavedModel's fingerprint hashes", cmd_fingerprint)
@@ -127,8 +127,10 @@ def build_parser():
                 cmd_convert)
     p.add_argument("src", help="checkpoint / SavedModel dir, or a .safetensors / .npz file")
     p.add_argument("dst", help="a .safetensors / .npz file, or a checkpoint prefix")
-    p.add_argument("--to", choices=("checkpoint", "safetensors", "npz"),
+    p.add_argument("--to", choices=("checkpoint", "safetensors", "npz", "keras"),
                    help="the output format, whatever DST's extension says")
+    p.add_argument("--like", metavar="KERAS_FILE",
+                   help="to a Keras .weights.h5/.h5: the .keras/.h5 file of the same model whose layout to write")
     p.add_argument("--skip-unsupported", action="store_true",
                    help="leave out tensors the target format cannot hold (strings) instead of failing")
 

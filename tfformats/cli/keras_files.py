@@ -1,0 +1,127 @@
+"""`ls`, `convert` and `diff` of Keras weight files (`.keras`, `.weights.h5`, `.h5`),
+read by tfformats.keras: the checkpoint commands hand them over here."""
+
+import sys
+
+from .common import EXIT_OK, emit_json, human_bytes, json_doc, table
+
+
+def _size(reader, path):
+    try:
+        return reader.nbytes(path)
+    except NotImplementedError:   # a dataset with no TensorFlow dtype
+        return 0
+
+
+def ls(args, reader):
+    """Every dataset: HDF5 path, Keras variable name, dtype, shape, bytes, and the
+    key a conversion to a TF checkpoint gives it."""
+    from fnmatch import fnmatchcase
+    keys = reader.checkpoint_keys()
+    rows = []
+    for path in reader:
+        name = reader.keras_name(path)
+        if args.glob is not None and not (fnmatchcase(path, args.glob) or
+                                          (name and fnmatchcase(name, args.glob))):
+            continue
+        dtype = reader.get_variable_to_dtype_map().get(path)
+        rows.append((path, name, dtype.name if dtype else None, reader.shape(path),
+                     _size(reader, path), keys.get(path)))
+    total = sum(r[4] for r in rows)
+    if args.json:
+        emit_json(json_doc("ls", path=args.path, prefix=reader.path, format=reader.kind,
+                           tensors=[{"name": p, "keras_name": n, "dtype": d, "shape": s,
+                                     "bytes": b, "checkpoint_key": k}
+                                    for p, n, d, s, b, k in rows],
+                           totals={"count": len(rows), "bytes": total}))
+        return EXIT_OK
+    out = sys.stdout
+    if rows:
+        out.write(table([[r[0] for r in rows], [r[1] or "-" for r in rows],
+                         [r[2] or "?" for r in rows], [repr(list(r[3])) for r in rows],
+                         [str(r[4]) for r in rows]],
+                        ("NAME", "KERAS NAME", "DTYPE", "SHAPE", "BYTES"), right=(4,)))
+        out.write("\n")
+    out.write(f"{len(rows)} tensors, {total} bytes ({human_bytes(total)}), {reader.kind}\n")
+    return EXIT_OK
+
+
+def convert(args, src_kind, dst_kind):
+    """`convert` with a Keras file on either side: Keras -> TF checkpoint (tf-keras'
+    layout), .safetensors or .npz (by Keras variable name); anything -> a Keras
+    weights file laid out like `--like`."""
+    from .. import convert as converters
+    from .. import keras
+    from ..errors import UnsupportedError
+    from .common import UsageError, show_progress
+    skipped = []
+    if dst_kind == "keras":
+        if not args.like:
+            raise UsageError(f"output {args.dst}: writing a Keras weights file needs --like, "
+                             "a .keras/.weights.h5/.h5 file of the same model to take the layout from")
+        import contextlib
+        import os
+        with contextlib.ExitStack() as stack:
+            src = args.src
+            if src_kind in ("safetensors", "npz"):   # through a checkpoint, as diff reads them
+                from .. import fileio
+                prefix = os.path.join(stack.enter_context(fileio.scratch_dir("tfformats-keras-")),
+                                      "ckpt")
+                (converters.safetensors_to_checkpoint if src_kind == "safetensors"
+                 else converters.npz_to_checkpoint)(src, prefix)
+                src = prefix
+            keras.to_weights_h5(src, args.dst, args.like)
+    else:
+        function = {"checkpoint": keras.keras_to_checkpoint,
+                    "safetensors": converters.checkpoint_to_safetensors,
+                    "npz": converters.checkpoint_to_npz}[dst_kind]
+        try:
+            skipped = function(args.src, args.dst, skip_unsupported=args.skip_unsupported,
+                               progress=show_progress(args))
+        except UnsupportedError as e:
+            raise UnsupportedError(f"{e} (on the command line: --skip-unsupported)") from None
+    if args.json:
+        emit_json(json_doc("convert", src=args.src, dst=args.dst, src_format=src_kind,
+                           dst_format=dst_kind, skipped=list(skipped or [])))
+    else:
+        for name in skipped or []:
+            print(f"skipped {name} (no place in a {dst_kind})")
+        print(f"{args.src} ({src_kind}) -> {args.dst} ({dst_kind})")
+    return EXIT_OK
+
+
+class _ByVariableName:
+    """A checkpoint reader's tensors under the variable names its object graph
+    records (`dense/kernel`): what a Keras file is compared with in `diff`.
+    A name recorded for several keys (a SavedModel lists variables twice) is
+    the first key's."""
+
+    def __init__(self, reader):
+        self.reader, self.bundle = reader, reader.bundle
+        self.keys = {}
+        for key, var in reader.object_variables().items():
+            if var.full_name and var.attribute == "VARIABLE_VALUE" and key in reader:
+                self.keys.setdefault(var.full_name, key)
+        if not self.keys:   # a name-based (TF1) checkpoint: its keys are variable names
+            self.keys = {key: key for key in reader}
+
+    def entry(self, name):
+        return self.reader.entry(self.keys[name])
+
+    def get_tensor(self, name):
+        return self.reader.get_tensor(self.keys[name])
+
+    def shape(self, name):
+        return self.reader.shape(self.keys[name])
+
+    def dtype(self, name):
+        return self.reader.dtype(self.keys[name])
+
+    def close(self):
+        self.reader.close()
+
+
+def by_variable_name(source):
+    """Rename the tensors of a `diff` source (a checkpoint) to variable names."""
+    source.reader = _ByVariableName(source.reader)
+    source.names = sorted(source.reader.keys)
