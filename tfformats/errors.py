@@ -46,8 +46,22 @@ class TensorNotFoundError(TFFormatsError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class AmbiguousNameError(TensorNotFoundError):
+    """A name (a TF1/Keras variable name, usually) stands for several different
+    tensors; `candidates` lists their checkpoint keys. See tfformats/names.py."""
+
+    def __init__(self, message, candidates=()):
+        super().__init__(message)
+        self.candidates = list(candidates)
+
+
 class CheckpointNotFoundError(TFFormatsError, FileNotFoundError):
     """A path names no checkpoint, or a file the checkpoint needs is missing."""
+
+
+class NoCheckpointError(CheckpointNotFoundError, ValueError):
+    """A directory holds no checkpoint tfformats can find. Also a ValueError,
+    which is what `tf.train.load_checkpoint` raises for such a directory."""
 
 
 class UnsupportedError(TFFormatsError, NotImplementedError):
@@ -60,6 +74,8 @@ class DeviceError(TFFormatsError, RuntimeError):
 
 class InvalidDeviceError(DeviceError, ValueError):
     """A device specification that names no CUDA device ("cuda:x", "tpu")."""
+
+
 class Finding(NamedTuple):
     """One problem a check found. `check` names its kind ("crc", "index",
     "entry", "shard", "bounds", "tensor", "object-graph", "proto", "path",
