@@ -8,7 +8,7 @@ keep working for people who do not know tfformats' own classes.
 after one (tfformats.validate, `SavedModel.findings()`), instead of raising.
 """
 
-from typing import NamedTuple, Optional
+from typing import Iterable, NamedTuple, Optional
 
 
 class TFFormatsError(Exception):
@@ -50,7 +50,7 @@ class AmbiguousNameError(TensorNotFoundError):
     """A name (a TF1/Keras variable name, usually) stands for several different
     tensors; `candidates` lists their checkpoint keys. See tfformats/names.py."""
 
-    def __init__(self, message, candidates=()):
+    def __init__(self, message: str, candidates: Iterable[str] = ()) -> None:
         super().__init__(message)
         self.candidates = list(candidates)
 

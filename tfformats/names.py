@@ -19,16 +19,22 @@ The reader (tfformats/checkpoint.py) asks the bundle first and comes here
 only on a miss, so exact keys cost one dict lookup as before.
 """
 
+from __future__ import annotations
+
 import difflib
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from .errors import AmbiguousNameError, TensorNotFoundError
+
+if TYPE_CHECKING:
+    from .checkpoint import CheckpointReader
 
 # Suggestions are only computed on a miss; a checkpoint with more names than
 # this gets them from a prefix of its names (difflib is quadratic-ish).
 _MAX_SUGGESTION_POOL = 200_000
 
 
-def forms(name):
+def forms(name: str) -> list[str]:
     """The spellings of `name` to try: as given, without `:0`, without a trailing "/"."""
     out = [name]
     if name.endswith(":0"):
@@ -39,7 +45,7 @@ def forms(name):
     return out
 
 
-def _private(path):
+def _private(path: str) -> bool:
     return any(part.startswith("_") for part in path.split("/"))
 
 
@@ -52,7 +58,9 @@ class Names:
     `where` starts error messages (the checkpoint's prefix).
     """
 
-    def __init__(self, keys, paths=None, full_names=None, same=None, where=""):
+    def __init__(self, keys: Iterable[str], paths: Mapping[str, str] | None = None,
+                 full_names: Mapping[str, Iterable[str]] | None = None,
+                 same: Callable[[list[str]], bool] | None = None, where: str = "") -> None:
         self.keys = keys if isinstance(keys, (set, frozenset, dict)) else set(keys)
         self.paths = dict(paths or {})
         self.full_names = {n: list(dict.fromkeys(ks)) for n, ks in (full_names or {}).items()}
@@ -60,7 +68,9 @@ class Names:
         self.where = where
 
     @classmethod
-    def of_reader(cls, reader, paths=None, full_names=None, same=None):
+    def of_reader(cls, reader: CheckpointReader, paths: Mapping[str, str] | None = None,
+                  full_names: Mapping[str, Iterable[str]] | None = None,
+                  same: Callable[[list[str]], bool] | None = None) -> Names:
         """The names of a CheckpointReader: its keys, and the object paths and
         variable names its object graph records (plus any given, e.g. from a
         SavedModel's own object graph)."""
@@ -82,7 +92,7 @@ class Names:
                 all_names.setdefault(var.full_name, []).append(key)
         return cls(keys, all_paths, all_names, same, reader.prefix)
 
-    def candidates(self, name):
+    def candidates(self, name: Any) -> list[str]:
         """The keys `name` may stand for: one for a key or object path, any
         number for a variable name, none when it names nothing."""
         if not isinstance(name, str):
@@ -100,7 +110,7 @@ class Names:
                 return sorted(keys, key=_private)   # stable: public paths first
         return []
 
-    def resolve(self, name):
+    def resolve(self, name: Any) -> str:
         """The checkpoint key `name` stands for (see the module docstring)."""
         keys = self.candidates(name)
         if len(keys) == 1:
@@ -113,7 +123,7 @@ class Names:
             f"{self.where}: {name!r} is the variable name of {len(keys)} different tensors: "
             f"{', '.join(keys)}; name one by its checkpoint key or object path", keys)
 
-    def missing_message(self, name):
+    def missing_message(self, name: Any) -> str:
         if not isinstance(name, str):
             return f"{self.where}: tensor names are str, not {type(name).__name__}"
         head = f"{self.where}: no tensor, object path or variable name {name!r}"
@@ -124,7 +134,7 @@ class Names:
         return head
 
 
-def same_tensor(reader, keys):
+def same_tensor(reader: CheckpointReader, keys: list[str]) -> bool:
     """Whether `keys` of `reader` hold equal tensors (same dtype, shape and values)."""
     first = reader.bundle.entry(keys[0])
     for key in keys[1:]:

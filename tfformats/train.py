@@ -38,9 +38,12 @@ state file that has moved, and any name tfformats/names.py resolves (object
 paths, Keras variable names) where TF only takes checkpoint keys.
 """
 
+from __future__ import annotations
+
 import logging
 import os
 import time
+from typing import Any, Callable, Iterator
 
 from .checkpoint import STATE_FILENAME, CheckpointReader, _listed_prefix, read_state
 
@@ -56,7 +59,7 @@ POLL_SECONDS = 1.0
 class TFCheckpointReader(CheckpointReader):
     """A CheckpointReader whose `get_tensor` returns what TensorFlow's does."""
 
-    def get_tensor(self, name, copy=True, device=None):
+    def get_tensor(self, name: str, copy: bool = True, device: str | None = None) -> Any:
         """The tensor `name`: a writable array by default (as TensorFlow's, a copy
         of the stored bytes; `copy=False` gives the zero-copy read-only view), a
         numpy scalar for a 0-d tensor, `bytes` for a scalar string."""
@@ -68,18 +71,18 @@ class TFCheckpointReader(CheckpointReader):
         return value
 
 
-def load_checkpoint(ckpt_dir_or_file):
+def load_checkpoint(ckpt_dir_or_file: str | os.PathLike) -> TFCheckpointReader:
     """A reader for the checkpoint at `ckpt_dir_or_file` (a prefix, or a directory
     whose `checkpoint` file names the latest), like `tf.train.load_checkpoint`."""
     return TFCheckpointReader(ckpt_dir_or_file)
 
 
-def NewCheckpointReader(filepattern):  # noqa: N802 - TensorFlow's name
+def NewCheckpointReader(filepattern: str | os.PathLike) -> TFCheckpointReader:  # noqa: N802
     """Like `tf.compat.v1.train.NewCheckpointReader`: a reader for a checkpoint prefix."""
     return TFCheckpointReader(filepattern)
 
 
-def load_variable(ckpt_dir_or_file, name):
+def load_variable(ckpt_dir_or_file: str | os.PathLike, name: str) -> Any:
     """The value of variable `name` (`:0` allowed), like `tf.train.load_variable`."""
     if name.endswith(":0"):
         name = name[:-2]
@@ -87,13 +90,14 @@ def load_variable(ckpt_dir_or_file, name):
         return reader.get_tensor(name)
 
 
-def list_variables(ckpt_dir_or_file):
+def list_variables(ckpt_dir_or_file: str | os.PathLike) -> list[tuple[str, list[int]]]:
     """Sorted `(name, shape)` pairs of every tensor, like `tf.train.list_variables`."""
     with load_checkpoint(ckpt_dir_or_file) as reader:
         return sorted(reader.get_variable_to_shape_map().items())
 
 
-def get_checkpoint_state(checkpoint_dir, latest_filename=None):
+def get_checkpoint_state(checkpoint_dir: str | os.PathLike,
+                         latest_filename: str | None = None) -> Any:
     """The CheckpointState in `checkpoint_dir`, like `tf.train.get_checkpoint_state`:
     None when there is no state file or it does not parse (logged), ValueError
     (FormatError) when it names no checkpoint. Relative paths are joined to
@@ -111,7 +115,8 @@ def get_checkpoint_state(checkpoint_dir, latest_filename=None):
     return state
 
 
-def latest_checkpoint(checkpoint_dir, latest_filename=None):
+def latest_checkpoint(checkpoint_dir: str | os.PathLike,
+                      latest_filename: str | None = None) -> str | None:
     """The newest checkpoint's prefix, like `tf.train.latest_checkpoint`; None when
     there is none. A prefix recorded as an absolute path that no longer exists is
     also looked for in `checkpoint_dir` itself (a moved directory), where TF gives up."""
@@ -123,8 +128,10 @@ def latest_checkpoint(checkpoint_dir, latest_filename=None):
     return _listed_prefix(checkpoint_dir, state.model_checkpoint_path)
 
 
-def wait_for_new_checkpoint(checkpoint_dir, last_checkpoint=None, seconds_to_sleep=None,
-                            timeout=None):
+def wait_for_new_checkpoint(checkpoint_dir: str | os.PathLike,
+                            last_checkpoint: str | None = None,
+                            seconds_to_sleep: float | None = None,
+                            timeout: float | None = None) -> str | None:
     """The first checkpoint path in `checkpoint_dir` other than `last_checkpoint`,
     polling every `seconds_to_sleep` (POLL_SECONDS); None after `timeout` seconds."""
     interval = POLL_SECONDS if seconds_to_sleep is None else seconds_to_sleep
@@ -138,7 +145,9 @@ def wait_for_new_checkpoint(checkpoint_dir, last_checkpoint=None, seconds_to_sle
         time.sleep(interval)
 
 
-def checkpoints_iterator(checkpoint_dir, min_interval_secs=0, timeout=None, timeout_fn=None):
+def checkpoints_iterator(checkpoint_dir: str | os.PathLike, min_interval_secs: float = 0,
+                         timeout: float | None = None,
+                         timeout_fn: Callable[[], bool] | None = None) -> Iterator[str]:
     """Yield each new checkpoint path of `checkpoint_dir` as it appears, like
     `tf.train.checkpoints_iterator`. After `timeout` seconds without one, stop,
     or, when `timeout_fn` is given, stop if it returns True and wait again if not.
