@@ -415,8 +415,8 @@ def writable_load(data):
     needs), against safetensors' loader on the same weights."""
     import tfformats as tff  # noqa: PLC0415
     from safetensors.numpy import load_file  # noqa: PLC0415
-    # The dict loader: `load_tensors` (`load_checkpoint` before it became TF's reader).
-    load = getattr(tff, "load_tensors", None) or tff.load_checkpoint
+    # The dict loader.
+    load = tff.load_tensors
     prefix, st_path = data["prefix"], data["safetensors"]
 
     def tfformats_side():

@@ -321,7 +321,8 @@ def target_state_file(data):
     Scratch.write(os.path.join(d, "checkpoint"), data)
     writer.save_checkpoint(os.path.join(d, "ckpt-1"), {"v": np.arange(2, dtype=np.int32)},
                            object_graph=False, sync=False)
-    for step in (checkpoint.read_state, checkpoint.latest_checkpoint,
+    from tfformats import train   # latest_checkpoint is tf.train's, in tfformats.train
+    for step in (checkpoint.read_state, train.latest_checkpoint, train.get_checkpoint_state,
                  checkpoint.resolve_prefix,
                  lambda p: writer.CheckpointManager(p, max_to_keep=2).checkpoints,
                  lambda p: _read_everything(checkpoint.open_checkpoint(p))):

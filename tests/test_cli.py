@@ -164,10 +164,12 @@ def test_ls_accepts_every_path_form(store):
 
 def test_ls_text_has_object_paths_and_totals():
     out = run("ls", FIXTURES / "keras_adam", check=0).stdout.splitlines()
-    assert out[0].split() == ["NAME", "OBJECT", "PATH", "DTYPE", "SHAPE", "BYTES", "SHARD"]
+    assert out[0].split() == ["NAME", "OBJECT", "PATH", "FULL", "NAME", "DTYPE", "SHAPE", "BYTES",
+                              "SHARD"]
     row = next(line for line in out if line.startswith("model/layer_with_weights-0/kernel/.ATTRIBUTES"))
     assert row.split() == ["model/layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE",
-                           "model/layer_with_weights-0/kernel", "float32", "[4,", "3]", "48", "0"]
+                           "model/layer_with_weights-0/kernel", "dense/kernel", "float32", "[4,",
+                           "3]", "48", "0"]
     assert re.fullmatch(r"19 tensors, \d+ bytes \(.*\)", out[-1])
 
 

@@ -93,7 +93,7 @@ def test_safetensors_package_agrees(tmp_path):
     safetensors.numpy.save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()},
                                 str(tmp_path / "theirs.safetensors"))
     safetensors_to_checkpoint(tmp_path / "theirs.safetensors", tmp_path / "back")
-    back = tfformats.load_checkpoint(tmp_path / "back")
+    back = tfformats.load_tensors(tmp_path / "back")
     for name, value in tensors.items():
         np.testing.assert_array_equal(back[name], value)
         assert back[name].dtype == np.asarray(value).dtype
@@ -241,7 +241,7 @@ def test_npz_big_endian_arrays_with_recorded_dtypes(tmp_path):
         "bf.npy": _npy(np.array([1.5, -2.0], ml_dtypes.bfloat16).view("<u2").astype(">u2")),
         "__tfformats_dtypes__.npy": _dtypes_record({"x": "float32", "bf": "bfloat16"})})
     npz_to_checkpoint(path, tmp_path / "back")
-    back = tfformats.load_checkpoint(tmp_path / "back")
+    back = tfformats.load_tensors(tmp_path / "back")
     assert back["x"].tolist() == [1.5, -2.0] and back["bf"].dtype == ml_dtypes.bfloat16
     assert back["bf"].astype(np.float32).tolist() == [1.5, -2.0]
 

@@ -297,7 +297,8 @@ def test_string_tensor_on_device_is_an_error():
 
 
 def test_load_keeps_strings_on_host():
-    out = cuda.load(FIXTURES / "keras_adam" / "ckpt-1", "cuda", backend="host")
+    out = cuda.load(FIXTURES / "keras_adam" / "ckpt-1", "cuda", backend="host",
+                    include_object_graph=True)
     with tfformats.open_checkpoint(FIXTURES / "keras_adam" / "ckpt-1") as reader:
         assert sorted(out) == sorted(reader)
         for name in reader:
@@ -335,7 +336,7 @@ def test_without_cupy_device_error_names_the_install(monkeypatch):
         with pytest.raises(DeviceError, match="CuPy"):
             cuda.upload(reader)
     with pytest.raises(RuntimeError, match=r"tfformats\[cuda\]"):
-        tfformats.load_checkpoint(DTYPES, device="gpu")
+        tfformats.load_tensors(DTYPES, device="gpu")
     with pytest.raises(cuda.InvalidDeviceError):   # a bad string is reported first
         cuda.to_device(DTYPES, "float32", "tpu:0")
 
@@ -388,7 +389,7 @@ def test_get_tensor_and_load_checkpoint_device_keyword(monkeypatch):
     with tfformats.open_checkpoint(DTYPES) as reader:
         assert isinstance(reader.get_tensor("float32", device=None), np.ndarray)
         reader.get_tensor("float32", device="cuda:1")
-    tfformats.load_checkpoint(DTYPES, device=1)
+    tfformats.load_tensors(DTYPES, device=1)
     assert [c[0] for c in calls] == ["to_device", "load"]
     assert calls[0][1][1:] == ("float32", "cuda:1") and calls[1][1][1] == 1
 
@@ -689,7 +690,8 @@ def test_cupy_backend_device_keywords(fake_cupy):
         array = reader.get_tensor("float32", device="cuda:0")
         assert isinstance(array, fake_cupy.ndarray)
         assert fake_cupy.asnumpy(array).tobytes() == reader["float32"].tobytes()
-    out = tfformats.load_checkpoint(FIXTURES / "keras_adam" / "ckpt-1", device="gpu:0")
+    out = tfformats.load_tensors(FIXTURES / "keras_adam" / "ckpt-1", device="gpu:0",
+                                 include_object_graph=True)
     with tfformats.open_checkpoint(FIXTURES / "keras_adam" / "ckpt-1") as reader:
         assert sorted(out) == sorted(reader)
         for name in reader:

@@ -66,7 +66,7 @@ def _same(values, expected):
 
 def _what_tfformats_reads(prefix):
     try:
-        values = tff.load_checkpoint(prefix)
+        values = tff.load_tensors(prefix)
     except CheckpointNotFoundError:
         return "nothing"
     return "old" if _same(values, OLD) else "new" if _same(values, NEW) else "a mix"

@@ -45,7 +45,7 @@ def _public_api():
     API: what `tfformats` exports and the modules and classes its docs name."""
     import tfformats
     from tfformats import bundle, checkpoint, convert, fileio, fingerprint, graph, v1, validate
-    from tfformats import objgraph, progress, saved_model, tensor_proto, writer
+    from tfformats import names, objgraph, progress, saved_model, tensor_proto, train, writer
     from tfformats.cuda import backends, devices, uploader
     objects = [getattr(tfformats, name) for name in tfformats.__all__]
     objects += [bundle.BundleReader, v1.V1Reader, checkpoint.TensorSlice,
@@ -53,8 +53,9 @@ def _public_api():
                 writer.BundleWriter, writer.CheckpointManager, validate.Report]
     objects += [uploader.upload, uploader.to_device, uploader.load, devices.parse_device,
                 backends.make_backend, progress.bar]
-    for module in (checkpoint, convert, fileio, fingerprint, graph, objgraph, tensor_proto,
-                   validate):
+    objects += [names.Names, train.TFCheckpointReader]
+    for module in (checkpoint, convert, fileio, fingerprint, graph, names, objgraph, tensor_proto,
+                   train, validate):
         objects += [value for name, value in vars(module).items()
                     if not name.startswith("_") and inspect.isfunction(value)
                     and value.__module__ == module.__name__]

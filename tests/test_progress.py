@@ -6,7 +6,7 @@ import pytest
 
 import tfformats
 from tfformats import convert
-from tfformats.checkpoint import load_checkpoint
+from tfformats.checkpoint import load_tensors
 from tfformats.progress import bar
 from tfformats.validate import validate
 
@@ -20,10 +20,10 @@ def _recorder():
     return calls, lambda done, total: calls.append((done, total))
 
 
-def test_load_checkpoint_reports_every_byte_it_reads():
+def test_load_tensors_reports_every_byte_it_reads():
     calls, callback = _recorder()
-    tensors = load_checkpoint(CKPT, progress=callback)
-    assert load_checkpoint(CKPT, progress=False).keys() == tensors.keys()
+    tensors = load_tensors(CKPT, progress=callback)
+    assert load_tensors(CKPT, progress=False).keys() == tensors.keys()
     total = sum(a.nbytes for a in tensors.values() if a.dtype != object)
     assert calls[-1] == (total, total) and total > 0
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)   # never goes back
@@ -44,7 +44,7 @@ def test_converters_and_validate_report_every_tensor_byte(tmp_path):
 
 
 def test_writers_report_every_tensor_byte_written(tmp_path):
-    tensors = load_checkpoint(CKPT)
+    tensors = load_tensors(CKPT)
     numeric = sum(a.nbytes for a in tensors.values() if a.dtype != object)
     convert.checkpoint_to_safetensors(CKPT, tmp_path / "w.safetensors")
     convert.checkpoint_to_npz(CKPT, tmp_path / "w.npz")

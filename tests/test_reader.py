@@ -134,7 +134,7 @@ def test_list_variables_and_load_checkpoint(store):
     listed = tff.list_variables(store.path(DTYPES))
     assert listed == sorted(listed)
     assert ("float32_3d", [2, 3, 4]) in listed
-    loaded = tff.load_checkpoint(store.path(DTYPES))
+    loaded = tff.load_tensors(store.path(DTYPES))
     assert set(loaded) == {n for n, _ in listed}
     assert loaded["float32"].flags.writeable
 
@@ -207,7 +207,7 @@ def test_get_slice_reads_only_the_parts_it_needs(store):
     opener = CountingOpener()
     reader = tff.CheckpointReader(store.path(PARTITIONED), opener=opener)
     slice_ = reader.get_slice("part")
-    assert slice_.shape == [10, 3]
+    assert slice_.shape == (10, 3)
     np.testing.assert_array_equal(slice_[0:2], reader["part"][0:2])
     opener.views.clear()
     slice_[0:2]

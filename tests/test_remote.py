@@ -307,7 +307,7 @@ def test_whole_checkpoint_reads_fetch_tensors_together(tmp_path):
     tff.save_checkpoint("memory://tfformats-bulk/ckpt", tensors, object_graph=False)
     trips = []
     with fileio.storage(filesystem=_CountingMemory(trips)):
-        loaded = tff.load_checkpoint("memory://tfformats-bulk/ckpt")
+        loaded = tff.load_tensors("memory://tfformats-bulk/ckpt")
         tff.checkpoint_to_safetensors("memory://tfformats-bulk/ckpt", str(tmp_path / "w.safetensors"))
     assert {n: a.tolist() for n, a in loaded.items()} == {n: a.tolist() for n, a in tensors.items()}
     # No request per tensor: the tensors' ranges go out together (one batch per reader).

@@ -123,7 +123,7 @@ def test_variables_by_tf_name_path_and_key(store):
     assert sm.variables.dtype("iteration").name == "int64"
     assert sm.variables.names()["dense/kernel"] == (
         "layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE",)
-    with pytest.raises(TensorNotFoundError, match="no variable named 'nope'"):
+    with pytest.raises(TensorNotFoundError, match="no tensor, object path or variable name 'nope'"):
         sm.variables["nope"]
 
 

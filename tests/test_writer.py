@@ -234,7 +234,7 @@ def test_max_shard_size(store):
                      "c.data-00002-of-00003", "c.index"]
     entries = BundleReader(prefix).entries()
     assert [entries[n].shard_id for n in ["big", "a", "b", "c"]] == [0, 1, 1, 2]
-    assert tfformats.load_checkpoint(prefix)["c"].sum() == 100
+    assert tfformats.load_tensors(prefix)["c"].sum() == 100
 
 
 @needs_tf
@@ -279,7 +279,7 @@ def test_save_v2_slices_byte_identical(tmp_path):
     reader = tf.train.load_checkpoint(ours)
     np.testing.assert_array_equal(reader.get_tensor("part"), full)
     np.testing.assert_array_equal(reader.get_tensor("grid")[:, :3], other[:, :3])
-    np.testing.assert_array_equal(tfformats.load_checkpoint(ours)["grid"], other)
+    np.testing.assert_array_equal(tfformats.load_tensors(ours)["grid"], other)
 
 
 @needs_tf
@@ -338,7 +338,7 @@ def test_python_values_and_scalars(tmp_path):
         w.add("bytes_nul", [b"a\x00", b"\x00"])       # trailing NULs survive
         w.add("as_f32", [1, 2], dtype="float32")
         w.add("bf16", [1.5, -2.0], dtype=tfformats.as_dtype("bfloat16"))
-    r = tfformats.load_checkpoint(prefix)
+    r = tfformats.load_tensors(prefix)
     assert r["floats"].dtype == np.float64 and r["floats"].tolist() == [[1.5, 2.0]]
     assert r["int"].shape == () and r["int"] == 3 and r["bool"].dtype == np.bool_
     assert r["text"].item() == "h\u00e9".encode()
@@ -355,7 +355,7 @@ def test_non_contiguous_and_foreign_byte_order(tmp_path):
     with BundleWriter(prefix) as w:
         for n, v in values.items():
             w.add(n, v)
-    r = tfformats.load_checkpoint(prefix)
+    r = tfformats.load_tensors(prefix)
     for n, v in values.items():
         assert_same(r[n], v)
     if HAVE_TF:
@@ -376,7 +376,7 @@ def test_bad_names(tmp_path):
         w.add("a", 1.0)
         with pytest.raises(FormatError, match="duplicate tensor name 'a'"):
             w.add("a", 2.0)
-    assert tfformats.load_checkpoint(str(tmp_path / "c"))["a"] == 1.0
+    assert tfformats.load_tensors(str(tmp_path / "c"))["a"] == 1.0
 
 
 @pytest.mark.parametrize("value", [
@@ -456,7 +456,7 @@ def test_add_slice_checks(tmp_path):
 def test_missing_directories_are_created(tmp_path):
     prefix = tmp_path / "a" / "b" / "ckpt"
     save_checkpoint(prefix, {"w": np.ones(2)}, object_graph=False)
-    assert tfformats.load_checkpoint(prefix)["w"].tolist() == [1, 1]
+    assert tfformats.load_tensors(prefix)["w"].tolist() == [1, 1]
     (tmp_path / "file").write_text("x")
     with pytest.raises(CheckpointNotFoundError, match="cannot create the checkpoint directory"):
         save_checkpoint(tmp_path / "file" / "sub" / "ckpt", {"w": np.ones(2)})
@@ -507,7 +507,7 @@ def test_killed_writer_leaves_old_checkpoint_intact(tmp_path):
     finals = sorted(p.name for p in tmp_path.iterdir() if ".tempstate" not in p.name)
     assert finals == ["ckpt.data-00000-of-00001", "ckpt.index"]
     assert files_of(prefix) == before
-    np.testing.assert_array_equal(tfformats.load_checkpoint(prefix)["w"], np.arange(1000.0))
+    np.testing.assert_array_equal(tfformats.load_tensors(prefix)["w"], np.arange(1000.0))
 
 
 # --- object graphs ---------------------------------------------------------------------
@@ -544,7 +544,7 @@ def test_names_that_are_not_object_paths(tmp_path, name):
     with pytest.raises(FormatError, match="object|OPTIMIZER_SLOT"):
         save_checkpoint(tmp_path / "c", {name: 1.0})
     save_checkpoint(tmp_path / "c", {name: 1.0}, object_graph=False)
-    assert tfformats.load_checkpoint(tmp_path / "c") == {name: 1.0}
+    assert tfformats.load_tensors(tmp_path / "c") == {name: 1.0}
 
 
 def test_two_names_for_one_key(tmp_path):
@@ -554,7 +554,7 @@ def test_two_names_for_one_key(tmp_path):
 
 def test_read_edit_write_keeps_the_given_graph(tmp_path):
     src = FIXTURES / "keras_adam" / "ckpt-2"
-    tensors = tfformats.load_checkpoint(src)
+    tensors = tfformats.load_tensors(src, include_object_graph=True)
     kernel = "model/layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE"
     tensors[kernel] = tensors[kernel] * 2
     out = str(tmp_path / "edited")
@@ -587,7 +587,7 @@ def test_round_trip_property(tmp_path_factory, spec):
             tensors[name] = rng.standard_normal(shape).astype(tfformats.as_dtype(dtype).as_numpy_dtype)
     prefix = tmp_path_factory.mktemp("prop") / "c"
     save_checkpoint(prefix, tensors, object_graph=False)
-    read = tfformats.load_checkpoint(prefix)
+    read = tfformats.load_tensors(prefix)
     assert sorted(read) == sorted(tensors)
     for n, v in tensors.items():
         assert_same(read[n], v)
@@ -803,7 +803,7 @@ def test_finish_or_abort_inside_the_with_block(tmp_path):
     with BundleWriter(str(tmp_path / "b")) as w:
         w.add("x", 1.0)
         w.abort()
-    assert tfformats.load_checkpoint(tmp_path / "a") == {"x": 1.0}
+    assert tfformats.load_tensors(tmp_path / "a") == {"x": 1.0}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.data-00000-of-00001", "a.index"]
     with pytest.raises(FormatError, match="already finished"):
         w.add_slice("p", [4], [(0, 2)], np.zeros(2))
@@ -816,7 +816,7 @@ def test_add_chunks_refuses_arrays_of_another_dtype(tmp_path):
             w.add_chunks("f64", "float32", [4], [np.arange(2.0)])
         w.add_chunks("raw", "float32", [2], [np.ones(2, np.float32).view(np.uint8)])
         w.add_chunks("strided", "int4", [3], [np.array([1, 0, 0xF2, 0, 3], np.uint8)[::2]])
-    r = tfformats.load_checkpoint(prefix)
+    r = tfformats.load_tensors(prefix)
     assert r["raw"].tolist() == [1.0, 1.0] and r["strided"].tolist() == [1, 2, 3]
 
 

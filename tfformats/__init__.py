@@ -1,16 +1,24 @@
-"""Read and write TensorFlow checkpoints and SavedModels without TensorFlow."""
+"""Read and write TensorFlow checkpoints and SavedModels without TensorFlow.
+
+`load_checkpoint`, `list_variables`, `load_variable` and `latest_checkpoint`
+are TensorFlow's (`tf.train`, see tfformats/train.py): `load_checkpoint(path)`
+returns a reader, as `tf.train.load_checkpoint` does. A dict of arrays comes
+from `load_tensors(path, names=None, ...)`; `open_checkpoint` is the reader
+with tfformats' zero-copy defaults.
+"""
 
 from __future__ import annotations
 
 from . import checkpoint as _checkpoint
+from . import train
 from ._impl import IMPLEMENTATION
-from .checkpoint import (CheckpointReader, latest_checkpoint, list_variables, load_checkpoint,
-                         open_checkpoint)
+from .checkpoint import CheckpointReader, load_tensors, open_checkpoint
 from .dtypes import DType, as_dtype
-from .errors import (ChecksumError, CheckpointNotFoundError, DeviceError, FormatError,
-                     InvalidDeviceError, LimitError, StorageError, TensorNotFoundError,
-                     TFFormatsError, UnsupportedError)
+from .errors import (AmbiguousNameError, ChecksumError, CheckpointNotFoundError, DeviceError,
+                     FormatError, InvalidDeviceError, LimitError, NoCheckpointError, StorageError,
+                     TensorNotFoundError, TFFormatsError, UnsupportedError)
 from . import limits
+from .train import latest_checkpoint, list_variables, load_checkpoint, load_variable
 
 __version__ = "0.1.0"
 
@@ -55,14 +63,21 @@ def __getattr__(name):
     raise AttributeError(f"module 'tfformats' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    # the lazily imported names too, for IPython completion and help()
+    return sorted({*globals(), *_LAZY})
+
+
 def implementation() -> str:
     """"native" when the compiled hot paths are in use, else "python"."""
     return IMPLEMENTATION
 
 
 __all__ = [
-    "CheckpointNotFoundError", "CheckpointReader", "ChecksumError", "DType", "DeviceError",
-    "FormatError", "InvalidDeviceError", "LimitError", "StorageError", "TFFormatsError", "TensorNotFoundError",
-    "UnsupportedError", "as_dtype", "implementation", "latest_checkpoint", "list_variables",
-    "limits", "load_checkpoint", "open_checkpoint", *_LAZY,
+    "AmbiguousNameError", "CheckpointNotFoundError", "CheckpointReader", "ChecksumError",
+    "DType", "DeviceError", "FormatError", "InvalidDeviceError", "LimitError",
+    "NoCheckpointError", "StorageError", "TFFormatsError", "TensorNotFoundError",
+    "UnsupportedError", "as_dtype", "implementation", "latest_checkpoint", "limits",
+    "list_variables", "load_checkpoint", "load_tensors", "load_variable", "open_checkpoint",
+    "train", *_LAZY,
 ]

@@ -10,22 +10,26 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from . import commit, fileio, v1
-from .bundle import DATA_SUFFIX, BundleReader, gc_paused
+from .bundle import DATA_SUFFIX, BundleReader
 from .bundle import Entry, TensorStore
 from .dtypes import DType
-from .errors import CheckpointNotFoundError, DeviceError, FormatError, UnsupportedError
+from .errors import (CheckpointNotFoundError, DeviceError, FormatError, NoCheckpointError,
+                     TensorNotFoundError, UnsupportedError)
 from .objgraph import (OBJECT_GRAPH_KEY, VARIABLE_VALUE, object_variables, parse_graph,
                        saveable_keys)
 from .objgraph import ObjectVariable
 from .progress import bar
 
-if TYPE_CHECKING:   # annotations only: reading an index needs no numpy
+if TYPE_CHECKING:
     import numpy as np
 
     from .keras import KerasReader   # what open_checkpoint returns for a Keras file
+    from .names import Names
+else:   # imported on first use (tfformats/_lazy.py): reading an index needs no numpy
+    from ._lazy import numpy as np
 
 STATE_FILENAME = "checkpoint"
 
@@ -54,8 +58,13 @@ def _devices():
 
 # --- the `checkpoint` state file ------------------------------------------------
 
-def read_state(directory: str | os.PathLike, filename: str = STATE_FILENAME) -> Any:
-    """The parsed CheckpointState of `directory`, or None if it has none."""
+def read_state(directory: str | os.PathLike, filename: str = STATE_FILENAME,
+               unparsable: Callable[[str], None] | None = None) -> Any:
+    """The parsed CheckpointState of `directory`, or None if it has none.
+
+    A file that is no CheckpointState text proto raises FormatError, or is
+    passed to `unparsable(message)` and read as no state (None) when that is
+    given (TensorFlow's `get_checkpoint_state` ignores such a file)."""
     path = os.path.join(directory, filename)
     data = fileio.read_file_if_present(path)
     if data is None:
@@ -73,7 +82,11 @@ def read_state(directory: str | os.PathLike, filename: str = STATE_FILENAME) -> 
     try:
         text_format.Merge(text, state)
     except text_format.ParseError as exc:
-        raise FormatError(f"{path}: not a CheckpointState text proto ({exc})") from None
+        message = f"{path}: not a CheckpointState text proto ({exc})"
+        if unparsable is not None:
+            unparsable(message)
+            return None
+        raise FormatError(message) from None
     if not state.model_checkpoint_path:
         raise FormatError(f"{path}: model_checkpoint_path is empty")
     if any("\0" in p for p in [state.model_checkpoint_path, *state.all_model_checkpoint_paths]):
@@ -81,16 +94,7 @@ def read_state(directory: str | os.PathLike, filename: str = STATE_FILENAME) -> 
     return state
 
 
-@fileio.with_storage
-def latest_checkpoint(directory: str | os.PathLike, filename: str = STATE_FILENAME) -> str | None:
-    """Like `tf.train.latest_checkpoint`: the newest prefix listed, or None."""
-    state = read_state(directory, filename)
-    if state is None:
-        return None
-    return _listed_prefix(directory, state.model_checkpoint_path)
-
-
-def _listed_prefix(directory, listed):
+def listed_prefix(directory, listed):
     """Where a prefix named in a state file is, or None.
 
     As written (a relative path is relative to the directory); failing that,
@@ -132,14 +136,14 @@ def resolve_prefix(path: str | os.PathLike) -> str:
         if is_saved_model_dir(path) or fileio.isfile(os.path.join(path, "variables", "variables.index")):
             prefix = os.path.join(path, "variables", "variables")
             if not fileio.isfile(prefix + ".index"):
-                raise CheckpointNotFoundError(f"{path}: SavedModel directory without variables "
-                                              f"(no {prefix}.index)")
+                raise NoCheckpointError(f"{path}: SavedModel directory without variables "
+                                        f"(no {prefix}.index)")
             return prefix
         state = read_state(path)
         if state is not None:
-            prefix = _listed_prefix(path, state.model_checkpoint_path)
+            prefix = listed_prefix(path, state.model_checkpoint_path)
             if prefix is None:
-                raise CheckpointNotFoundError(
+                raise NoCheckpointError(
                     f"{path}/{STATE_FILENAME} names {state.model_checkpoint_path!r} but "
                     f"neither {os.path.join(path, state.model_checkpoint_path)}.index nor a "
                     "V1 checkpoint of that name exists")
@@ -148,7 +152,7 @@ def resolve_prefix(path: str | os.PathLike) -> str:
         if len(indexes) == 1:
             return os.path.join(path, indexes[0][:-len(".index")])
         found = ", ".join(indexes[:5]) if indexes else "no .index file"
-        raise CheckpointNotFoundError(
+        raise NoCheckpointError(
             f"{path}: directory has no '{STATE_FILENAME}' state file and no SavedModel; "
             f"expected one of those or exactly one .index file, found {found} (a TF1 V1 "
             "checkpoint: pass its file)")
@@ -181,10 +185,17 @@ class CheckpointReader(Mapping):
     CRC-32C of index blocks and tensors is verified unless `verify=False`.
     `bundle` is the format's own reader (a `bundle.TensorStore`): entries,
     the parts of partitioned tensors and stored bytes, for V2 and V1 alike.
+
+    Every lookup (`[]`, `get_tensor`, `shape`, `dtype`, `entry`,
+    `get_slice`) takes a checkpoint key, an object path or a TF1/Keras
+    variable name, with or without `:0` (`key()`, tfformats/names.py).
+    Iteration, `in` and `has_tensor` are about checkpoint keys only, as in
+    TensorFlow's reader.
     """
 
     bundle: TensorStore
     _objects: dict[str, ObjectVariable] | None
+    _names: Names | None
 
     def __init__(self, path: str | os.PathLike, verify: bool = True,
                  opener: Callable[[str], fileio.Source] = fileio.open_file) -> None:
@@ -195,6 +206,7 @@ class CheckpointReader(Mapping):
         else:
             self.bundle = BundleReader(self.prefix, verify=verify, opener=opener)
         self._objects = None
+        self._names = None
         self._spare_listing = None  # (shapes or None, dtypes or None), see _listing
         # name -> (DType, shape) or None: bundle.tensor_info(), once something
         # needs every name, or once enough single lookups were made that one
@@ -204,9 +216,38 @@ class CheckpointReader(Mapping):
         self._lookups = 0
         self._scan_after = max(64, self.bundle.index_size() // _BYTES_PER_LOOKUP)
 
+    # names
+    def names(self) -> Names:
+        """The `names.Names` of this checkpoint (built on first use)."""
+        if self._names is None:
+            from .names import Names, same_tensor
+            self._names = Names.of_reader(self, same=lambda keys: same_tensor(self, keys))
+        return self._names
+
+    def key(self, name: str) -> str:
+        """The checkpoint key `name` stands for: a key, an object path or a
+        variable name (with or without `:0`). TensorNotFoundError when it names
+        nothing (with the closest names), AmbiguousNameError when it names
+        several different tensors. TypeError for a name that is no str, as in
+        TensorFlow (and whichever format's reader is underneath)."""
+        if not isinstance(name, str):
+            raise TypeError(f"{self.prefix}: tensor names are str, not {type(name).__name__}")
+        try:
+            self.bundle.entry(name)   # exact keys: one lookup, no name index built
+            return name
+        except TensorNotFoundError:
+            pass
+        return self.names().resolve(name)
+
     # Mapping
     def __getitem__(self, name: str) -> np.ndarray:
-        return self.bundle.read(name)
+        try:
+            return self.bundle.read(name)
+        except TensorNotFoundError:
+            if self.has_tensor(name):
+                raise   # the key exists; something it needs (a part) does not
+        # resolved outside the handler, so that its errors come without this one attached
+        return self.bundle.read(self.key(name))
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._tensor_info())  # in key order
@@ -243,15 +284,19 @@ class CheckpointReader(Mapping):
         return self._info
 
     def _entry(self, name: str) -> Entry:
-        """bundle.entry(name), counting lookups until the index is scanned."""
+        """entry(name), counting lookups until the index is scanned."""
         if not self._scanned:
             self._lookups += 1
             if self._lookups > self._scan_after:
                 self._tensor_info()
-        return self.bundle.entry(name)
+        return self.entry(name)
 
     def entry(self, name: str) -> Entry:
-        return self.bundle.entry(name)
+        try:
+            return self.bundle.entry(name)
+        except TensorNotFoundError:
+            pass
+        return self.bundle.entry(self.key(name))
 
     def get_variable_to_shape_map(self) -> dict[str, list[int]]:
         return self._listing(0)
@@ -272,6 +317,8 @@ class CheckpointReader(Mapping):
         return maps[which]
 
     def has_tensor(self, name: object) -> bool:
+        """Whether `name` is a checkpoint key (exactly, as TensorFlow's reader
+        answers; `key()` says what other names stand for)."""
         if not isinstance(name, str):
             return False
         try:
@@ -284,20 +331,26 @@ class CheckpointReader(Mapping):
     def get_tensor(self, name: str, copy: bool = False, device: str | None = None) -> Any:
         """The tensor `name` as numpy, or with `device="cuda:0"` as a CuPy array."""
         if device is not None:
-            return _devices().to_device(self, name, device, verify=self.bundle.verify)
-        return self.bundle.read(name, copy=copy)
+            return _devices().to_device(self, self.key(name), device, verify=self.bundle.verify)
+        try:
+            return self.bundle.read(name, copy=copy)
+        except TensorNotFoundError:
+            if self.has_tensor(name):
+                raise
+        return self.bundle.read(self.key(name), copy=copy)
 
     def get_slice(self, name: str) -> TensorSlice:
-        """A lazy handle: `reader.get_slice(name)[10:20]` reads only those bytes."""
-        self.bundle.entry(name)  # fail early on unknown names
-        return TensorSlice(self.bundle, name)
+        """A lazy handle: `reader.get_slice(name)[10:20]` reads only those bytes.
+        It has numpy's `shape`, `dtype`, `ndim` and `size`, and `np.asarray(handle)`
+        reads the whole tensor, so dask.array.from_array takes it as it is."""
+        return TensorSlice(self.bundle, self.key(name))
 
     # object graph
     def object_graph(self) -> Any:
         """The TrackableObjectGraph proto, or None for a name-based checkpoint."""
         if OBJECT_GRAPH_KEY not in self:
             return None
-        return parse_graph(self.get_tensor(OBJECT_GRAPH_KEY).item(), self.prefix)
+        return parse_graph(self.bundle.read(OBJECT_GRAPH_KEY).item(), self.prefix)
 
     def object_variables(self) -> dict[str, ObjectVariable]:
         """key -> ObjectVariable for every key the object graph names, and for
@@ -334,22 +387,64 @@ class CheckpointReader(Mapping):
 
 
 class TensorSlice:
-    """Returned by `get_slice`: index it to read part of a tensor."""
+    """Returned by `get_slice`: index it to read part of a tensor.
+
+    An array-like for numpy and dask: `shape` (a tuple), `dtype` (a numpy
+    dtype), `ndim`, `size`, `len()`, and `__array__` reading the whole
+    tensor. `tf_dtype` is the tensor's TensorFlow dtype (a tfformats DType).
+    """
 
     def __init__(self, bundle: TensorStore, name: str) -> None:
         self._bundle = bundle
         self.name = name
 
     @property
-    def shape(self) -> list[int]:
-        return list(self._bundle.entry(self.name).shape)
+    def _entry(self) -> Entry:
+        return self._bundle.entry(self.name)
 
     @property
-    def dtype(self) -> DType:
-        return self._bundle.entry(self.name).dtype
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self._entry.shape)
+
+    @property
+    def tf_dtype(self) -> DType:
+        return self._entry.dtype
+
+    @property
+    def dtype(self) -> np.dtype:
+        tf_dtype = self._entry.dtype
+        if tf_dtype.is_string:
+            return np.dtype(object)
+        if tf_dtype.as_numpy_dtype is None:
+            raise UnsupportedError(f"{self._bundle.prefix}: tensor {self.name!r} has dtype "
+                                   f"{tf_dtype.name}, which has no array form")
+        return np.dtype(tf_dtype.as_numpy_dtype)
+
+    @property
+    def ndim(self) -> int:
+        return len(self._entry.shape)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self._entry.shape)
+
+    def __len__(self) -> int:
+        shape = self._entry.shape
+        if not shape:
+            raise TypeError("len() of a scalar tensor")
+        return shape[0]
 
     def __getitem__(self, index: Any) -> np.ndarray:
         return self._bundle.read_region(self.name, index)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        array = self._bundle.read(self.name, copy=bool(copy))   # a view unless asked
+        return array if dtype is None else array.astype(dtype, copy=False)
+
+    def __repr__(self) -> str:
+        entry = self._entry
+        return (f"<TensorSlice {self.name!r} shape={list(entry.shape)} "
+                f"dtype={entry.dtype.name}>")
 
 
 @fileio.with_storage
@@ -363,23 +458,18 @@ def open_checkpoint(path: str | os.PathLike, verify: bool = True) -> CheckpointR
 
 
 @fileio.with_storage
-def list_variables(path: str | os.PathLike) -> list[tuple[str, list[int]]]:
-    """Like `tf.train.list_variables`: sorted (name, shape) pairs."""
-    # Already in key order, so the sort only compares neighbours. The collector
-    # stays off throughout: it would only rescan the 100,000s of new lists and
-    # pairs, all of which are returned.
-    with gc_paused(), CheckpointReader(path) as reader:
-        if isinstance(reader.bundle, BundleReader):
-            return reader.bundle.shape_pairs()
-        return sorted(reader.get_variable_to_shape_map().items())
+def load_tensors(path: str | os.PathLike, names: str | Iterable[str] | None = None,
+                 verify: bool = True, copy: bool = True, device: str | None = None,
+                 skip_unsupported: bool = False, include_object_graph: bool = False,
+                 progress: bool | Callable[..., Any] = False) -> dict[str, Any]:
+    """Tensors of a checkpoint as a dict of numpy arrays (copies by default).
 
-
-@fileio.with_storage
-def load_checkpoint(path: str | os.PathLike, verify: bool = True, copy: bool = True,
-                    device: str | None = None, skip_unsupported: bool = False,
-                    progress: bool | Callable[..., Any] = False) -> dict[str, Any]:
-    """Every tensor of a checkpoint as a dict of numpy arrays (copies by default).
-
+    (`tfformats.load_checkpoint` is TensorFlow's: it returns a reader; see
+    tfformats/train.py.) `names` picks tensors by checkpoint key, object
+    path or variable name (tfformats/names.py); the dict is keyed by what
+    was asked for. Without `names`, every tensor, keyed by checkpoint key,
+    except `_CHECKPOINTABLE_OBJECT_GRAPH` (serialized proto bytes, no
+    weight) unless `include_object_graph=True`.
     Tensors no numpy array can hold (DT_VARIANT, e.g. a tf.data iterator's
     state; DT_RESOURCE) raise UnsupportedError, or are left out with
     `skip_unsupported=True`. With `device="cuda:0"` numeric tensors are CuPy
@@ -388,15 +478,18 @@ def load_checkpoint(path: str | os.PathLike, verify: bool = True, copy: bool = T
     bytes read, on the host.
     """
     if device is not None:
-        return _devices().load(path, device, verify=verify, skip_unsupported=skip_unsupported)
+        return _devices().load(path, device, verify=verify, skip_unsupported=skip_unsupported,
+                               names=names, include_object_graph=include_object_graph)
     with CheckpointReader(path, verify=verify) as reader:
-        skip = unsupported_tensors(reader, skip_unsupported)
-        names = [name for name in reader if name not in skip]
-        sizes = [tensor_nbytes(reader, name) for name in names]
+        wanted = selected_tensors(reader, names, include_object_graph)
+        skip = unsupported_tensors(reader, skip_unsupported, set(wanted.values()))
+        wanted = {asked: key for asked, key in wanted.items() if key not in skip}
+        sizes = [tensor_nbytes(reader, key) for key in wanted.values()]
         tensors = {}
         with bar(progress, sum(sizes), f"loading {os.path.basename(reader.prefix)}") as shown:
-            for name, size in zip(prefetched(reader, names), sizes):
-                tensors[name] = reader.get_tensor(name, copy=copy)
+            keys = prefetched(reader, list(wanted.values()))   # remote: fetched ahead
+            for (asked, key), _, size in zip(wanted.items(), keys, sizes):
+                tensors[asked] = reader.get_tensor(key, copy=copy)
                 shown.update(size)
         return tensors
 
@@ -431,6 +524,19 @@ def prefetched(reader: CheckpointReader, names: list[str],
         start = end
 
 
+def selected_tensors(reader: CheckpointReader, names: str | Iterable[str] | None = None,
+                     include_object_graph: bool = False) -> dict[str, str]:
+    """{name as asked: checkpoint key} for `load_tensors` and the converters:
+    `names` resolved (a str is one name), or every key, the object graph only
+    when `include_object_graph`."""
+    if names is None:
+        return {key: key for key in reader
+                if include_object_graph or key != OBJECT_GRAPH_KEY}
+    if isinstance(names, str):
+        names = [names]
+    return {name: reader.key(name) for name in names}
+
+
 def tensor_nbytes(reader: CheckpointReader, name: str) -> int:
     """The bytes a tensor's values take as an array, from the index alone (0 for
     strings and variants, whose size the index does not say): what progress counts."""
@@ -438,11 +544,13 @@ def tensor_nbytes(reader: CheckpointReader, name: str) -> int:
     return math.prod(reader.shape(name)) * itemsize if itemsize else 0
 
 
-def unsupported_tensors(reader: CheckpointReader, skip: bool) -> set[str]:
-    """Names of the tensors with no array form (variant, resource): returned
-    when `skip` is true, else UnsupportedError naming the first."""
+def unsupported_tensors(reader: CheckpointReader, skip: bool,
+                        among: set[str] | None = None) -> set[str]:
+    """Names of the tensors with no array form (variant, resource), of all or
+    of the keys `among`: returned when `skip` is true, else UnsupportedError
+    naming the first."""
     names = {name: dtype for name, dtype in reader.get_variable_to_dtype_map().items()
-             if dtype.as_numpy_dtype is None}
+             if dtype.as_numpy_dtype is None and (among is None or name in among)}
     if names and not skip:
         name = min(names)
         raise UnsupportedError(

@@ -24,12 +24,12 @@ import struct
 import tokenize
 import zipfile
 import zlib
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from . import dtypes, fileio, slices
-from .checkpoint import CheckpointReader, prefetched, tensor_nbytes
+from .checkpoint import CheckpointReader, prefetched, selected_tensors, tensor_nbytes
 from .errors import CheckpointNotFoundError, FormatError, UnsupportedError
 from .fileio import replaced_atomically
 from .objgraph import ATTRIBUTES, OBJECT_GRAPH_KEY
@@ -72,9 +72,9 @@ def _open_reader(src):
     return CheckpointReader(src)
 
 
-def _reading(reader, src, progress):
-    """A progress bar over the bytes of every tensor of `reader`."""
-    total = sum(tensor_nbytes(reader, name) for name in reader)
+def _reading(reader, src, progress, keys=None):
+    """A progress bar over the bytes of the tensors `keys` (all) of `reader`."""
+    total = sum(tensor_nbytes(reader, name) for name in (reader if keys is None else keys))
     return bar(progress, total, f"converting {os.path.basename(os.fspath(src))}")
 
 
@@ -89,51 +89,71 @@ def _write_back(dst_prefix, tensors, graph, kinds=None, progress=False):
 
 # --- checkpoint -> V2 checkpoint ----------------------------------------------------
 
+def _keys(reader: CheckpointReader, names: str | Iterable[str] | None) -> list[str]:
+    """The checkpoint keys to convert, in key order: all of them (the object
+    graph included, to be carried along), or those `names` stand for (keys,
+    object paths or variable names, see tfformats/names.py)."""
+    if names is None:
+        return list(reader)
+    return sorted(set(selected_tensors(reader, names).values()))
+
+
 @fileio.with_storage
 def checkpoint_to_checkpoint(src: str | os.PathLike, dst_prefix: str | os.PathLike, *,
+                             names: str | Iterable[str] | None = None,
                              skip_unsupported: bool = False,
                              progress: bool | Callable[..., Any] = False) -> list[str]:
     """Rewrite checkpoint `src` (any form tfformats reads, a TF1 V1 file too)
     as the V2 bundle `dst_prefix`: same keys, dtypes and values, partitioned
     tensors stored as the same parts, the object graph carried as it is.
+    `names` keeps only the tensors named (the object graph only if named).
     Tensors with no values to copy (DT_VARIANT) raise UnsupportedError or are
     skipped with `skip_unsupported=True`; returns the names skipped.
     """
     skipped: list[str] = []
-    with (CheckpointReader(src) as reader, BundleWriter(dst_prefix) as writer,
-          _reading(reader, src, progress) as shown):
-        for name in prefetched(reader, list(reader)):
-            entry = reader.entry(name)
-            if entry.dtype.as_numpy_dtype is None:
-                _unsupported(name, f"{entry.dtype.name} tensors have no values tfformats "
-                             "can copy", skip_unsupported, skipped)
-                continue
-            value = reader.get_tensor(name)
-            if not entry.slices:
-                writer.add(name, value, dtype=entry.dtype)
-            for extents in entry.slices:
-                part = value[slices.index(slices.resolve(extents, entry.shape))]
-                writer.add_slice(name, entry.shape, extents, part, dtype=entry.dtype)
-            shown.update(tensor_nbytes(reader, name))
+    with CheckpointReader(src) as reader:
+        keys = _keys(reader, names)
+        with BundleWriter(dst_prefix) as writer, _reading(reader, src, progress, keys) as shown:
+            _copy_tensors(reader, writer, keys, skip_unsupported, skipped, shown)
     return skipped
+
+
+def _copy_tensors(reader, writer, keys, skip_unsupported, skipped, shown):
+    for name in prefetched(reader, keys):
+        entry = reader.entry(name)
+        if entry.dtype.as_numpy_dtype is None:
+            _unsupported(name, f"{entry.dtype.name} tensors have no values tfformats "
+                         "can copy", skip_unsupported, skipped)
+            continue
+        value = reader.get_tensor(name)
+        if not entry.slices:
+            writer.add(name, value, dtype=entry.dtype)
+        for extents in entry.slices:
+            part = value[slices.index(slices.resolve(extents, entry.shape))]
+            writer.add_slice(name, entry.shape, extents, part, dtype=entry.dtype)
+        shown.update(tensor_nbytes(reader, name))
 
 
 # --- safetensors ------------------------------------------------------------------
 
 @fileio.with_storage
 def checkpoint_to_safetensors(src: str | os.PathLike, dst: str | os.PathLike, *,
+                              names: str | Iterable[str] | None = None,
                               skip_unsupported: bool = False,
                               progress: bool | Callable[..., Any] = False) -> list[str]:
-    """Write every tensor of checkpoint `src` into the safetensors file `dst`.
+    """Write every tensor of checkpoint `src` (or those `names` stand for: keys,
+    object paths or variable names) into the safetensors file `dst`, keyed by
+    checkpoint key. The object graph goes into the metadata, not among the tensors.
 
     Returns the names skipped (only with `skip_unsupported=True`).
     """
     skipped: list[str] = []
     with _open_reader(src) as reader:
+        keys = _keys(reader, names)
         header: dict[str, Any]
         header, names, offset = {}, [], 0
         metadata = {}
-        for name in sorted(reader):
+        for name in keys:
             dtype = reader.dtype(name)
             if name == OBJECT_GRAPH_KEY:
                 metadata[_GRAPH_METADATA] = base64.b64encode(reader[name].item()).decode()
@@ -161,7 +181,7 @@ def checkpoint_to_safetensors(src: str | os.PathLike, dst: str | os.PathLike, *,
         encoded = json.dumps(header, separators=(",", ":")).encode()
         encoded += b" " * (-len(encoded) % 8)  # data starts 8-byte aligned
         with (replaced_atomically(os.fspath(dst)) as temp, fileio.create(temp) as f,
-              _reading(reader, src, progress) as shown):
+              _reading(reader, src, progress, names) as shown):
             f.write(struct.pack("<Q", len(encoded)))
             f.write(encoded)
             for name in prefetched(reader, names):
@@ -298,36 +318,45 @@ def _write_npz(dst, arrays):
 
 @fileio.with_storage
 def checkpoint_to_npz(src: str | os.PathLike, dst: str | os.PathLike, *,
+                      names: str | Iterable[str] | None = None,
                       skip_unsupported: bool = False,
                       progress: bool | Callable[..., Any] = False) -> list[str]:
-    """Write every tensor of checkpoint `src` into the `.npz` file `dst`.
+    """Write every tensor of checkpoint `src` (or those `names` stand for: keys,
+    object paths or variable names) into the `.npz` file `dst`, keyed by
+    checkpoint key; the object graph is kept in a member of its own.
 
     numpy cannot name bfloat16, float8 or int4 in `.npy` headers, and knows
     no qint types, so each tensor's TensorFlow dtype is recorded alongside.
     Returns the names skipped (only with `skip_unsupported=True`).
     """
     skipped: list[str] = []
-    with _open_reader(src) as reader, _reading(reader, src, progress) as shown:
-        arrays, kinds = {}, {}
-        for name in prefetched(reader, list(reader)):
-            dtype = reader.dtype(name)
-            if name == OBJECT_GRAPH_KEY:
-                arrays[_NPZ_GRAPH] = np.frombuffer(reader[name].item(), np.uint8)
-            elif dtype.is_string or dtype.as_numpy_dtype is None:
-                _unsupported(name, f"{dtype.name} tensors cannot be stored in .npz without "
-                             "pickle", skip_unsupported, skipped)
-            else:
-                array = reader[name]
-                kinds[name] = dtype.name
-                # ml_dtypes types are user-defined (isbuiltin 2), and .npy
-                # cannot name them: store their bit patterns.
-                if array.dtype.isbuiltin != 1:
-                    array = array.view(f"u{array.itemsize}")
-                arrays[name] = array
-                shown.update(tensor_nbytes(reader, name))
-        arrays[_NPZ_DTYPES] = np.array(json.dumps(kinds))
-        _write_npz(dst, arrays)
+    with _open_reader(src) as reader:
+        keys = _keys(reader, names)
+        with _reading(reader, src, progress, keys) as shown:
+            _npz_members(reader, keys, dst, skip_unsupported, skipped, shown)
     return skipped
+
+
+def _npz_members(reader, keys, dst, skip_unsupported, skipped, shown):
+    arrays, kinds = {}, {}
+    for name in prefetched(reader, keys):
+        dtype = reader.dtype(name)
+        if name == OBJECT_GRAPH_KEY:
+            arrays[_NPZ_GRAPH] = np.frombuffer(reader[name].item(), np.uint8)
+        elif dtype.is_string or dtype.as_numpy_dtype is None:
+            _unsupported(name, f"{dtype.name} tensors cannot be stored in .npz without "
+                         "pickle", skip_unsupported, skipped)
+        else:
+            array = reader[name]
+            kinds[name] = dtype.name
+            # ml_dtypes types are user-defined (isbuiltin 2), and .npy
+            # cannot name them: store their bit patterns.
+            if array.dtype.isbuiltin != 1:
+                array = array.view(f"u{array.itemsize}")
+            arrays[name] = array
+            shown.update(tensor_nbytes(reader, name))
+    arrays[_NPZ_DTYPES] = np.array(json.dumps(kinds))
+    _write_npz(dst, arrays)
 
 
 # What zipfile (and zlib under it) raise for a damaged or unsupported archive,

@@ -8,7 +8,7 @@ keep working for people who do not know tfformats' own classes.
 after one (tfformats.validate, `SavedModel.findings()`), instead of raising.
 """
 
-from typing import NamedTuple, Optional
+from typing import Iterable, NamedTuple, Optional
 
 
 class TFFormatsError(Exception):
@@ -47,8 +47,22 @@ class TensorNotFoundError(TFFormatsError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class AmbiguousNameError(TensorNotFoundError):
+    """A name (a TF1/Keras variable name, usually) stands for several different
+    tensors; `candidates` lists their checkpoint keys. See tfformats/names.py."""
+
+    def __init__(self, message: str, candidates: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.candidates = list(candidates)
+
+
 class CheckpointNotFoundError(TFFormatsError, FileNotFoundError):
     """A path names no checkpoint, or a file the checkpoint needs is missing."""
+
+
+class NoCheckpointError(CheckpointNotFoundError, ValueError):
+    """A directory holds no checkpoint tfformats can find. Also a ValueError,
+    which is what `tf.train.load_checkpoint` raises for such a directory."""
 
 
 class UnsupportedError(TFFormatsError, NotImplementedError):
@@ -61,6 +75,8 @@ class DeviceError(TFFormatsError, RuntimeError):
 
 class InvalidDeviceError(DeviceError, ValueError):
     """A device specification that names no CUDA device ("cuda:x", "tpu")."""
+
+
 class Finding(NamedTuple):
     """One problem a check found. `check` names its kind ("crc", "index",
     "entry", "shard", "bounds", "tensor", "object-graph", "proto", "path",

@@ -467,8 +467,8 @@ def save_checkpoint(prefix: str | os.PathLike, tensors: Mapping[str, Any], *,
     "<variable path>/.OPTIMIZER_SLOT/optimizer/m") or full checkpoint keys
     ("…/.ATTRIBUTES/VARIABLE_VALUE"), and a `_CHECKPOINTABLE_OBJECT_GRAPH`
     is written so that `tf.train.Checkpoint(...).restore(prefix)` finds them.
-    A graph already in `tensors` (as `load_checkpoint` returns it) is kept
-    when it names exactly the other tensors; otherwise the graph is rebuilt,
+    A graph already in `tensors` (as `load_tensors(..., include_object_graph=True)`
+    returns it) is kept when it names exactly the other tensors; otherwise the graph is rebuilt,
     keeping its recorded full names. `save_counter=N` stores N as
     tf.train.Checkpoint's counter. With `object_graph=False` names are
     written unchanged. `dtypes` maps names to the dtype to store instead of

@@ -44,6 +44,17 @@ class _Source:
         self.reader = open_reader(prefix)
         self.names = sorted(self.reader.bundle.entries())
 
+    def key(self, name):
+        """The key `name` stands for here (tfformats/names.py), or None; an
+        ambiguous name is an error (AmbiguousNameError)."""
+        from ..errors import AmbiguousNameError
+        try:
+            return self.reader.key(name)
+        except AmbiguousNameError:
+            raise
+        except KeyError:
+            return None
+
     def meta(self, name):
         entry = self.reader.entry(name)
         return entry.dtype.name, tuple(entry.shape)
@@ -88,25 +99,38 @@ def _compare(a, b, atol, rtol):
     return bad == 0, max_diff, bad
 
 
+def _named(a, b, tensors):
+    """(only in A, only in B, [(name, key in A, key in B)]) for the tensors named."""
+    only_a, only_b, common = [], [], []
+    for name in dict.fromkeys(tensors):
+        key_a, key_b = a.key(name), b.key(name)
+        if key_a is None and key_b is None:
+            a.reader.key(name)   # raises, with the closest names
+        elif key_b is None:
+            only_a.append(name)
+        elif key_a is None:
+            only_b.append(name)
+        else:
+            common.append((name, key_a, key_b))
+    return only_a, only_b, common
+
+
 def cmd_diff(args):
     a, b = _Source(args.a), _Source(args.b)
     try:
         if {a.kind, b.kind} == {"keras", "checkpoint"}:   # compare by variable name
             from .keras_files import by_variable_name
             by_variable_name(b if a.kind == "keras" else a)
-        names_a, names_b = set(a.names), set(b.names)
-        if a.kind != "checkpoint" or b.kind != "checkpoint":
-            # Only a checkpoint has the object graph as a tensor; convert keeps it as metadata.
-            from ..checkpoint import OBJECT_GRAPH_KEY
-            names_a.discard(OBJECT_GRAPH_KEY)
-            names_b.discard(OBJECT_GRAPH_KEY)
-        only_a, only_b = sorted(names_a - names_b), sorted(names_b - names_a)
-        common = sorted(names_a & names_b)
+        if getattr(args, "tensors", None):
+            only_a, only_b, pairs = _named(a, b, args.tensors)
+        else:
+            only_a, only_b, pairs = _all_names(a, b)
+        common = [name for name, _, _ in pairs]
         changed = []
         from ..checkpoint import tensor_nbytes
-        with progress(args, sum(tensor_nbytes(a.reader, n) for n in common), "comparing") as bar:
-            for name in common:
-                (dt_a, sh_a), (dt_b, sh_b) = a.meta(name), b.meta(name)
+        with progress(args, sum(tensor_nbytes(a.reader, k) for _, k, _ in pairs), "comparing") as bar:
+            for name, key_a, key_b in pairs:
+                (dt_a, sh_a), (dt_b, sh_b) = a.meta(key_a), b.meta(key_b)
                 record = {"name": name, "a": {"dtype": dt_a, "shape": list(sh_a)},
                           "b": {"dtype": dt_b, "shape": list(sh_b)}}
                 if dt_a != dt_b:
@@ -114,14 +138,30 @@ def cmd_diff(args):
                 elif tuple(sh_a) != tuple(sh_b):
                     changed.append({**record, "change": "shape"})
                 else:
-                    same, max_diff, bad = _compare(a.get(name), b.get(name), args.atol, args.rtol)
+                    same, max_diff, bad = _compare(a.get(key_a), b.get(key_b), args.atol, args.rtol)
                     if not same:
                         changed.append({**record, "change": "values", "max_abs_diff": max_diff,
                                         "mismatched": bad})
-                bar.update(tensor_nbytes(a.reader, name))
+                bar.update(tensor_nbytes(a.reader, key_a))
     finally:
         a.close()
         b.close()
+    return _report(args, only_a, only_b, common, changed)
+
+
+def _all_names(a, b):
+    """(only in A, only in B, [(key, key, key)]) over every tensor of both sides."""
+    names_a, names_b = set(a.names), set(b.names)
+    if a.kind != "checkpoint" or b.kind != "checkpoint":
+        # Only a checkpoint has the object graph as a tensor; convert keeps it as metadata.
+        from ..checkpoint import OBJECT_GRAPH_KEY
+        names_a.discard(OBJECT_GRAPH_KEY)
+        names_b.discard(OBJECT_GRAPH_KEY)
+    only_a, only_b = sorted(names_a - names_b), sorted(names_b - names_a)
+    return only_a, only_b, [(n, n, n) for n in sorted(names_a & names_b)]
+
+
+def _report(args, only_a, only_b, common, changed):
     same = not (only_a or only_b or changed)
     if args.json:
         emit_json(json_doc("diff", a=args.a, b=args.b, atol=args.atol, rtol=args.rtol, same=same,

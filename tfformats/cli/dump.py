@@ -8,32 +8,6 @@ from .common import EXIT_OK, emit_json, json_doc, json_safe, line_width, open_re
 _BIG_TENSOR = 64 << 20
 
 
-def _resolve_tensor(reader, name):
-    """A checkpoint key from a key, an object path (`model/dense/kernel`) or a
-    TF variable name (`dense/kernel`, `dense/kernel:0`, as Keras shows it)."""
-    if reader.has_tensor(name):
-        return name
-    from ..errors import TensorNotFoundError, TFFormatsError
-    try:
-        objects = reader.object_variables()
-    except TFFormatsError:
-        objects = {}
-    key = reader.object_paths().get(name.rstrip("/")) if objects else None
-    if key is not None:
-        return key
-    full_name = name[:-2] if name.endswith(":0") else name
-    keys = [k for k, v in objects.items()
-            if v.full_name == full_name and v.attribute == "VARIABLE_VALUE" and k in reader]
-    if len(keys) == 1:
-        return keys[0]
-    if keys:
-        raise TensorNotFoundError(f"{reader.prefix}: {name!r} is the variable name of "
-                                  f"{len(keys)} tensors ({', '.join(keys[:3])}, ...); name one "
-                                  "by its key or object path")
-    raise TensorNotFoundError(f"{reader.prefix}: no tensor, object path or variable name "
-                              f"{name!r}")
-
-
 def _read_with_progress(args, reader, key):
     """The tensor, its CRC checked chunk by chunk under a progress bar when it is big."""
     from .._impl import hot
@@ -71,7 +45,7 @@ def _plain_values(array):
 def cmd_dump(args):
     import numpy as np
     with open_reader(args.path) as reader:
-        key = _resolve_tensor(reader, args.tensor)
+        key = reader.key(args.tensor)   # a key, object path or variable name (tfformats/names.py)
         array = _read_with_progress(args, reader, key)
         dtype = reader.dtype(key)
         if args.npy is not None:

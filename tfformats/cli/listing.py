@@ -37,8 +37,8 @@ def _listing(reader, pattern=None):
     if pattern is not None:
         def wanted(entry):
             var = objects.get(entry.name)
-            return fnmatchcase(entry.name, pattern) or (
-                var is not None and var.path is not None and fnmatchcase(var.path, pattern))
+            return fnmatchcase(entry.name, pattern) or var is not None and any(
+                n is not None and fnmatchcase(n, pattern) for n in (var.path, var.full_name))
         entries = [e for e in entries if wanted(e)]
     parts = {e.name: [bundle.part_entry(e.name, ext) for ext in e.slices]
              for e in entries if e.slices}
@@ -70,6 +70,7 @@ def _ls(args):
                 tensors.append({
                     "name": entry.name,
                     "object_path": _object_path(var),
+                    "full_name": None if var is None else var.full_name,
                     "attribute": None if var is None else var.attribute,
                     "dtype": entry.dtype.name,
                     "shape": None if entry.shape is None else list(entry.shape),
@@ -99,6 +100,9 @@ def _ls(args):
                     paths.append(path or "-")
             else:
                 paths = ["-"] * len(names)
+            # TF1/Keras variable names (`dense/kernel`), when the object graph records any
+            full_names = [getattr(objects.get(name), "full_name", None) or "-" for name in names]
+            has_full_names = any(f != "-" for f in full_names)
             kinds = [e.dtype.name for e in entries]
             # Tensors share a few shapes: format each shape once.
             texts = {s: "?" if s is None else repr(list(s)) for s in {e.shape for e in entries}}
@@ -107,8 +111,12 @@ def _ls(args):
             shards = [str(e.shard_id) if not e.slices else
                       ",".join(str(s) for s in sorted({p.shard_id for p in parts[e.name]}))
                       for e in entries]
-            out.write(table([names, paths, kinds, shapes, nbytes, shards],
-                             ("NAME", "OBJECT PATH", "DTYPE", "SHAPE", "BYTES", "SHARD"), right=(4,)))
+            columns = [names, paths, kinds, shapes, nbytes, shards]
+            header = ["NAME", "OBJECT PATH", "DTYPE", "SHAPE", "BYTES", "SHARD"]
+            if has_full_names:
+                columns.insert(2, full_names)
+                header.insert(2, "FULL NAME")
+            out.write(table(columns, tuple(header), right=(len(header) - 2,)))
             out.write("\n")
         out.write(f"{len(entries)} tensors, {total} bytes ({human_bytes(total)})\n")
     return EXIT_OK

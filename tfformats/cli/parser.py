@@ -41,6 +41,7 @@ _EXAMPLES = {
                 "  tfformats convert slim/inception_v3.ckpt out/ckpt   # a TF1 V1 file -> V2 bundle"),
     "diff": ("examples:\n  tfformats diff run/ckpt-6 run/ckpt-7\n"
              "  tfformats diff run/ckpt-7 model.safetensors --atol 1e-6 --json\n"
+             "  tfformats diff run/ckpt-6 run/ckpt-7 dense/kernel model/dense/bias\n"
              "exit status: 0 same, 1 different"),
     "bench": "examples:\n  tfformats bench run/ckpt-7 --rounds 5",
 }
@@ -137,6 +138,8 @@ def build_parser():
     p = command("diff", "compare the tensors of two checkpoints (or .safetensors / .npz)", cmd_diff)
     p.add_argument("a")
     p.add_argument("b")
+    p.add_argument("tensors", nargs="*", metavar="TENSOR",
+                   help="compare only these: checkpoint keys, object paths or variable names")
     p.add_argument("--atol", type=float, default=0.0, help="absolute tolerance (default 0)")
     p.add_argument("--rtol", type=float, default=0.0, help="relative tolerance (default 0)")
 

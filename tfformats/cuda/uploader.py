@@ -45,7 +45,7 @@ import numpy as np
 from .. import fileio, slices
 from .._impl import hot
 from ..bundle import TensorStore
-from ..checkpoint import CheckpointReader, unsupported_tensors
+from ..checkpoint import CheckpointReader, selected_tensors, unsupported_tensors
 from ..crc import crc32c_combine
 from ..errors import ChecksumError, FormatError, UnsupportedError
 from .backends import address, host_bytes, make_backend
@@ -475,18 +475,23 @@ def to_device(reader: CheckpointReader | TensorStore | str | os.PathLike, name: 
 
 
 def load(path: str | os.PathLike, device: Any = "cuda:0", verify: bool = True,
-         skip_unsupported: bool = False, **kwargs: Any) -> dict[str, Any]:
-    """`load_checkpoint(path, device=...)`: every tensor, numeric ones on the device.
+         skip_unsupported: bool = False, names: Any = None, include_object_graph: bool = False,
+         **kwargs: Any) -> dict[str, Any]:
+    """`load_tensors(path, device=...)`: the tensors, numeric ones on the device.
 
-    String tensors (which a GPU cannot hold, e.g. `_CHECKPOINTABLE_OBJECT_GRAPH`)
-    stay on the host as numpy object arrays, so nothing is lost. Variant and
+    `names` and `include_object_graph` pick tensors as `load_tensors` does
+    (tfformats/checkpoint.py). String tensors (which a GPU cannot hold) stay
+    on the host as numpy object arrays, so nothing is lost. Variant and
     resource tensors raise UnsupportedError unless `skip_unsupported=True`.
     """
     with CheckpointReader(path, verify=verify) as reader:
-        unsupported_tensors(reader, skip_unsupported)
-        out = upload(reader, None, device, verify, **kwargs)
+        wanted = selected_tensors(reader, names, include_object_graph)
+        skip = unsupported_tensors(reader, skip_unsupported, set(wanted.values()))
+        wanted = {asked: key for asked, key in wanted.items() if key not in skip}
         bundle = reader.bundle
-        for name, entry in bundle.entries().items():
-            if entry.dtype.is_string:
-                out[name] = bundle.read(name, verify=verify)
-        return {name: out[name] for name in sorted(out)}
+        strings = {key for key in wanted.values() if bundle.entry(key).dtype.is_string}
+        numeric = [key for key in dict.fromkeys(wanted.values()) if key not in strings]
+        out = upload(reader, numeric, device, verify, **kwargs) if numeric else {}
+        for key in strings:
+            out[key] = bundle.read(key, verify=verify)
+        return {asked: out[key] for asked, key in sorted(wanted.items())}

@@ -20,6 +20,7 @@ from ..checkpoint import CheckpointReader
 from ..errors import (CheckpointNotFoundError, Finding, FormatError, TensorNotFoundError,
                       TFFormatsError)
 from ..graph import parse_message
+from ..names import Names
 from ..objgraph import (OBJECT_GRAPH_KEY, VARIABLE_SUFFIX, VARIABLE_VALUE, check_node_count,
                         node_paths)
 from .editing import SavedModelEditing
@@ -414,13 +415,13 @@ class SavedModelVariables(Mapping):
     """
 
     _reader: CheckpointReader | None
-    _aliases: Any     # dicts once _index() ran
+    _names: Any       # a names.Names once _index() ran
     _canonical: Any
 
     def __init__(self, saved_model: SavedModel) -> None:
         self._sm = saved_model
         self._reader = None
-        self._aliases = None   # any accepted name -> tuple of bundle keys
+        self._names = None      # names.Names: every accepted name -> bundle keys
         self._canonical = None  # canonical name -> bundle key
 
     @property
@@ -438,15 +439,18 @@ class SavedModelVariables(Mapping):
         return fileio.isfile(os.path.join(self._sm.path, VARIABLES_PREFIX) + ".index")
 
     def _index(self):
-        if self._aliases is not None:
+        """Canonical names, and the one resolver (tfformats/names.py) fed with the
+        SavedModel's own object paths and variable names besides the checkpoint's."""
+        if self._names is not None:
             return
-        aliases, canonical = {}, {}
-        if self._has_bundle():
+        canonical, by_name = {}, {}
+        if not self._has_bundle():
+            self._names = Names(set(), where=self._sm.path)
+        else:
             reader = self.reader
             keys = set(reader.keys())
             meta = self._sm.meta_graphs[0] if self._sm.meta_graphs else None
             if meta is not None and meta.is_tf2:
-                by_name = {}
                 for info in meta.variable_infos():
                     if info.key in keys:
                         canonical[info.path] = info.key
@@ -454,41 +458,26 @@ class SavedModelVariables(Mapping):
                 for key, var in reader.object_variables().items():
                     if var.path and var.attribute == VARIABLE_VALUE and var.path not in canonical:
                         canonical[var.path] = key
-                        if var.full_name:
-                            by_name.setdefault(var.full_name, []).append(key)
-                for name, ks in by_name.items():
-                    aliases[name] = tuple(dict.fromkeys(ks))
             else:
-                for key in keys:
-                    if key != OBJECT_GRAPH_KEY:
-                        canonical[key] = key
-            for path, key in canonical.items():
-                aliases[path] = (key,)
-            for key in keys:
-                aliases[key] = (key,)
+                canonical = {key: key for key in keys if key != OBJECT_GRAPH_KEY}
+            self._names = Names.of_reader(reader, paths=canonical, full_names=by_name,
+                                          same=self._same_tensor)
         self._canonical = dict(sorted(canonical.items()))
-        self._aliases = aliases
 
     def keys_for(self, name: str) -> tuple[str, ...]:
         """The bundle keys `name` stands for (several when one TF variable is
         tracked under several object paths, as Keras 3 exports do)."""
         self._index()
-        keys = self._aliases.get(name)
-        if keys is None and name.endswith(":0"):
-            keys = self._aliases.get(name[:-2])
-        if keys is None:
-            raise TensorNotFoundError(f"{self._sm.path}: no variable named {name!r} (try a TF "
-                                      "name like 'dense/kernel', an object path or a bundle key)")
-        return keys
+        keys = self._names.candidates(name)
+        if not keys:
+            raise TensorNotFoundError(self._names.missing_message(name))
+        return tuple(keys)
 
     def key(self, name: str) -> str:
-        """The bundle key of `name`; KeyError if it names several different variables."""
-        keys = self.keys_for(name)
-        if len(keys) > 1 and not self._same_tensor(keys):
-            raise TensorNotFoundError(
-                f"{self._sm.path}: {name!r} is ambiguous, it names the different variables "
-                f"{list(keys)}; use an object path")
-        return keys[0]
+        """The bundle key of `name`; AmbiguousNameError (a KeyError) if it names
+        several different variables."""
+        self._index()
+        return self._names.resolve(name)
 
     def _same_tensor(self, keys):
         reader = self.reader
@@ -533,8 +522,8 @@ class SavedModelVariables(Mapping):
     def names(self) -> dict[str, tuple[str, ...]]:
         """TF name -> bundle keys, for TF2 models (empty for TF1, whose names are keys)."""
         self._index()
-        return {n: ks for n, ks in self._aliases.items()
-                if n not in self._canonical and ks != (n,)}
+        return {n: tuple(ks) for n, ks in self._names.full_names.items()
+                if n not in self._canonical and ks != [n]}
 
     def close(self) -> None:
         if self._reader is not None:
