@@ -269,13 +269,13 @@ class CheckpointReader(Mapping):
         try:
             return list(self._info[name][1])
         except (KeyError, TypeError):
-            return list(self._entry(name).shape)
+            return list(self._named_entry(name).shape)
 
     def dtype(self, name: str) -> DType:
         try:
             return self._info[name][0]
         except (KeyError, TypeError):
-            return self._entry(name).dtype
+            return self._named_entry(name).dtype
 
     def _tensor_info(self) -> dict:
         if not self._scanned:
@@ -284,12 +284,20 @@ class CheckpointReader(Mapping):
         return self._info
 
     def _entry(self, name: str) -> Entry:
-        """entry(name), counting lookups until the index is scanned."""
+        """bundle.entry(name) of an exact key, counting lookups until the index is scanned."""
         if not self._scanned:
             self._lookups += 1
             if self._lookups > self._scan_after:
                 self._tensor_info()
-        return self.entry(name)
+        return self.bundle.entry(name)
+
+    def _named_entry(self, name: str) -> Entry:
+        """_entry, or the entry of the key that another form of name stands for."""
+        try:
+            return self._entry(name)
+        except TensorNotFoundError:
+            pass
+        return self.bundle.entry(self.key(name))
 
     def entry(self, name: str) -> Entry:
         try:
@@ -504,7 +512,7 @@ def prefetched(reader: CheckpointReader, names: list[str],
     bytes of a remote checkpoint, its tensors' bytes are fetched together
     (concurrent coalesced ranges), so reading them costs one round trip, not
     one each. Local checkpoints (memory maps) need nothing of the kind."""
-    prefetch = getattr(reader.bundle, "prefetch", None)
+    prefetch = getattr(getattr(reader, "bundle", None), "prefetch", None)   # Keras: none
     if prefetch is None or not fileio.is_url(reader.prefix):
         yield from names
         return

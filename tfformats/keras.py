@@ -32,12 +32,15 @@ import re
 import struct
 import zipfile
 from collections.abc import Iterator, Mapping
-from typing import Any, Callable, Optional
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from . import dtypes, fileio
 from .errors import CheckpointNotFoundError, FormatError, TensorNotFoundError, UnsupportedError
+
+if TYPE_CHECKING:
+    import numpy as np
+else:   # imported on first use (tfformats/_lazy.py): `ls` of a checkpoint passes through here
+    from ._lazy import numpy as np
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_SIGNATURE = b"PK\x03\x04"
@@ -590,6 +593,11 @@ class KerasReader(Mapping):
             if tensor is not None:
                 return tensor
         raise TensorNotFoundError(f"{self.path}: no dataset or Keras variable {name!r}")
+
+    def key(self, name: str) -> str:
+        """The HDF5 dataset path `name` stands for (a path, or a Keras variable
+        name with or without `:0`), as `CheckpointReader.key` does for keys."""
+        return self._tensor(name).path
 
     def variable_names(self) -> dict[str, str]:
         """Keras variable name (`dense/kernel`) -> HDF5 dataset path."""

@@ -40,7 +40,6 @@ paths, Keras variable names) where TF only takes checkpoint keys.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from typing import Any, Callable, Iterator
@@ -51,7 +50,11 @@ from .checkpoint import STATE_FILENAME, CheckpointReader, listed_prefix, read_st
 __all__ = ["NewCheckpointReader", "checkpoints_iterator", "get_checkpoint_state",
            "latest_checkpoint", "list_variables", "load_checkpoint", "load_variable"]
 
-_log = logging.getLogger("tfformats")
+
+def _warn_unparsable(message: str) -> None:
+    import logging   # imported here: `tfformats ls` starts without logging
+    logging.getLogger("tfformats").warning("%s; ignored", message)
+
 
 # How often checkpoints_iterator looks for a new checkpoint (TF: 1 second).
 POLL_SECONDS = 1.0
@@ -109,7 +112,7 @@ def get_checkpoint_state(checkpoint_dir: str | os.PathLike,
     `checkpoint_dir`, as TensorFlow does."""
     checkpoint_dir = os.fspath(checkpoint_dir)
     state = read_state(checkpoint_dir, latest_filename or STATE_FILENAME,
-                       unparsable=lambda message: _log.warning("%s; ignored", message))
+                       unparsable=_warn_unparsable)
     if state is None:
         return None
     if not os.path.isabs(state.model_checkpoint_path):
@@ -127,7 +130,7 @@ def latest_checkpoint(checkpoint_dir: str | os.PathLike,
     also looked for in `checkpoint_dir` itself (a moved directory), where TF gives up."""
     checkpoint_dir = os.fspath(checkpoint_dir)
     state = read_state(checkpoint_dir, latest_filename or STATE_FILENAME,
-                       unparsable=lambda message: _log.warning("%s; ignored", message))
+                       unparsable=_warn_unparsable)
     if state is None:
         return None
     return listed_prefix(checkpoint_dir, state.model_checkpoint_path)
