@@ -94,7 +94,7 @@ def read_state(directory: str | os.PathLike, filename: str = STATE_FILENAME,
     return state
 
 
-def listed_prefix(directory, listed):
+def listed_prefix(directory: str, listed: str) -> str | None:
     """Where a prefix named in a state file is, or None.
 
     As written (a relative path is relative to the directory); failing that,
@@ -141,13 +141,13 @@ def resolve_prefix(path: str | os.PathLike) -> str:
             return prefix
         state = read_state(path)
         if state is not None:
-            prefix = listed_prefix(path, state.model_checkpoint_path)
-            if prefix is None:
+            listed = listed_prefix(path, state.model_checkpoint_path)
+            if listed is None:
                 raise NoCheckpointError(
                     f"{path}/{STATE_FILENAME} names {state.model_checkpoint_path!r} but "
                     f"neither {os.path.join(path, state.model_checkpoint_path)}.index nor a "
                     "V1 checkpoint of that name exists")
-            return prefix
+            return listed
         indexes = sorted(n for n in fileio.listdir(path) if n.endswith(".index"))
         if len(indexes) == 1:
             return os.path.join(path, indexes[0][:-len(".index")])

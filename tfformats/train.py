@@ -44,6 +44,7 @@ import os
 import time
 from typing import Any, Callable, Iterator
 
+from . import fileio
 from .bundle import BundleReader, gc_paused
 from .checkpoint import STATE_FILENAME, CheckpointReader, listed_prefix, read_state
 
@@ -75,6 +76,7 @@ class TFCheckpointReader(CheckpointReader):
         return value
 
 
+@fileio.with_storage
 def load_checkpoint(ckpt_dir_or_file: str | os.PathLike) -> TFCheckpointReader:
     """A reader for the checkpoint at `ckpt_dir_or_file` (a prefix, or a directory
     whose `checkpoint` file names the latest), like `tf.train.load_checkpoint`."""
@@ -86,6 +88,7 @@ def NewCheckpointReader(filepattern: str | os.PathLike) -> TFCheckpointReader:  
     return TFCheckpointReader(filepattern)
 
 
+@fileio.with_storage
 def load_variable(ckpt_dir_or_file: str | os.PathLike, name: str) -> Any:
     """The value of variable `name` (`:0` allowed), like `tf.train.load_variable`."""
     if name.endswith(":0"):
@@ -94,6 +97,7 @@ def load_variable(ckpt_dir_or_file: str | os.PathLike, name: str) -> Any:
         return reader.get_tensor(name)
 
 
+@fileio.with_storage
 def list_variables(ckpt_dir_or_file: str | os.PathLike) -> list[tuple[str, list[int]]]:
     """Sorted `(name, shape)` pairs of every tensor, like `tf.train.list_variables`."""
     # A bundle's pairs come in key order straight from its index; the collector
@@ -104,6 +108,7 @@ def list_variables(ckpt_dir_or_file: str | os.PathLike) -> list[tuple[str, list[
         return sorted(reader.get_variable_to_shape_map().items())
 
 
+@fileio.with_storage
 def get_checkpoint_state(checkpoint_dir: str | os.PathLike,
                          latest_filename: str | None = None) -> Any:
     """The CheckpointState in `checkpoint_dir`, like `tf.train.get_checkpoint_state`:
@@ -123,6 +128,7 @@ def get_checkpoint_state(checkpoint_dir: str | os.PathLike,
     return state
 
 
+@fileio.with_storage
 def latest_checkpoint(checkpoint_dir: str | os.PathLike,
                       latest_filename: str | None = None) -> str | None:
     """The newest checkpoint's prefix, like `tf.train.latest_checkpoint`; None when
