@@ -28,6 +28,7 @@ echo "== import layers and types =="
 echo "== native implementation =="
 "$PY" -c 'import tfformats, sys; sys.exit(tfformats.implementation() != "native")' \
   || { echo "the native extension did not build" >&2; exit 1; }
-"$PY" -m pytest -p no:cacheprovider tests "$@"
+# -n auto: one pytest worker per core (pytest-xdist); the tests share no state.
+"$PY" -m pytest -p no:cacheprovider -n auto tests "$@"
 echo "== pure-Python implementation =="
-TFFORMATS_PUREPYTHON=1 "$PY" -m pytest -p no:cacheprovider tests "$@"
+TFFORMATS_PUREPYTHON=1 "$PY" -m pytest -p no:cacheprovider -n auto tests "$@"
