@@ -34,7 +34,7 @@ from .errors import CheckpointNotFoundError, FormatError, UnsupportedError
 from .fileio import replaced_atomically
 from .objgraph import ATTRIBUTES, OBJECT_GRAPH_KEY
 from .progress import bar
-from .writer import BundleWriter, _pieces, save_checkpoint
+from .writer import BundleWriter, save_checkpoint, stored_pieces
 
 # TensorFlow dtype name <-> safetensors dtype string (same bit layout).
 _SAFETENSORS = {
@@ -186,7 +186,7 @@ def checkpoint_to_safetensors(src: str | os.PathLike, dst: str | os.PathLike, *,
             f.write(encoded)
             for name in prefetched(reader, names):
                 # little-endian on any host, one bounded piece at a time
-                for piece in _pieces(reader[name], reader.dtype(name)):
+                for piece in stored_pieces(reader[name], reader.dtype(name)):
                     f.write(piece)
                 shown.update(tensor_nbytes(reader, name))
     return skipped

@@ -16,7 +16,7 @@ import math
 import os
 import re
 import time
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 from google.protobuf import text_format
@@ -81,7 +81,7 @@ def _array(value, dtype, name):
     return array, dtype
 
 
-def _pieces(array, dtype):
+def stored_pieces(array: Any, dtype: Any) -> Iterator[Any]:
     """The stored bytes of `array` as `dtype`: row-major, little-endian, in pieces.
 
     Byte-order and dtype conversions happen piece by piece, so a converted
@@ -275,7 +275,7 @@ class BundleWriter:
             self._store(key, dtype, array.shape, len(data), [data], name, crc)
         else:
             size = array.size * dtype.itemsize
-            self._store(key, dtype, array.shape, size, _pieces(array, dtype), name)
+            self._store(key, dtype, array.shape, size, stored_pieces(array, dtype), name)
 
     # public API
 
@@ -315,7 +315,7 @@ class BundleWriter:
     def _chunk_pieces(chunk, dtype, name):
         if isinstance(chunk, np.ndarray):
             if chunk.dtype.newbyteorder("<") == dtype.as_numpy_dtype.newbyteorder("<"):
-                return _pieces(chunk, dtype)
+                return stored_pieces(chunk, dtype)
             if chunk.dtype != np.uint8:
                 # taking a float64 array's bytes as float32 values would store garbage
                 raise UnsupportedError(f"tensor {name!r}: a chunk of {chunk.dtype} for a "
