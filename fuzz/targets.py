@@ -34,11 +34,13 @@ import numpy as np
 # import hook when fuzzing (`python fuzz/targets.py TARGET`), so that the
 # Python code of tfformats is instrumented for coverage. The compiled
 # extension (tfformats._native) is not: see docs/fuzzing.md.
+_hook = contextlib.nullcontext()
 if __name__ == "__main__" and sys.argv[1:2] not in (["--replay"], ["--random"]):
-    import atheris
-    _hook = atheris.instrument_imports(include=["tfformats"])
-else:
-    _hook = contextlib.nullcontext()
+    try:
+        import atheris
+        _hook = atheris.instrument_imports(include=["tfformats"])
+    except ImportError:   # fuzzing then says what is missing; usage and --random still work
+        pass
 with _hook:
     import tfformats
     from tfformats import checkpoint, convert, fileio, fingerprint, graph, objgraph, protos, \
