@@ -185,6 +185,21 @@ class LocalFile:
         return f"LocalFile({self.path!r}, {self._size} bytes)"
 
 
+@contextlib.contextmanager
+def _opening(path):
+    """Turn what opening `path` for reading raises into tfformats errors naming it."""
+    try:
+        yield
+    except (FileNotFoundError, NotADirectoryError):  # NotADirectory: a parent is a file
+        raise CheckpointNotFoundError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise FormatError(f"{path}: is a directory, expected a file") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise FormatError(f"{path}: a loop of symbolic links, expected a file") from None
+        raise
+
+
 # Opening a FIFO for reading blocks until a writer comes, and a device can
 # block or stream forever; with O_NONBLOCK the open returns at once, and the
 # file type is checked before anything reads.
@@ -195,16 +210,8 @@ def _open_regular(path):
     """(fd, stat) of `path` opened for reading, or a tfformats error naming it:
     CheckpointNotFoundError when it does not exist, FormatError when it is not
     a regular file (a directory, FIFO, socket, device) or a symlink loop."""
-    try:
+    with _opening(path):
         fd = os.open(path, _OPEN_FLAGS)
-    except (FileNotFoundError, NotADirectoryError):  # NotADirectory: a parent is a file
-        raise CheckpointNotFoundError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise FormatError(f"{path}: is a directory, expected a file") from None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise FormatError(f"{path}: a loop of symbolic links, expected a file") from None
-        raise
     try:
         stat = os.fstat(fd)
         if not stat_module.S_ISREG(stat.st_mode):
@@ -527,17 +534,8 @@ def open_file(path: str | os.PathLike) -> Source:
 
 def read_file(path: str | os.PathLike) -> bytes:
     """The whole (small) file `path`, as bytes."""
-    try:
-        with open_input(path) as f:
-            return f.read()
-    except (FileNotFoundError, NotADirectoryError):  # NotADirectory: a parent is a file
-        raise CheckpointNotFoundError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise FormatError(f"{path}: is a directory, expected a file") from None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise FormatError(f"{path}: a loop of symbolic links, expected a file") from None
-        raise
+    with _opening(path), open_input(path) as f:
+        return f.read()
 
 
 def read_file_if_present(path: str | os.PathLike) -> bytes | None:
