@@ -58,20 +58,31 @@ def cmd_convert(args):
     function = getattr(convert, functions[src_kind, dst_kind])
     skipped = []
     if src_kind == "checkpoint":
-        from ..errors import UnsupportedError
-        try:
-            skipped = function(args.src, args.dst, skip_unsupported=args.skip_unsupported,
-                               progress=show_progress(args))
-        except UnsupportedError as e:
-            raise UnsupportedError(f"{e} (on the command line: --skip-unsupported)") from None
+        skipped = run_skipping(function, args)
     else:
         function(args.src, args.dst, progress=show_progress(args))
+    return report(args, src_kind, dst_kind, skipped, f"no equivalent dtype in {dst_kind}")
+
+
+def run_skipping(function, args):
+    """`function(args.src, args.dst)` for a converter that can skip tensors;
+    returns the names skipped. Refusals say how to skip on the command line."""
+    from ..errors import UnsupportedError
+    try:
+        return function(args.src, args.dst, skip_unsupported=args.skip_unsupported,
+                        progress=show_progress(args))
+    except UnsupportedError as e:
+        raise UnsupportedError(f"{e} (on the command line: --skip-unsupported)") from None
+
+
+def report(args, src_kind, dst_kind, skipped, why):
+    """What convert prints (or its JSON document): each tensor skipped and `why`, then the result."""
     if args.json:
         emit_json(json_doc("convert", src=args.src, dst=args.dst, src_format=src_kind,
                              dst_format=dst_kind, skipped=list(skipped or [])))
     else:
         for name in skipped or []:
-            print(f"skipped {name} (no equivalent dtype in {dst_kind})")
+            print(f"skipped {name} ({why})")
         print(f"{args.src} ({src_kind}) -> {args.dst} ({dst_kind})")
     return EXIT_OK
 

@@ -52,8 +52,8 @@ def convert(args, src_kind, dst_kind):
     weights file laid out like `--like`."""
     from .. import convert as converters
     from .. import keras
-    from ..errors import UnsupportedError
-    from .common import UsageError, show_progress
+    from .common import UsageError
+    from .convert import report, run_skipping
     skipped = []
     if dst_kind == "keras":
         if not args.like:
@@ -75,19 +75,8 @@ def convert(args, src_kind, dst_kind):
         function = {"checkpoint": keras.keras_to_checkpoint,
                     "safetensors": converters.checkpoint_to_safetensors,
                     "npz": converters.checkpoint_to_npz}[dst_kind]
-        try:
-            skipped = function(args.src, args.dst, skip_unsupported=args.skip_unsupported,
-                               progress=show_progress(args))
-        except UnsupportedError as e:
-            raise UnsupportedError(f"{e} (on the command line: --skip-unsupported)") from None
-    if args.json:
-        emit_json(json_doc("convert", src=args.src, dst=args.dst, src_format=src_kind,
-                           dst_format=dst_kind, skipped=list(skipped or [])))
-    else:
-        for name in skipped or []:
-            print(f"skipped {name} (no place in a {dst_kind})")
-        print(f"{args.src} ({src_kind}) -> {args.dst} ({dst_kind})")
-    return EXIT_OK
+        skipped = run_skipping(function, args)
+    return report(args, src_kind, dst_kind, skipped, f"no place in a {dst_kind}")
 
 
 class _ByVariableName:
