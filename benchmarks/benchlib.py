@@ -77,6 +77,17 @@ def touch(array):
     return int(flat[::PAGE].sum(dtype=np.uint64))
 
 
+def read_every_tensor(prefix):
+    """tfformats' bulk read: every tensor of the checkpoint, CRC verified (the
+    default), every page touched."""
+    import tfformats as tff  # noqa: PLC0415
+    total = 0
+    with tff.open_checkpoint(prefix) as reader:
+        for key in reader:
+            total += touch(reader.get_tensor(key))
+    return total
+
+
 # --- data generation (real TensorFlow) ------------------------------------------
 
 def _done_marker(folder):
@@ -337,17 +348,12 @@ def _tf_read_all(tf, prefix):
 
 
 def bulk_read(data):
-    import tfformats as tff  # noqa: PLC0415
     tf = import_tensorflow()
     from safetensors.numpy import load_file  # noqa: PLC0415
     prefix, st_path = data["prefix"], data["safetensors"]
 
     def tfformats_side():
-        total = 0
-        with tff.open_checkpoint(prefix) as reader:  # CRC verified by default
-            for key in reader:
-                total += touch(reader.get_tensor(key))
-        return total
+        return read_every_tensor(prefix)
 
     def safetensors_side():
         return sum(touch(a) for a in load_file(st_path).values())
@@ -393,17 +399,12 @@ def _floor_side(paths):
 
 def bulk_floor(data):
     """The bulk read against the hardware floor of the same data files."""
-    import tfformats as tff  # noqa: PLC0415
     prefix = data["prefix"]
     paths = sorted(glob.glob(glob.escape(prefix) + ".data-*"))
     floor, close = _floor_side(paths)
 
     def tfformats_side():
-        total = 0
-        with tff.open_checkpoint(prefix) as reader:  # CRC verified by default
-            for key in reader:
-                total += touch(reader.get_tensor(key))
-        return total
+        return read_every_tensor(prefix)
 
     return Scenario("bulk read vs floor", Side("tfformats", tfformats_side), [floor],
                     "≤ 1.3× floor", target_ratio=1.3, close=close,
