@@ -228,7 +228,7 @@ def test_tensorflow_accepts_what_the_writer_writes(tmp_path, threshold, compress
     os.remove(out / "saved_model.cpb")
     chunked.write_chunked_saved_model(out, model.proto, threshold=threshold,
                                       compression=compression)
-    merged, _ = chunked.read_chunked(out / "saved_model.cpb", protos.SavedModel())
+    merged = chunked.read_chunked(out / "saved_model.cpb", protos.SavedModel())
     assert merged == model.proto
     theirs, ours = _tf_fingerprint(out), fingerprint.compute_fingerprint(out)
     for name in fingerprint.HASH_FIELDS:

@@ -231,15 +231,14 @@ def _scalar(desc, data, where):
                           f"{desc.type} value") from None
 
 
-def read_chunked(path: str | os.PathLike, message: Any) -> tuple[Any, ChunkedFile]:
-    """Merge the chunked proto file at `path` into `message`; returns (message, ChunkedFile)."""
-    chunked = ChunkedFile(path)
-    return chunked.merge(message), chunked
+def read_chunked(path: str | os.PathLike, message: Any) -> Any:
+    """Merge the chunked proto file at `path` into `message`; returns it."""
+    return ChunkedFile(path).merge(message)
 
 
 # --- writing -------------------------------------------------------------------------
 
-def _tags(*path):
+def field_tags(*path: Any) -> list:
     """FieldIndex list of a path: ints are field numbers, [i] an index, {"k"} a map key."""
     tags = []
     for item in path:
@@ -289,7 +288,7 @@ class _Writer:
 
 
 # NodeDef.attr["value"].tensor.tensor_content: where a Const keeps its values.
-_CONSTANT_CONTENT = _tags(5, {"value"}, 8, 4)
+_CONSTANT_CONTENT = field_tags(5, {"value"}, 8, 4)
 
 
 def _split_messages(writer, messages, field_number, chunked, threshold, split_inside=None):
@@ -307,7 +306,7 @@ def _split_messages(writer, messages, field_number, chunked, threshold, split_in
             element.Clear()
         if inner.HasField("chunk_index") or inner.chunked_fields:
             field = chunked.chunked_fields.add()
-            field.field_tag.extend(_tags(field_number, [i]))
+            field.field_tag.extend(field_tags(field_number, [i]))
             field.message.CopyFrom(inner)
 
 
@@ -329,7 +328,7 @@ def _split_graph(writer, graph, chunked, threshold):
     library = protos.ChunkedMessage()
     _split_messages(writer, graph.library.function, 1, library, threshold, function)
     if library.chunked_fields:
-        writer.field(chunked, _tags(2)).CopyFrom(library)   # GraphDef.library
+        writer.field(chunked, field_tags(2)).CopyFrom(library)   # GraphDef.library
 
 
 def write_chunked_saved_model(export_dir: str | os.PathLike, saved_model: Any,
@@ -344,7 +343,7 @@ def write_chunked_saved_model(export_dir: str | os.PathLike, saved_model: Any,
     root.CopyFrom(saved_model)
     writer = _Writer()
     if root.meta_graphs:
-        graph = writer.field(writer.metadata.message, _tags(2, [0], 2))   # meta_graphs[0].graph_def
+        graph = writer.field(writer.metadata.message, field_tags(2, [0], 2))   # meta_graphs[0].graph_def
         _split_graph(writer, root.meta_graphs[0].graph_def, graph, threshold)
     data = writer.finish(root.SerializeToString(deterministic=True), compression)
     path = os.path.join(os.fspath(export_dir), "saved_model.cpb")

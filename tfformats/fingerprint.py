@@ -266,19 +266,10 @@ def fingerprint_saved_model(saved_model: Any, checkpoint_index_bytes: bytes | No
 # is not part of saved_model_checksum; a prefix path merges its chunk over
 # the part being hashed); tests/test_chunked.py checks it against TensorFlow.
 CHUNKED_FINGERPRINT_PRODUCER = 2
-_META_GRAPH_0 = [(2, 0)]
-_PART_PATHS = {"graph_def": _META_GRAPH_0 + [(2, None)],
-               "signature_def": _META_GRAPH_0 + [(5, None)],
-               "object_graph_def": _META_GRAPH_0 + [(7, None)]}
-
-
-def _field_tags(path):
-    tags = []
-    for number, index in path:
-        tags.append(protos.FieldIndex(field=number))
-        if index is not None:
-            tags.append(protos.FieldIndex(index=index))
-    return tags
+# The parts of meta_graphs[0] (SavedModel field 2) that get hashes of their own.
+_GRAPH_DEF_PATH = chunked.field_tags(2, [0], 2)
+_SIGNATURE_DEF_PATH = chunked.field_tags(2, [0], 5)
+_OBJECT_GRAPH_PATH = chunked.field_tags(2, [0], 7)
 
 
 def _tag_matches(tags, target):
@@ -349,21 +340,21 @@ def fingerprint_chunked_saved_model(path: str | os.PathLike,
     """The FingerprintDef TensorFlow computes for the chunked SavedModel file `path`."""
     source = chunked.ChunkedFile(path)
     root = source.metadata.message
-    targets = {part: _field_tags(p) for part, p in _PART_PATHS.items()}
     fp = protos.FingerprintDef()
     empty = protos.SavedModel()
     fp.saved_model_checksum = hot.fingerprint_cat64(
         _hash_fields(source, root, [], empty), _fp(canonical_serialize(empty)))
-    pruned = source.merge(protos.SavedModel(), _pruned(root, list(targets.values())))
+    pruned = source.merge(protos.SavedModel(), _pruned(
+        root, [_GRAPH_DEF_PATH, _SIGNATURE_DEF_PATH, _OBJECT_GRAPH_PATH]))
     if not pruned.meta_graphs:
         raise FormatError(f"{path}: SavedModel has no meta graph to fingerprint")
     meta_graph = pruned.meta_graphs[0]
-    for name, part in (("graph_def_program_hash", meta_graph.graph_def),
-                       ("saved_object_graph_hash", meta_graph.object_graph_def)):
-        whole = _fp(canonical_serialize(part))
-        setattr(fp, name, hot.fingerprint_cat64(whole, _hash_fields(
-            source, root, targets["graph_def" if name.startswith("graph") else "object_graph_def"],
-            part)))
+    for name, part, part_path in (
+            ("graph_def_program_hash", meta_graph.graph_def, _GRAPH_DEF_PATH),
+            ("saved_object_graph_hash", meta_graph.object_graph_def, _OBJECT_GRAPH_PATH)):
+        whole = _fp(canonical_serialize(part))   # before _hash_fields may merge into it
+        setattr(fp, name, hot.fingerprint_cat64(
+            whole, _hash_fields(source, root, part_path, part)))
     h = 0
     for key in sorted(meta_graph.signature_def):
         signature = meta_graph.signature_def[key]
@@ -371,7 +362,7 @@ def fingerprint_chunked_saved_model(path: str | os.PathLike,
                                                            _fp(canonical_serialize(signature))))
         copy = protos.SignatureDef()
         copy.CopyFrom(signature)
-        h = hot.fingerprint_cat64(h, _hash_fields(source, root, targets["signature_def"], copy))
+        h = hot.fingerprint_cat64(h, _hash_fields(source, root, _SIGNATURE_DEF_PATH, copy))
     fp.signature_def_hash = h
     fp.checkpoint_hash = 0 if checkpoint_index_bytes is None else _fp(checkpoint_index_bytes)
     fp.version.producer = CHUNKED_FINGERPRINT_PRODUCER
@@ -389,7 +380,7 @@ def read_saved_model(export_dir: str | os.PathLike) -> Any:
     export_dir = os.fspath(export_dir)
     cpb = os.path.join(export_dir, SAVED_MODEL_CPB)
     if fileio.exists(cpb):
-        return chunked.read_chunked(cpb, protos.SavedModel())[0]
+        return chunked.read_chunked(cpb, protos.SavedModel())
     for name, text in ((SAVED_MODEL_PB, False), (SAVED_MODEL_PBTXT, True)):
         path = os.path.join(export_dir, name)
         try:

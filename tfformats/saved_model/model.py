@@ -712,7 +712,7 @@ def load_saved_model(export_dir: str | os.PathLike) -> SavedModel:
     pb = os.path.join(export_dir, SAVED_MODEL_PB)
     pbtxt = os.path.join(export_dir, SAVED_MODEL_PBTXT)
     if fileio.exists(cpb):   # TensorFlow prefers the chunked file when both are there
-        proto, _ = chunked.read_chunked(cpb, protos.SavedModel())
+        proto = chunked.read_chunked(cpb, protos.SavedModel())
         file_format, raw = "cpb", None
     elif fileio.isfile(pb):
         raw = fileio.read_file(pb)
