@@ -89,7 +89,7 @@ def _write_back(dst_prefix, tensors, graph, kinds=None, progress=False):
 
 # --- checkpoint -> V2 checkpoint ----------------------------------------------------
 
-def _keys(reader: CheckpointReader, names: str | Iterable[str] | None) -> list[str]:
+def selected_keys(reader: CheckpointReader, names: str | Iterable[str] | None) -> list[str]:
     """The checkpoint keys to convert, in key order: all of them (the object
     graph included, to be carried along), or those `names` stand for (keys,
     object paths or variable names, see tfformats/names.py)."""
@@ -112,7 +112,7 @@ def checkpoint_to_checkpoint(src: str | os.PathLike, dst_prefix: str | os.PathLi
     """
     skipped: list[str] = []
     with CheckpointReader(src) as reader:
-        keys = _keys(reader, names)
+        keys = selected_keys(reader, names)
         with BundleWriter(dst_prefix) as writer, _reading(reader, src, progress, keys) as shown:
             _copy_tensors(reader, writer, keys, skip_unsupported, skipped, shown)
     return skipped
@@ -121,17 +121,30 @@ def checkpoint_to_checkpoint(src: str | os.PathLike, dst_prefix: str | os.PathLi
 def _copy_tensors(reader, writer, keys, skip_unsupported, skipped, shown):
     for name in prefetched(reader, keys):
         entry = reader.entry(name)
-        if entry.dtype.as_numpy_dtype is None:
-            _unsupported(name, f"{entry.dtype.name} tensors have no values tfformats "
-                         "can copy", skip_unsupported, skipped)
+        if not copyable(name, entry, skip_unsupported, skipped):
             continue
-        value = reader.get_tensor(name)
-        if not entry.slices:
-            writer.add(name, value, dtype=entry.dtype)
-        for extents in entry.slices:
-            part = value[slices.index(slices.resolve(extents, entry.shape))]
-            writer.add_slice(name, entry.shape, extents, part, dtype=entry.dtype)
+        put_tensor(writer, name, entry, reader.get_tensor(name))
         shown.update(tensor_nbytes(reader, name))
+
+
+def copyable(name: str, entry: Any, skip_unsupported: bool, skipped: list[str]) -> bool:
+    """Whether tensor `name` (its index `entry`) has values to copy into a
+    bundle; a DT_VARIANT one raises UnsupportedError, or is added to `skipped`."""
+    if entry.dtype.as_numpy_dtype is None:
+        _unsupported(name, f"{entry.dtype.name} tensors have no values tfformats "
+                     "can copy", skip_unsupported, skipped)
+        return False
+    return True
+
+
+def put_tensor(writer: BundleWriter, name: str, entry: Any, value: Any) -> None:
+    """Write `value`, tensor `name` of a checkpoint, as its index `entry` stored
+    it: one tensor, or the same parts of a partitioned one."""
+    if not entry.slices:
+        writer.add(name, value, dtype=entry.dtype)
+    for extents in entry.slices:
+        part = value[slices.index(slices.resolve(extents, entry.shape))]
+        writer.add_slice(name, entry.shape, extents, part, dtype=entry.dtype)
 
 
 # --- safetensors ------------------------------------------------------------------
@@ -149,47 +162,67 @@ def checkpoint_to_safetensors(src: str | os.PathLike, dst: str | os.PathLike, *,
     """
     skipped: list[str] = []
     with _open_reader(src) as reader:
-        keys = _keys(reader, names)
-        header: dict[str, Any]
-        header, names, offset = {}, [], 0
-        metadata = {}
-        for name in keys:
-            dtype = reader.dtype(name)
-            if name == OBJECT_GRAPH_KEY:
-                metadata[_GRAPH_METADATA] = base64.b64encode(reader[name].item()).decode()
-                continue
-            if name == _METADATA:
-                _unsupported(name, "safetensors reserves that name for its metadata",
-                             skip_unsupported, skipped)
-                continue
-            if dtype.name not in _SAFETENSORS:
-                _unsupported(name, f"safetensors has no {dtype.name} dtype", skip_unsupported,
-                             skipped)
-                continue
-            if not _encodable(name):   # a key of bytes that are not UTF-8
-                _unsupported(name, f"{src}: safetensors names are UTF-8 text, this is not",
-                             skip_unsupported, skipped)
-                continue
-            shape = reader.shape(name)
-            size = math.prod(shape) * dtype.itemsize  # type: ignore[operator]  # not a string
-            header[name] = {"dtype": _SAFETENSORS[dtype.name], "shape": shape,
-                            "data_offsets": [offset, offset + size]}
-            names.append(name)
-            offset += size
-        if metadata:
-            header[_METADATA] = metadata
-        encoded = json.dumps(header, separators=(",", ":")).encode()
-        encoded += b" " * (-len(encoded) % 8)  # data starts 8-byte aligned
-        with (replaced_atomically(os.fspath(dst)) as temp, fileio.create(temp) as f,
-              _reading(reader, src, progress, names) as shown):
-            f.write(struct.pack("<Q", len(encoded)))
-            f.write(encoded)
-            for name in prefetched(reader, names):
-                # little-endian on any host, one bounded piece at a time
-                for piece in stored_pieces(reader[name], reader.dtype(name)):
-                    f.write(piece)
-                shown.update(tensor_nbytes(reader, name))
+        header, names = safetensors_layout(reader, selected_keys(reader, names), src,
+                                           skip_unsupported, skipped)
+        with _reading(reader, src, progress, names) as shown:
+            def pieces():
+                for name in prefetched(reader, names):
+                    # little-endian on any host, one bounded piece at a time
+                    yield from stored_pieces(reader[name], reader.dtype(name))
+                    shown.update(tensor_nbytes(reader, name))
+            write_safetensors(dst, header, pieces())
     return skipped
+
+
+def safetensors_layout(reader: Any, keys: list[str], src: str | os.PathLike,
+                       skip_unsupported: bool, skipped: list[str]) -> tuple[bytes, list[str]]:
+    """(the encoded header, the names whose data follows it, in order) of the
+    safetensors file holding tensors `keys` of `reader`; names safetensors
+    cannot hold raise UnsupportedError or go to `skipped`. Only the object
+    graph (for the metadata) is read, the rest comes from the index."""
+    header: dict[str, Any] = {}
+    names: list[str] = []
+    offset = 0
+    metadata = {}
+    for name in keys:
+        dtype = reader.dtype(name)
+        if name == OBJECT_GRAPH_KEY:
+            metadata[_GRAPH_METADATA] = base64.b64encode(reader[name].item()).decode()
+            continue
+        if name == _METADATA:
+            _unsupported(name, "safetensors reserves that name for its metadata",
+                         skip_unsupported, skipped)
+            continue
+        if dtype.name not in _SAFETENSORS:
+            _unsupported(name, f"safetensors has no {dtype.name} dtype", skip_unsupported,
+                         skipped)
+            continue
+        if not _encodable(name):   # a key of bytes that are not UTF-8
+            _unsupported(name, f"{src}: safetensors names are UTF-8 text, this is not",
+                         skip_unsupported, skipped)
+            continue
+        shape = reader.shape(name)
+        size = math.prod(shape) * dtype.itemsize
+        header[name] = {"dtype": _SAFETENSORS[dtype.name], "shape": shape,
+                        "data_offsets": [offset, offset + size]}
+        names.append(name)
+        offset += size
+    if metadata:
+        header[_METADATA] = metadata
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # data starts 8-byte aligned
+    return encoded, names
+
+
+def write_safetensors(dst: str | os.PathLike, header: bytes, pieces: Iterable[Any]) -> None:
+    """Write the safetensors file `dst`: the `header` of `safetensors_layout`,
+    then the tensors' stored bytes as `pieces` yields them. The file appears
+    only once complete (an error leaves no file, and an older one untouched)."""
+    with replaced_atomically(os.fspath(dst)) as temp, fileio.create(temp) as f:
+        f.write(struct.pack("<Q", len(header)))
+        f.write(header)
+        for piece in pieces:
+            f.write(piece)
 
 
 def _safetensors_header(path, buf):
@@ -331,7 +364,7 @@ def checkpoint_to_npz(src: str | os.PathLike, dst: str | os.PathLike, *,
     """
     skipped: list[str] = []
     with _open_reader(src) as reader:
-        keys = _keys(reader, names)
+        keys = selected_keys(reader, names)
         with _reading(reader, src, progress, keys) as shown:
             _npz_members(reader, keys, dst, skip_unsupported, skipped, shown)
     return skipped
