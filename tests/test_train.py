@@ -219,6 +219,38 @@ def test_checkpoints_iterator_timeout_fn(tmp_path, monkeypatch):
     assert len(calls) == 3
 
 
+def test_train_serves_urls_from_storage_options_while_iterating(s3, s3_endpoint, monkeypatch):
+    """checkpoints_iterator is a generator: the storage it is given must serve
+    every step of the iteration (not only its creation), and never leak into
+    the consumer between steps. No filesystem is registered here, and fsspec's
+    default for s3:// is refused, so only the given options can reach the server."""
+    from tfformats import fileio, remote
+
+    def unbound(scheme):
+        raise AssertionError(f"{scheme}:// served without the storage given")
+    monkeypatch.setattr(remote, "for_scheme", unbound)
+    monkeypatch.setattr(train, "POLL_SECONDS", 0.02)
+    options = {"endpoint_url": s3_endpoint, "key": "testing", "secret": "testing"}
+    directory = f"s3://scratch/train-{os.getpid()}-{time.monotonic_ns()}"
+    manager = tfformats.CheckpointManager(directory, storage_options=options)
+    manager.save({"x": np.arange(3)}, object_graph=False)
+    found = train.checkpoints_iterator(directory, timeout=0.2, storage_options=options)
+    assert next(found) == f"{directory}/ckpt-1"
+    assert fileio.current_storage() == (None, None)   # nothing leaked into this frame
+    manager.save({"x": np.arange(4)}, object_graph=False)
+    assert next(found) == f"{directory}/ckpt-2"
+    assert list(found) == []   # then the timeout passed without another
+    with pytest.raises(AssertionError, match="without the storage"):
+        next(train.checkpoints_iterator(directory, timeout=0))
+    assert train.wait_for_new_checkpoint(directory, f"{directory}/ckpt-1", timeout=0,
+                                         storage_options=options) == f"{directory}/ckpt-2"
+    with train.NewCheckpointReader(f"{directory}/ckpt-2", storage_options=options) as reader:
+        assert reader.get_tensor("x").tolist() == [0, 1, 2, 3]
+    closing = train.checkpoints_iterator(directory, storage_options=options)
+    assert next(closing) == f"{directory}/ckpt-2"
+    closing.close()   # a consumer stopping early ends the generator inside the storage
+
+
 def test_checkpoints_iterator_matches_tf_on_a_fixture(tf):
     directory = str(FIXTURES / "keras_adam")
     ours = list(train.checkpoints_iterator(directory, timeout=0))

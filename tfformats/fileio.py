@@ -25,6 +25,7 @@ import contextlib
 import contextvars
 import errno
 import functools
+import inspect
 import io
 import mmap
 import os
@@ -433,12 +434,54 @@ def current_storage() -> tuple:
 
 def with_storage(function: Callable[..., Any]) -> Callable[..., Any]:
     """Give `function` the keyword arguments `filesystem=` and
-    `storage_options=`, which serve URLs during the call (`storage`)."""
+    `storage_options=`, which serve URLs during the call (`storage`). A
+    generator function's body runs later, step by step as it is iterated:
+    each step of it is run inside them (`_bound_generator`)."""
+    if inspect.isgeneratorfunction(function):
+        @functools.wraps(function)
+        def generate(*args, filesystem=None, storage_options=None, **kwargs):
+            with storage(filesystem, storage_options):
+                binding, bound_args = _BOUND.get(), _BOUND_ARGS.get()
+            generator = function(*args, **kwargs)
+            if binding is None:
+                return generator
+            return _bound_generator(generator, binding, bound_args)
+        return generate
+
     @functools.wraps(function)
     def call(*args, filesystem=None, storage_options=None, **kwargs):
         with storage(filesystem, storage_options):
             return function(*args, **kwargs)
     return call
+
+
+def _bound_generator(generator, binding, bound_args):
+    """`generator`, each of its steps run with URLs served by `binding`. A
+    `storage` block inside the generator would not do: a generator runs in
+    its consumer's context, so the binding would leak into the consumer at
+    each `yield` and be missing from the steps after it."""
+    def step(method, *arg):
+        token = _BOUND.set(binding)
+        args_token = _BOUND_ARGS.set(bound_args)
+        try:
+            return method(*arg)
+        finally:
+            _BOUND_ARGS.reset(args_token)
+            _BOUND.reset(token)
+
+    method, arg = generator.send, None
+    while True:
+        try:
+            item = step(method, arg)
+        except StopIteration as stop:
+            return stop.value
+        try:
+            arg, method = (yield item), generator.send
+        except GeneratorExit:
+            step(generator.close)
+            raise
+        except BaseException as exc:   # thrown in: passed on to the generator
+            method, arg = generator.throw, exc
 
 
 def keeps_storage(cls: _Class) -> _Class:

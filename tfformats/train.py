@@ -23,6 +23,10 @@ Same names, arguments and return types as TensorFlow 2.21:
 * `checkpoints_iterator(checkpoint_dir, min_interval_secs=0, timeout=None,
   timeout_fn=None)`: yields each new checkpoint path as it appears.
 
+Every function also takes `filesystem=` / `storage_options=` for paths that
+are URLs (docs/remote.md); `checkpoints_iterator` keeps them for as long as
+it is iterated.
+
 Errors, where TensorFlow raises its own classes, are tfformats exceptions
 that are also the built-in a caller would catch (tfformats/errors.py):
 
@@ -83,6 +87,7 @@ def load_checkpoint(ckpt_dir_or_file: str | os.PathLike) -> TFCheckpointReader:
     return TFCheckpointReader(ckpt_dir_or_file)
 
 
+@fileio.with_storage
 def NewCheckpointReader(filepattern: str | os.PathLike) -> TFCheckpointReader:  # noqa: N802
     """Like `tf.compat.v1.train.NewCheckpointReader`: a reader for a checkpoint prefix."""
     return TFCheckpointReader(filepattern)
@@ -142,6 +147,7 @@ def latest_checkpoint(checkpoint_dir: str | os.PathLike,
     return listed_prefix(checkpoint_dir, state.model_checkpoint_path)
 
 
+@fileio.with_storage
 def wait_for_new_checkpoint(checkpoint_dir: str | os.PathLike,
                             last_checkpoint: str | None = None,
                             seconds_to_sleep: float | None = None,
@@ -159,13 +165,15 @@ def wait_for_new_checkpoint(checkpoint_dir: str | os.PathLike,
         time.sleep(interval)
 
 
+@fileio.with_storage
 def checkpoints_iterator(checkpoint_dir: str | os.PathLike, min_interval_secs: float = 0,
                          timeout: float | None = None,
                          timeout_fn: Callable[[], bool] | None = None) -> Iterator[str]:
     """Yield each new checkpoint path of `checkpoint_dir` as it appears, like
     `tf.train.checkpoints_iterator`. After `timeout` seconds without one, stop,
     or, when `timeout_fn` is given, stop if it returns True and wait again if not.
-    Consecutive paths are at least `min_interval_secs` apart."""
+    Consecutive paths are at least `min_interval_secs` apart. `filesystem=` /
+    `storage_options=` serve URLs for as long as the iteration runs."""
     last = None
     while True:
         path = wait_for_new_checkpoint(checkpoint_dir, last, timeout=timeout)
