@@ -16,7 +16,8 @@ from conftest import FIXTURES, requires_tf
 TENSORS = {"big": np.arange(30000, dtype=np.float32).reshape(300, 100),
            "ints": np.arange(-50, 50, dtype=np.int16),
            "scalar": np.float64(2.5),
-           "strings": np.array([b"a", b"bc", b""], dtype=object)}
+           "strings": np.array([b"a", b"bc", b""], dtype=object),
+           "empty": np.zeros((0, 3), np.float32)}
 
 
 def _local_crcs(prefix):

@@ -25,7 +25,6 @@ chunks in flight (`_Window`).
 from __future__ import annotations
 
 import collections
-import contextlib
 import math
 import os
 import sys
@@ -278,6 +277,7 @@ class _Conversion:
         self.chunk_bytes = chunk_bytes
         self.verify = verify
         self.window = _Window(window_bytes, _current_client())
+        self._results = None
 
     def _jobs(self, name):
         plan, delayed = self.plan, self.dask.delayed
@@ -297,13 +297,20 @@ class _Conversion:
         """(name, whole value or None, iterator of the chunks or None) per name;
         each tensor's chunks must be consumed before the next tensor's."""
         jobs = [self._jobs(name) for name in names]
-        results = self.window.results(job for tensor in jobs for job in tensor)
-        with contextlib.closing(results):   # a failure cancels the jobs still running
-            for name, tensor in zip(names, jobs):
-                if self.plan.tensors[name][0] is None:
-                    yield name, next(results), None
-                else:
-                    yield name, None, self._checked(name, results, len(tensor))
+        self._results = results = self.window.results(job for tensor in jobs for job in tensor)
+        for name, tensor in zip(names, jobs):
+            if self.plan.tensors[name][0] is None:
+                yield name, next(results), None
+            else:
+                yield name, None, self._checked(name, results, len(tensor))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        """A conversion that failed cancels the jobs still running, now."""
+        if self._results is not None:
+            self._results.close()
 
     def _checked(self, name, results, count):
         entry, file = self.plan.tensors[name]
@@ -334,14 +341,12 @@ def to_safetensors(src: str | os.PathLike, dst: str | os.PathLike, *,
     with CheckpointReader(src, verify=verify) as reader:
         header, keys = convert.safetensors_layout(reader, convert.selected_keys(reader, names),
                                                   src, skip_unsupported, skipped)
-        work = _Conversion(reader, chunk_bytes, window_bytes, verify)
         dtypes = {name: reader.dtype(name) for name in keys}
-
-        def pieces():
-            for name, value, chunks in work.values(keys):
-                for array in (chunks if value is None else [value]):
-                    yield from stored_pieces(array, dtypes[name])
-        convert.write_safetensors(dst, header, pieces())
+        with _Conversion(reader, chunk_bytes, window_bytes, verify) as work:
+            pieces = (piece for name, value, chunks in work.values(keys)
+                      for array in (chunks if value is None else [value])
+                      for piece in stored_pieces(array, dtypes[name]))
+            convert.write_safetensors(dst, header, pieces)
     return skipped
 
 
@@ -359,8 +364,8 @@ def to_checkpoint(src: str | os.PathLike, dst_prefix: str | os.PathLike, *,
     with CheckpointReader(src, verify=verify) as reader:
         keys = [name for name in convert.selected_keys(reader, names)
                 if convert.copyable(name, reader.entry(name), skip_unsupported, skipped)]
-        work = _Conversion(reader, chunk_bytes, window_bytes, verify)
-        with BundleWriter(dst_prefix) as writer:
+        with _Conversion(reader, chunk_bytes, window_bytes, verify) as work, \
+                BundleWriter(dst_prefix) as writer:
             for name, value, chunks in work.values(keys):
                 entry = reader.entry(name)
                 if value is None:
