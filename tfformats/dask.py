@@ -28,15 +28,16 @@ import collections
 import math
 import os
 import sys
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
 from . import convert, fileio
 from ._impl import hot
-from .checkpoint import CheckpointReader
+from .checkpoint import CheckpointReader, tensor_nbytes
 from .crc import crc32c_combine
 from .errors import ChecksumError, FormatError
+from .progress import bar
 from .writer import BundleWriter, stored_pieces
 
 # The default size of a chunk of a split tensor.
@@ -203,6 +204,12 @@ def checksums(path, *, chunk_bytes=CHUNK_BYTES):
 
 # --- conversion on a cluster ------------------------------------------------------
 
+def _reading(reader, src, progress, keys):
+    """A progress bar over the bytes of tensors `keys`, as the local converters count them."""
+    total = sum(tensor_nbytes(reader, name) for name in keys)
+    return bar(progress, total, f"converting {os.path.basename(os.fspath(src))}")
+
+
 def _current_client():
     """The dask.distributed Client in use, or None (then dask's default
     scheduler computes). distributed is not imported here: a caller with a
@@ -293,16 +300,19 @@ class _Conversion:
                                                     plan.swapped), n)
                 for offset, n, shape in chunks]
 
-    def values(self, names):
+    def values(self, names, shown):
         """(name, whole value or None, iterator of the chunks or None) per name;
-        each tensor's chunks must be consumed before the next tensor's."""
+        each tensor's chunks must be consumed before the next tensor's. The
+        progress bar `shown` counts the numeric bytes handed out."""
         jobs = [self._jobs(name) for name in names]
         self._results = results = self.window.results(job for tensor in jobs for job in tensor)
         for name, tensor in zip(names, jobs):
             if self.plan.tensors[name][0] is None:
                 yield name, next(results), None
+                shape, dtype = self.plan.tensors[name][1:]
+                shown.update(math.prod(shape) * (dtype.itemsize or 0))
             else:
-                yield name, None, self._checked(name, results, len(tensor))
+                yield name, None, self._checked(name, results, len(tensor), shown)
 
     def __enter__(self):
         return self
@@ -312,7 +322,7 @@ class _Conversion:
         if self._results is not None:
             self._results.close()
 
-    def _checked(self, name, results, count):
+    def _checked(self, name, results, count, shown):
         entry, file = self.plan.tensors[name]
         crc, size = 0, 0
         for _ in range(count):
@@ -320,6 +330,7 @@ class _Conversion:
             crc = crc32c_combine(crc, part, array.nbytes) if size else part
             size += array.nbytes
             yield array
+            shown.update(array.nbytes)
         if self.verify and crc != hot.unmask_crc(entry.crc32c):
             raise ChecksumError(f"{file}: tensor {name!r} at offset {entry.offset}: "
                                 "data checksum mismatch")
@@ -329,21 +340,23 @@ class _Conversion:
 def to_safetensors(src: str | os.PathLike, dst: str | os.PathLike, *,
                    names: str | Iterable[str] | None = None, skip_unsupported: bool = False,
                    chunk_bytes: int = CHUNK_BYTES, window_bytes: int = WINDOW_BYTES,
-                   verify: bool = True) -> list[str]:
+                   verify: bool = True, progress: bool | Callable[..., Any] = False) -> list[str]:
     """`tfformats.checkpoint_to_safetensors` (same arguments, same file) with
     the reading, decoding and CRC checking done by Dask tasks: on the workers
     of the current dask.distributed Client, else by dask's default scheduler.
     Tensors are read in chunks of up to `chunk_bytes` (whole rows); at most
     `window_bytes` of them (or one bigger chunk) are in flight while `dst`,
     local or a URL, is written in order. A damaged tensor raises ChecksumError
-    and leaves no `dst`. Returns the names skipped."""
+    and leaves no `dst`. `progress` (tfformats/progress.py) counts the tensor
+    bytes written. Returns the names skipped."""
     skipped: list[str] = []
     with CheckpointReader(src, verify=verify) as reader:
         header, keys = convert.safetensors_layout(reader, convert.selected_keys(reader, names),
                                                   src, skip_unsupported, skipped)
         dtypes = {name: reader.dtype(name) for name in keys}
-        with _Conversion(reader, chunk_bytes, window_bytes, verify) as work:
-            pieces = (piece for name, value, chunks in work.values(keys)
+        with _Conversion(reader, chunk_bytes, window_bytes, verify) as work, \
+                _reading(reader, src, progress, keys) as shown:
+            pieces = (piece for name, value, chunks in work.values(keys, shown)
                       for array in (chunks if value is None else [value])
                       for piece in stored_pieces(array, dtypes[name]))
             convert.write_safetensors(dst, header, pieces)
@@ -354,7 +367,7 @@ def to_safetensors(src: str | os.PathLike, dst: str | os.PathLike, *,
 def to_checkpoint(src: str | os.PathLike, dst_prefix: str | os.PathLike, *,
                   names: str | Iterable[str] | None = None, skip_unsupported: bool = False,
                   chunk_bytes: int = CHUNK_BYTES, window_bytes: int = WINDOW_BYTES,
-                  verify: bool = True) -> list[str]:
+                  verify: bool = True, progress: bool | Callable[..., Any] = False) -> list[str]:
     """`tfformats.checkpoint_to_checkpoint` (same arguments, the same bundle
     byte for byte) computed as `to_safetensors` is: Dask tasks read, decode
     and CRC the chunks, the caller streams them in order into a BundleWriter
@@ -365,8 +378,8 @@ def to_checkpoint(src: str | os.PathLike, dst_prefix: str | os.PathLike, *,
         keys = [name for name in convert.selected_keys(reader, names)
                 if convert.copyable(name, reader.entry(name), skip_unsupported, skipped)]
         with _Conversion(reader, chunk_bytes, window_bytes, verify) as work, \
-                BundleWriter(dst_prefix) as writer:
-            for name, value, chunks in work.values(keys):
+                BundleWriter(dst_prefix) as writer, _reading(reader, src, progress, keys) as shown:
+            for name, value, chunks in work.values(keys, shown):
                 entry = reader.entry(name)
                 if value is None:
                     writer.add_chunks(name, entry.dtype, entry.shape, chunks)
