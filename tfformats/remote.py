@@ -10,8 +10,10 @@ Reading is built for few round trips (see docs/remote.md):
   and `size` in that directory; fsspec caches it);
 * a table's footer and index block come from one suffix read (`load_tail`);
 * every other read fetches exactly the bytes asked for; `prefetch` fetches
-  many ranges at once, adjacent ones coalesced, through fsspec's concurrent
-  `cat_ranges`, in windows of bounded size.
+  many ranges at once, adjacent ones coalesced, in windows of bounded size;
+  a range above PIECE_BYTES goes out as several requests, at most IN_FLIGHT
+  at a time, each copied into place as it arrives (`fetch_ranges`), so that
+  memory stays near the window's bytes instead of twice them.
 Every response is checked against the length asked for: a server that
 ignores `Range` (fsspec does not check) sends the whole object, which is a
 `StorageError`, and an object shorter than its listing is a `FormatError`.
@@ -23,6 +25,7 @@ the new object under a name, never part of one, but a set of files is not
 switched atomically (docs/remote.md says what the writer's order gives).
 """
 
+import asyncio
 import concurrent.futures
 import posixpath
 import secrets
@@ -41,6 +44,12 @@ HEAD_BYTES = 256 * 1024 + 1024
 MAX_GAP = 64 * 1024
 # At most this many bytes are requested by one `prefetch` window.
 WINDOW_BYTES = 64 * 1024 * 1024
+# One request fetches at most this many bytes: a longer range is split, its
+# pieces fetched concurrently and copied into one buffer as they arrive.
+PIECE_BYTES = 8 * 1024 * 1024
+# Requests at once within a window: the bytes in flight (which the HTTP client
+# holds twice while it joins a response) stay near IN_FLIGHT * PIECE_BYTES.
+IN_FLIGHT = 4
 
 _INSTALL_HINT = "remote storage needs fsspec: `pip install tfformats[remote]`"
 
@@ -324,8 +333,9 @@ class RemoteFileSystem:
         return self._checked(path, start, end, data)
 
     def fetch_ranges(self, path, ranges, max_gap=MAX_GAP):
-        """The bytes of each (offset, n) in `ranges`, fetched concurrently in
-        coalesced requests of at most WINDOW_BYTES at a time."""
+        """The bytes of each (offset, n) in `ranges` (bytes or read-only
+        memoryviews), fetched concurrently in coalesced requests, at most
+        WINDOW_BYTES at a time."""
         merged = coalesce([(o, o + n) for o, n in ranges if n > 0], max_gap)
         out = {}
         batch = []
@@ -337,21 +347,63 @@ class RemoteFileSystem:
                 batch.append(item)
                 batch_bytes += item[1] - item[0]
                 continue
-            starts = [b[0] for b in batch]
-            ends = [b[1] for b in batch]
-            try:
-                blobs = self.fs.cat_ranges([_inner(path)] * len(batch), starts, ends,
-                                           on_error="raise")
-            except Exception as exc:
-                raise _translate(exc, path, f"reading {len(batch)} byte ranges") from None
+            blobs = self._fetch_merged(path, [(start, end) for start, end, _ in batch])
             for (start, end, parts), blob in zip(batch, blobs):
-                blob = self._checked(path, start, end, blob)
+                if len(parts) > 1 or isinstance(blob, bytearray):   # views, not copies
+                    blob = memoryview(blob).toreadonly()
                 for s, e in parts:
                     out[(s, e)] = blob[s - start:e - start]
             if item is None:
                 break
             batch, batch_bytes = [item], item[1] - item[0]
         return [out[(o, o + n)] if n > 0 else b"" for o, n in ranges]
+
+    def _fetch_merged(self, path, spans):
+        """The bytes of each (start, end) of `spans`, concurrently: one request
+        per PIECE_BYTES, a span of several pieces assembled in a bytearray."""
+        pieces = [(i, s, min(s + PIECE_BYTES, end)) for i, (start, end) in enumerate(spans)
+                  for s in range(start, end, PIECE_BYTES)]
+        out = [None if end - start <= PIECE_BYTES else bytearray(end - start)
+               for start, end in spans]
+
+        def arrived(i, s, e, data):
+            data = self._checked(path, s, e, data)
+            if out[i] is None:
+                out[i] = data
+            else:
+                start = spans[i][0]
+                out[i][s - start:e - start] = data
+        what = f"reading {len(spans)} byte ranges"
+        try:
+            if getattr(self.fs, "async_impl", False) and hasattr(self.fs, "_cat_file"):
+                from fsspec.asyn import sync
+                sync(self.fs.loop, self._gather, _inner(path), pieces, arrived)
+            else:   # a blocking filesystem (memory://, local): one call for the lot
+                blobs = self.fs.cat_ranges([_inner(path)] * len(pieces), [p[1] for p in pieces],
+                                           [p[2] for p in pieces], on_error="return")
+                for piece, blob in zip(pieces, blobs):
+                    arrived(*piece, blob)
+        except (StorageError, FormatError, CheckpointNotFoundError):
+            raise
+        except Exception as exc:   # network and server errors of any fsspec backend
+            raise _translate(exc, path, what) from None
+        return out
+
+    async def _gather(self, inner, pieces, arrived):
+        """Fetch `pieces` (index, start, end) of `inner`, IN_FLIGHT at a time,
+        handing each to `arrived` (on the event loop's thread) as it comes;
+        the first failure cancels the rest."""
+        queue = iter(pieces)
+
+        async def worker():
+            for i, s, e in queue:   # a shared iterator: each piece is taken once
+                arrived(i, s, e, await self.fs._cat_file(inner, start=s, end=e))
+        tasks = [asyncio.ensure_future(worker()) for _ in range(min(IN_FLIGHT, len(pieces)))]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
 
     def _checked(self, path, start, end, data):
         if isinstance(data, Exception):
