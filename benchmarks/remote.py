@@ -95,10 +95,18 @@ TRIPS = [0]
 def counted_fs(endpoint, counter):
     """A RemoteFileSystem on a fresh s3fs that counts its sequential round
     trips: each fetch or listing that reached the server waits for its answer
-    before the next one starts; `fetch_ranges` sends its requests
-    concurrently (one trip). Listings fsspec has cached cost none."""
+    before the next one starts; `start_ranges` sends its requests
+    concurrently (one trip; here it waits for them before it returns).
+    Listings fsspec has cached cost none."""
     rfs = remote.RemoteFileSystem(fresh_fs(endpoint))
-    for name in ("fetch", "fetch_ranges", "_listing", "_speculate"):
+    start_ranges = rfs.start_ranges
+
+    def start_and_wait(*args, **kwargs):
+        wait = start_ranges(*args, **kwargs)
+        wait()
+        return wait
+    rfs.start_ranges = start_and_wait
+    for name in ("fetch", "start_ranges", "_listing", "_speculate"):
         method = getattr(rfs, name)
 
         def counted(*args, _method=method, **kwargs):
@@ -260,7 +268,7 @@ def bulk(args):
             shutil.rmtree(root, ignore_errors=True)
     mib = 2 ** 20
     ratio = med["cat_ranges"] / med["tfformats"]
-    window = checkpoint.PREFETCH_BYTES * getattr(remote, "WINDOWS_IN_FLIGHT", 1)
+    window = checkpoint.PREFETCH_BYTES * remote.WINDOWS_IN_FLIGHT
     bound = largest + window
     spread = {k: f"{min(v):.2f}..{max(v):.2f} s" for k, v in res["samples"].items()}
     print(f"remote bulk read, scale {s}: {len(ranges)} tensors, {nbytes / mib:.0f} MiB, "

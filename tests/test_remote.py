@@ -262,7 +262,7 @@ def test_writer_killed_mid_upload_leaves_the_previous_checkpoint(store):
 
 def _counting(fs, trips):
     rfs = remote.RemoteFileSystem(fs)
-    for name in ("fetch", "fetch_ranges", "_speculate"):
+    for name in ("fetch", "start_ranges", "_speculate"):   # fetch_ranges: start_ranges()()
         method = getattr(rfs, name)
 
         def counted(*args, _method=method, _name=name, **kwargs):
@@ -291,7 +291,7 @@ def test_cold_read_and_listing_round_trips(s3, s3_endpoint, tmp_path, monkeypatc
             assert reader.bundle.table.block_count() > 3
             trips.clear()
             assert len(reader.get_variable_to_shape_map()) == 30000
-            assert trips == ["fetch_ranges"]   # every other block in one concurrent batch
+            assert trips == ["start_ranges"]   # every other block in one concurrent batch
     finally:
         fileio.register_filesystem("s3", None)
 

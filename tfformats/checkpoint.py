@@ -511,12 +511,16 @@ def prefetched(reader: CheckpointReader, names: list[str],
     """`names`, in order; before handing out each window of up to `window`
     bytes of a remote checkpoint, its tensors' bytes are fetched together
     (concurrent coalesced ranges), so reading them costs one round trip, not
-    one each. Local checkpoints (memory maps) need nothing of the kind."""
+    one each, and the next window's fetch starts, so that it arrives while
+    the caller checks and decodes this one (two windows at a time: see
+    tfformats/remote.py). Local checkpoints (memory maps) need nothing of
+    the kind."""
     prefetch = getattr(getattr(reader, "bundle", None), "prefetch", None)   # Keras: none
     if prefetch is None or not fileio.is_url(reader.prefix):
         yield from names
         return
     start = 0
+    fetched: list[str] = []   # the window whose fetch started before the last one
     while start < len(names):
         end, total = start, 0
         entries: list = []
@@ -528,8 +532,10 @@ def prefetched(reader: CheckpointReader, names: list[str],
             total += entry.size
             end += 1
         prefetch(entries)
-        yield from names[start:end]
+        yield from fetched
+        fetched = names[start:end]
         start = end
+    yield from fetched
 
 
 def selected_tensors(reader: CheckpointReader, names: str | Iterable[str] | None = None,

@@ -42,8 +42,9 @@ TAIL_BYTES = 256 * 1024
 HEAD_BYTES = 256 * 1024 + 1024
 # Ranges closer than this are fetched as one (the gap is cheaper than a request).
 MAX_GAP = 64 * 1024
-# At most this many bytes are requested by one `prefetch` window.
-WINDOW_BYTES = 64 * 1024 * 1024
+# `prefetch` windows (tfformats/checkpoint.py) fetched or held at once: a
+# bulk read fetches the next window while it checks and decodes the current.
+WINDOWS_IN_FLIGHT = 2
 # One request fetches at most this many bytes: a longer range is split, its
 # pieces fetched concurrently and copied into one buffer as they arrive.
 PIECE_BYTES = 8 * 1024 * 1024
@@ -140,7 +141,7 @@ class RemoteFile:
         self._size = size
         self._tail = None          # (offset, bytes): the suffix `load_tail` fetched
         self._head = b""           # the first bytes, which `load_tail` fetched too
-        self._prefetched = {}      # (offset, n) -> bytes, taken by the next read of it
+        self._prefetched = {}      # (offset, n) -> (wait for the fetch, index), see prefetch
         self._lock = threading.Lock()
 
     def size(self):
@@ -184,28 +185,37 @@ class RemoteFile:
         if offset + n <= len(self._head):
             return memoryview(self._head)[offset:offset + n]
         with self._lock:
-            data = self._prefetched.pop((offset, n), None)
-        if data is None:
+            pending = self._prefetched.pop((offset, n), None)
+        if pending is None:
             data = self._fs.fetch(self.path, offset, offset + n)
+        else:
+            wait, i = pending
+            data = wait()[i]
         return memoryview(data)
 
     def read(self, offset, n, what="read"):
         return bytes(self.view(offset, n, what))
 
     def prefetch(self, ranges):
-        """Fetch the (offset, n) `ranges` concurrently, for the reads that follow
-        (each range is handed out once). Ranges outside the file are left for
-        the read to report."""
+        """Start fetching the (offset, n) `ranges` concurrently, for the reads
+        that follow (each range is handed out once; a read waits for its
+        range, and gets the error if its fetch failed). Returns without
+        waiting where the store allows, so that the caller can work on the
+        previous ranges meanwhile. Ranges outside the file are left for the
+        read to report."""
         size = self.size()
         wanted = sorted({(o, n) for o, n in ranges if o >= 0 and n > 0 and o + n <= size})
-        got = self._fs.fetch_ranges(self.path, wanted)
+        wait = self._fs.start_ranges(self.path, wanted)
         with self._lock:
-            self._prefetched.update(zip(wanted, got))
+            self._prefetched.update((r, (wait, i)) for i, r in enumerate(wanted))
 
     def close(self):
         self._tail = None
         self._head = b""
-        self._prefetched = {}
+        with self._lock:
+            pending, self._prefetched = self._prefetched, {}
+        for wait, _ in pending.values():   # fetches nobody will read
+            wait.cancel()
 
     def __repr__(self):
         return f"RemoteFile({self.path!r})"
@@ -334,60 +344,67 @@ class RemoteFileSystem:
 
     def fetch_ranges(self, path, ranges, max_gap=MAX_GAP):
         """The bytes of each (offset, n) in `ranges` (bytes or read-only
-        memoryviews), fetched concurrently in coalesced requests, at most
-        WINDOW_BYTES at a time."""
-        merged = coalesce([(o, o + n) for o, n in ranges if n > 0], max_gap)
-        out = {}
-        batch = []
-        batch_bytes = 0
-        if not merged:
-            return [b"" for _ in ranges]
-        for item in merged + [None]:
-            if item is not None and (not batch or batch_bytes + item[1] - item[0] <= WINDOW_BYTES):
-                batch.append(item)
-                batch_bytes += item[1] - item[0]
-                continue
-            blobs = self._fetch_merged(path, [(start, end) for start, end, _ in batch])
-            for (start, end, parts), blob in zip(batch, blobs):
-                if len(parts) > 1 or isinstance(blob, bytearray):   # views, not copies
-                    blob = memoryview(blob).toreadonly()
-                for s, e in parts:
-                    out[(s, e)] = blob[s - start:e - start]
-            if item is None:
-                break
-            batch, batch_bytes = [item], item[1] - item[0]
-        return [out[(o, o + n)] if n > 0 else b"" for o, n in ranges]
+        memoryviews), fetched concurrently in coalesced requests."""
+        return self.start_ranges(path, ranges, max_gap)()
 
-    def _fetch_merged(self, path, spans):
-        """The bytes of each (start, end) of `spans`, concurrently: one request
-        per PIECE_BYTES, a span of several pieces assembled in a bytearray."""
-        pieces = [(i, s, min(s + PIECE_BYTES, end)) for i, (start, end) in enumerate(spans)
+    def start_ranges(self, path, ranges, max_gap=MAX_GAP):
+        """Start fetching the (offset, n) `ranges` and return at once (where
+        fsspec runs the filesystem on its event loop) a function that waits
+        for them and returns what `fetch_ranges` does, or raises why not.
+        Requests go out coalesced (closer than `max_gap`), one per PIECE_BYTES,
+        IN_FLIGHT at a time; a span of several pieces is assembled in one
+        bytearray as they arrive."""
+        merged = coalesce([(o, o + n) for o, n in ranges if n > 0], max_gap)
+        pieces = [(i, s, min(s + PIECE_BYTES, end)) for i, (start, end, _) in enumerate(merged)
                   for s in range(start, end, PIECE_BYTES)]
-        out = [None if end - start <= PIECE_BYTES else bytearray(end - start)
-               for start, end in spans]
+        blobs = [None if end - start <= PIECE_BYTES else bytearray(end - start)
+                 for start, end, _ in merged]
 
         def arrived(i, s, e, data):
             data = self._checked(path, s, e, data)
-            if out[i] is None:
-                out[i] = data
+            if blobs[i] is None:
+                blobs[i] = data
             else:
-                start = spans[i][0]
-                out[i][s - start:e - start] = data
-        what = f"reading {len(spans)} byte ranges"
-        try:
-            if getattr(self.fs, "async_impl", False) and hasattr(self.fs, "_cat_file"):
-                from fsspec.asyn import sync
-                sync(self.fs.loop, self._gather, _inner(path), pieces, arrived)
-            else:   # a blocking filesystem (memory://, local): one call for the lot
-                blobs = self.fs.cat_ranges([_inner(path)] * len(pieces), [p[1] for p in pieces],
-                                           [p[2] for p in pieces], on_error="return")
-                for piece, blob in zip(pieces, blobs):
-                    arrived(*piece, blob)
-        except (StorageError, FormatError, CheckpointNotFoundError):
-            raise
-        except Exception as exc:   # network and server errors of any fsspec backend
-            raise _translate(exc, path, what) from None
-        return out
+                start = merged[i][0]
+                blobs[i][s - start:e - start] = data
+
+        def wait():
+            if not done:
+                try:
+                    fetching()
+                except (StorageError, FormatError, CheckpointNotFoundError):
+                    raise
+                except Exception as exc:   # network and server errors of any fsspec backend
+                    raise _translate(exc, path, f"reading {len(merged)} byte ranges") from None
+                out = {}
+                for (start, end, parts), blob in zip(merged, blobs):
+                    if len(parts) > 1 or isinstance(blob, bytearray):   # views, not copies
+                        blob = memoryview(blob).toreadonly()
+                    for s, e in parts:
+                        out[(s, e)] = blob[s - start:e - start]
+                done.append([out[(o, o + n)] if n > 0 else b"" for o, n in ranges])
+            return done[0]
+        done = []
+        loop = getattr(self.fs, "loop", None) if getattr(self.fs, "async_impl", False) else None
+        if loop is not None and hasattr(self.fs, "_cat_file") and pieces:
+            future = asyncio.run_coroutine_threadsafe(
+                self._gather(_inner(path), pieces, arrived), loop)
+            fetching = future.result
+            wait.cancel = future.cancel
+            return wait
+        try:   # a blocking filesystem (memory://, local): one call for the lot, now
+            got = self.fs.cat_ranges([_inner(path)] * len(pieces), [p[1] for p in pieces],
+                                     [p[2] for p in pieces], on_error="return") if pieces else []
+        except Exception as exc:
+            got = exc
+
+        def fetching():
+            if isinstance(got, Exception):
+                raise got
+            for piece, blob in zip(pieces, got):
+                arrived(*piece, blob)
+        wait.cancel = lambda: None
+        return wait
 
     async def _gather(self, inner, pieces, arrived):
         """Fetch `pieces` (index, start, end) of `inner`, IN_FLIGHT at a time,
