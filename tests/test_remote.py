@@ -238,6 +238,10 @@ def test_writer_killed_mid_upload_leaves_the_previous_checkpoint(store):
             import s3fs   # the environment names the server (AWS_ENDPOINT_URL)
             fileio.register_filesystem("s3", remote.RemoteFileSystem(s3fs.S3FileSystem(
                 key="testing", secret="testing", endpoint_url=os.environ["AWS_ENDPOINT_URL"])))
+        if {store.kind == "gcs"}:
+            import gcsfs.core   # the environment names the server (STORAGE_EMULATOR_HOST)
+            fileio.register_filesystem("gs", remote.RemoteFileSystem(gcsfs.core.GCSFileSystem(
+                token="anon")))
         from tfformats.writer import BundleWriter
         def chunks():
             yield np.ones(4 << 20, np.uint8)
