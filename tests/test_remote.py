@@ -123,6 +123,19 @@ def test_http_server_that_ignores_range_is_detected(http_server):
             r[r.object_paths()["save_counter"]]
 
 
+def test_small_reads_from_a_server_that_ignores_range_are_detected(http_server):
+    import fsspec
+    _, url = http_server(ranges=False)
+    rfs = remote.RemoteFileSystem(fsspec.filesystem("http", skip_instance_cache=True,
+                                                    **_http_options()))
+    index = f"{url}/keras_adam/ckpt-2.index"
+    # The whole file came back: its first bytes, not its last, would pass for them.
+    for offset in (-8, 8):
+        with pytest.raises(StorageError, match=r"ckpt-2\.index: asked for 8 bytes at offset "
+                                               r"-?8 and got \d+: the server ignores byte ranges"):
+            rfs.read_at(index, offset, 8)
+
+
 def test_server_that_stalls_mid_read_times_out_with_a_clear_error(http_server):
     _, url = http_server(stall=True)
     reader = tff.open_checkpoint(f"{url}/keras_adam/ckpt-2", storage_options=_http_options(2))

@@ -461,12 +461,18 @@ class RemoteFileSystem:
         try:
             if offset < 0:   # a suffix: one request, whatever the size
                 data = self.fs.cat_file(_inner(path), start=offset)
-                return data[:n]
-            return self.fs.cat_file(_inner(path), start=offset, end=offset + n)
+                asked = -offset
+            else:
+                data = self.fs.cat_file(_inner(path), start=offset, end=offset + n)
+                asked = n
         except FileNotFoundError:
             raise
         except Exception as exc:
             raise _translate(exc, path, f"reading at offset {offset}") from None
+        if len(data) > asked:   # the whole object: its first bytes are not the ones asked for
+            raise StorageError(f"{path}: asked for {asked} bytes at offset {offset} and got "
+                               f"{len(data)}: the server ignores byte ranges (Range requests)")
+        return data[:n]
 
     # --- what is there ----------------------------------------------------------
 
