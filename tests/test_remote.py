@@ -318,6 +318,32 @@ def test_coalesce_merges_near_ranges():
         (0, 20, [(0, 10), (15, 20)]), (100, 200, [(100, 200)])]
 
 
+def test_split_cuts_coalesced_spans_between_their_ranges():
+    merged = remote.coalesce([(0, 4), (4, 8), (8, 10), (20, 50), (50, 52)], max_gap=10)
+    assert remote.split(merged, 10) == [
+        (0, 10, [(0, 4), (4, 8), (8, 10)]), (20, 50, [(20, 50)]), (50, 52, [(50, 52)])]
+
+
+@pytest.mark.parametrize("server", ["memory", "s3", "gcs"])   # blocking and async filesystems
+def test_long_ranges_are_fetched_in_pieces_and_assembled(server, request, monkeypatch):
+    import fsspec
+    monkeypatch.setattr(remote, "PIECE_BYTES", 1000)
+    monkeypatch.setattr(remote, "IN_FLIGHT", 2)
+    data = bytes(range(256)) * 40
+    fs = (fsspec.filesystem("memory", skip_instance_cache=True) if server == "memory"
+          else request.getfixturevalue(server))
+    url = f"{ {'memory': 'memory', 's3': 's3', 'gcs': 'gs'}[server]}://scratch/pieces-{server}"
+    fs.pipe_file(url, data)
+    rfs = remote.RemoteFileSystem(fs)
+    wait = rfs.start_ranges(url, [(10, 3500), (3600, 100), (9000, 1000)])
+    got = wait()
+    assert [bytes(g) for g in got] == [data[10:3510], data[3600:3700], data[9000:10000]]
+    assert wait() is got and all(isinstance(g, bytes) or g.readonly for g in got)
+    with pytest.raises(FormatError, match="shorter than its listing"):
+        rfs.fetch_ranges(url, [(9500, 1500)])
+    fs.rm(url)
+
+
 def test_whole_checkpoint_reads_fetch_tensors_together(tmp_path):
     import fsspec
     tensors = {f"t{i:03d}": np.full(i + 1, i, np.int32) for i in range(200)}

@@ -31,6 +31,8 @@ import posixpath
 import secrets
 import threading
 
+import numpy as np
+
 from .errors import CheckpointNotFoundError, FormatError, StorageError, UnsupportedError
 
 # The suffix a table's first read fetches: the footer and, in the same
@@ -312,6 +314,23 @@ def coalesce(ranges, max_gap=MAX_GAP):
     return merged
 
 
+def split(merged, most):
+    """`coalesce`'s spans cut between their ranges into spans of at most
+    `most` bytes (or one range, when it is longer)."""
+    out = []
+    for _, _, parts in merged:
+        first, last_end, taken = parts[0][0], parts[0][1], [parts[0]]
+        for start, end in parts[1:]:
+            if max(last_end, end) - first <= most:
+                last_end = max(last_end, end)
+                taken.append((start, end))
+            else:
+                out.append((first, last_end, taken))
+                first, last_end, taken = start, end, [(start, end)]
+        out.append((first, last_end, taken))
+    return out
+
+
 class RemoteFileSystem:
     """The `FileSystem` protocol (tfformats/fileio.py) over one fsspec filesystem.
 
@@ -351,13 +370,15 @@ class RemoteFileSystem:
         """Start fetching the (offset, n) `ranges` and return at once (where
         fsspec runs the filesystem on its event loop) a function that waits
         for them and returns what `fetch_ranges` does, or raises why not.
-        Requests go out coalesced (closer than `max_gap`), one per PIECE_BYTES,
-        IN_FLIGHT at a time; a span of several pieces is assembled in one
-        bytearray as they arrive."""
-        merged = coalesce([(o, o + n) for o, n in ranges if n > 0], max_gap)
+        Requests go out coalesced (closer than `max_gap`, up to PIECE_BYTES),
+        IN_FLIGHT at a time; a range longer than PIECE_BYTES goes out in
+        pieces, assembled in one buffer as they arrive."""
+        merged = split(coalesce([(o, o + n) for o, n in ranges if n > 0], max_gap), PIECE_BYTES)
         pieces = [(i, s, min(s + PIECE_BYTES, end)) for i, (start, end, _) in enumerate(merged)
                   for s in range(start, end, PIECE_BYTES)]
-        blobs = [None if end - start <= PIECE_BYTES else bytearray(end - start)
+        # (numpy's empty buffer: bytearray(n) writes n zeros first, a pass over
+        # memory that the copies make anyway)
+        blobs = [None if end - start <= PIECE_BYTES else memoryview(np.empty(end - start, np.uint8))
                  for start, end, _ in merged]
 
         def arrived(i, s, e, data):
@@ -378,7 +399,7 @@ class RemoteFileSystem:
                     raise _translate(exc, path, f"reading {len(merged)} byte ranges") from None
                 out = {}
                 for (start, end, parts), blob in zip(merged, blobs):
-                    if len(parts) > 1 or isinstance(blob, bytearray):   # views, not copies
+                    if len(parts) > 1 or isinstance(blob, memoryview):   # views, not copies
                         blob = memoryview(blob).toreadonly()
                     for s, e in parts:
                         out[(s, e)] = blob[s - start:e - start]
