@@ -2,7 +2,7 @@
 and the bulk read's throughput against fsspec's `cat_ranges`.
 
     python benchmarks/remote.py [--tensors 100000]
-    python benchmarks/remote.py --bulk [--data-dir /work/bench/data] [--scale 1] [--rounds 5]
+    python benchmarks/remote.py --bulk [--data-dir DIR] [--scale 1] [--rounds 5]
 
 Starts moto's S3 server on 127.0.0.1 behind a counting WSGI middleware,
 uploads a checkpoint of N small tensors (written here), and reports, for a
