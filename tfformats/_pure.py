@@ -152,7 +152,7 @@ def check_block_keys(block, where, after, upto, max_key_bytes=None, max_block_ke
         b = block if type(block) is bytes else bytes(block)
         records = _framed_fast(b, end, after, upto, max_key_bytes, max_block_key_bytes)
         if records is not None:
-            _last_framed = (block, b, records)
+            _last_framed = (b, records)
             return
     pos = total = 0
     key = before = b""
@@ -191,10 +191,11 @@ _ENTRY_NUMBERS = re.compile(rb"(?:[\x18\x20\x28][\x80-\xff]{0,9}[\x00-\x7f]|\x35
 # Blocks up to this size keep their framing for the listing that follows
 # (`_last_framed`); bigger ones are framed again, not held twice.
 _FRAMED_MAX = 1 << 20
-# (block, its bytes, _framed_fast's records) of the block check_block_keys
-# passed last: the table checks every block before a listing reads it, so the
-# listing can skip framing it again.
-_last_framed = (None, None, None)
+# (bytes, _framed_fast's records) of the block check_block_keys passed last:
+# the table checks every block before a listing reads it, so the listing can
+# skip framing it again. Bytes, not the block: a view would keep the file's
+# map alive after its reader is closed.
+_last_framed = (None, None)
 
 
 def _framed_fast(b, end, after, upto, max_key_bytes, max_block_key_bytes):
@@ -238,9 +239,9 @@ def _framed_fast(b, end, after, upto, max_key_bytes, max_block_key_bytes):
 def _tensor_heads_fast(block, where):
     """(names, [(dtype enum, shape)]) of a block's tensor entries, as
     decode_entries would give them; None when it cannot tell."""
-    framed, b, records = _last_framed
-    if framed is not block:
-        b = block if type(block) is bytes else bytes(block)
+    b = block if type(block) is bytes else bytes(block)
+    framed, records = _last_framed
+    if framed is not b and framed != b:
         end, _ = _restarts(b, where)
         records = _framed_fast(b, end, None, None, None, None)
         if records is None:
