@@ -483,6 +483,12 @@ def index_shapes(block, where, pairs):
     in the order `sorted()` gives them too (what `list_variables` returns).
     """
     ascii = True
+    fast = _tensor_heads_fast(block, where)
+    if fast is not None:
+        names, heads = fast
+        pairs += [(name, None if shape is None else list(shape))
+                  for name, (_, shape) in zip(names, heads)]
+        return "".join(names).isascii()
     for name, entry in decode_entries(block, where):
         pairs.append((name, None if entry[1] is None else list(entry[1])))
         ascii = ascii and name.isascii()
