@@ -201,11 +201,15 @@ _last_framed = (None, None)
 def _framed_fast(b, end, after, upto, max_key_bytes, max_block_key_bytes):
     """[(key, value start, value end)] of every entry of `b` (bytes; `end`
     from _restarts) when check_block_keys would pass it; None when this loop
-    cannot tell (then the general one decides). With one-byte varints a key
-    is at most 254 bytes, so the records stay small."""
-    max_key = 1 << 62 if max_key_bytes is None else max_key_bytes
-    max_total = 1 << 62 if max_block_key_bytes is None else max_block_key_bytes
-    pos = total = 0
+    cannot tell (then the general one decides).
+
+    With one-byte varints a key has at most 254 bytes, and an entry at least
+    3, so the limits on keys cannot be reached unless they are set below what
+    the block's size allows; then the general loop checks them key by key."""
+    if ((max_key_bytes is not None and max_key_bytes < 254)
+            or (max_block_key_bytes is not None and end // 3 * 254 > max_block_key_bytes)):
+        return None
+    pos = 0
     key = b""
     before = b"" if after is None else after
     records = []
@@ -222,10 +226,6 @@ def _framed_fast(b, end, after, upto, max_key_bytes, max_block_key_bytes):
         if pos > end:
             return None
         key = key[:shared] + b[start:value]
-        size = len(key)
-        total += size
-        if size > max_key or total > max_total:
-            return None
         # The first key may be b"" (the header) unless it must follow `after`.
         if key <= before and (start != 3 or after is not None):
             return None
