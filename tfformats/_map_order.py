@@ -162,6 +162,17 @@ def _fix_map(buf, pos, end, tag, key_order, value_plan):
         stop = body + n
         key = b"" if key_order is None else 0
         p = body
+        if (key_order is None and n >= 2 and buf[p] == 0x0A and buf[p + 1] < 0x80
+                and p + 2 + buf[p + 1] <= stop):
+            # What protobuf writes for a string key: the key, then the value
+            # if any; the loop below takes the rest (and anything else).
+            p += 2
+            key = buf[p:p + buf[p - 1]]   # a bytearray: compares as bytes do
+            p += len(key)
+            if p < stop and buf[p] == 0x12 and buf[p + 1] < 0x80 and p + 2 + buf[p + 1] == stop:
+                if find is not None and find(buf, p + 2, stop) is not None:
+                    _fix(buf, p + 2, stop, value_plan)
+                p = stop
         while p < stop:
             ftag = buf[p]
             if ftag < 0x80:
