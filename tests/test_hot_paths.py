@@ -760,6 +760,23 @@ def test_pure_fast_paths_take_tensorflow_blocks():
         assert list(zip(names, heads)) == [(n, d[:2]) for n, d in _pure.decode_entries(block, "b")]
 
 
+def test_pure_entry_numbers_are_matched_by_byte_class():
+    """The listing's fast path matches the numbers after an entry's shape as a
+    string of byte classes: the same verdict as the grammar on the bytes."""
+    import re
+    grammar = re.compile(rb"(?:[\x18\x20\x28][\x80-\xff]{0,9}[\x00-\x7f]|\x35[\x00-\xff]{4})*")
+    rng = random.Random(11)
+    alphabet = [0x18, 0x20, 0x28, 0x35, 0x00, 0x08, 0x12, 0x7F, 0x80, 0x93, 0xFF]
+    verdicts = set()
+    for _ in range(20_000):
+        numbers = bytes(rng.choice(alphabet) for _ in range(rng.randrange(16)))
+        expected = grammar.fullmatch(numbers) is not None
+        verdicts.add(expected)
+        assert (_pure._NUMBERS_BY_CLASS.fullmatch(numbers.translate(_pure._NUMBER_CLASSES))
+                is not None) == expected, numbers
+    assert verdicts == {True, False}
+
+
 def entry_variants(rng, odd):
     """Bundle entries as TensorFlow writes them or, with `odd`, near the fast
     path's edges: two-byte varints, unknown rank, negative and huge dims,

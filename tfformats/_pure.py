@@ -184,8 +184,15 @@ def check_block_keys(block, where, after, upto, max_key_bytes=None, max_block_ke
 
 # The fields of a BundleEntryProto after its dtype and shape, as TensorFlow
 # writes them: shard id, offset, size (varints of at most 10 bytes, what
-# _varint accepts) and the crc32c (fixed32). None changes dtype or shape.
-_ENTRY_NUMBERS = re.compile(rb"(?:[\x18\x20\x28][\x80-\xff]{0,9}[\x00-\x7f]|\x35[\x00-\xff]{4})*")
+# _varint accepts) and the crc32c (fixed32); none changes dtype or shape.
+# As bytes: (?:[\x18\x20\x28][\x80-\xff]{0,9}[\x00-\x7f]|\x35[\x00-\xff]{4})*.
+# Whether bytes match that depends only on each byte's class: a varint tag
+# (V), the crc32c's tag (F), another byte under 0x80 (e) or one from 0x80
+# (c). Entries' numbers differ, their strings of classes mostly not, so the
+# listing matches each distinct class string once.
+_NUMBER_CLASSES = b"".join(b"V" if i in (0x18, 0x20, 0x28) else b"F" if i == 0x35
+                           else b"e" if i < 0x80 else b"c" for i in range(256))
+_NUMBERS_BY_CLASS = re.compile(rb"(?:Vc{0,9}[VFe]|F[VFec]{4})*")
 
 
 # Blocks up to this size keep their framing for the listing that follows
@@ -246,7 +253,8 @@ def _tensor_heads_fast(block, where):
         records = _framed_fast(b, end, None, None, None, None)
         if records is None:
             return None
-    numbers = _ENTRY_NUMBERS.fullmatch
+    classes = b.translate(_NUMBER_CLASSES)
+    numbers = {}   # class string of an entry's numbers -> whether they parse
     heads = {}   # dtype and shape bytes -> decoded; tensors share a few shapes
     names, found = [], []
     for key, value, end in records:
@@ -257,7 +265,13 @@ def _tensor_heads_fast(block, where):
                 or (b[value + 1] | b[value + 3]) >= 0x80):
             return None
         shape_end = value + 4 + b[value + 3]
-        if shape_end > end or not numbers(b, shape_end, end):
+        if shape_end > end:
+            return None
+        form = classes[shape_end:end]
+        parses = numbers.get(form)
+        if parses is None:
+            parses = numbers[form] = _NUMBERS_BY_CLASS.fullmatch(form) is not None
+        if not parses:
             return None
         head = b[value:shape_end]
         decoded = heads.get(head)
