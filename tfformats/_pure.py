@@ -260,26 +260,27 @@ def _tensor_heads_fast(block, where):
     for key, value, end in records:
         if not key or key[0] == 0:   # the header, a slice key: not listed
             continue
-        # dtype (field 1) and shape (field 2) with one-byte varints, then numbers.
-        if (end - value < 4 or b[value] != 0x08 or b[value + 2] != 0x12
-                or (b[value + 1] | b[value + 3]) >= 0x80):
-            return None
+        # dtype (field 1) and shape (field 2) with one-byte varints, then
+        # numbers. If the entry has that form, its byte 3 is the shape's
+        # length; each distinct head is checked for the form once.
         shape_end = value + 4 + b[value + 3]
         if shape_end > end:
             return None
+        head = b[value:shape_end]
+        decoded = heads.get(head)
+        if decoded is None:
+            if head[0] != 0x08 or head[2] != 0x12 or (head[1] | head[3]) >= 0x80:
+                return None
+            try:
+                decoded = heads[head] = decode_entry(head, where)[:2]
+            except FormatError:
+                return None
         form = classes[shape_end:end]
         parses = numbers.get(form)
         if parses is None:
             parses = numbers[form] = _NUMBERS_BY_CLASS.fullmatch(form) is not None
         if not parses:
             return None
-        head = b[value:shape_end]
-        decoded = heads.get(head)
-        if decoded is None:
-            try:
-                decoded = heads[head] = decode_entry(head, where)[:2]
-            except FormatError:
-                return None
         names.append(key)
         found.append(decoded)
     return [k.decode("utf-8", "surrogateescape") for k in names], found
