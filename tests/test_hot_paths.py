@@ -729,6 +729,107 @@ def test_index_listing_parity(pairs, data):
         assert results[0] == results[1]
 
 
+# --- the pure twin's fast paths for blocks as TensorFlow writes them -----------------------
+
+
+def listing_by_decode_entries(block, where, table):
+    """index_listing's maps built the general way, one decoded entry at a time."""
+    shapes, kinds = {}, {}
+    for name, entry in _pure.decode_entries(block, where):
+        shapes[name] = None if entry[1] is None else list(entry[1])
+        kinds[name] = table[entry[0]]
+    return shapes, kinds
+
+
+def test_pure_fast_paths_take_tensorflow_blocks():
+    """Blocks TensorFlow wrote take _pure's fast paths (else they would not pay),
+    and give what the general decoders give: all but those with partitioned
+    tensors (slices) or keys and entries of 128 bytes or more. (Some fixtures
+    are tables of other kinds: their entries do not start with a dtype.)"""
+    plain = [b for b in REAL_BLOCKS if _pure.decode_entries(b, "b")
+             and all(v[:1] == b"\x08" and not d[6] for (_, d), (_, v) in zip(
+                 _pure.decode_entries(b, "b"),
+                 [(k, v) for k, v in _pure.block_entries(b, "b") if k[:1] not in (b"", b"\x00")]))
+             and all(len(k) < 128 and len(v) < 128 for k, v in _pure.block_entries(b, "b"))]
+    assert len(plain) >= 5
+    for block in plain:
+        end, _ = _pure._restarts(block, "b")
+        records = _pure._framed_fast(block, end, None, None, None, None)
+        assert [(k, bytes(block[v:e])) for k, v, e in records] == _pure.block_entries(block, "b")
+        names, heads = _pure._tensor_heads_fast(block, "b")
+        assert list(zip(names, heads)) == [(n, d[:2]) for n, d in _pure.decode_entries(block, "b")]
+
+
+def test_pure_entry_numbers_are_matched_by_byte_class():
+    """The listing's fast path matches the numbers after an entry's shape as a
+    string of byte classes: the same verdict as the grammar on the bytes."""
+    import re
+    grammar = re.compile(rb"(?:[\x18\x20\x28][\x80-\xff]{0,9}[\x00-\x7f]|\x35[\x00-\xff]{4})*")
+    rng = random.Random(11)
+    alphabet = [0x18, 0x20, 0x28, 0x35, 0x00, 0x08, 0x12, 0x7F, 0x80, 0x93, 0xFF]
+    verdicts = set()
+    for _ in range(20_000):
+        numbers = bytes(rng.choice(alphabet) for _ in range(rng.randrange(16)))
+        expected = grammar.fullmatch(numbers) is not None
+        verdicts.add(expected)
+        assert (_pure._NUMBERS_BY_CLASS.fullmatch(numbers.translate(_pure._NUMBER_CLASSES))
+                is not None) == expected, numbers
+    assert verdicts == {True, False}
+
+
+def entry_variants(rng, odd):
+    """Bundle entries as TensorFlow writes them or, with `odd`, near the fast
+    path's edges: two-byte varints, unknown rank, negative and huge dims,
+    slices, fields out of order or repeated."""
+    if not odd:
+        return bundle_entry(rng.choice([1, 2, 19]), tuple(rng.randrange(1, 300) for _ in range(
+            rng.randrange(4))), 0, rng.randrange(1 << 40), rng.randrange(1 << 30), rng.getrandbits(32))
+    dims = tuple(rng.choice([0, 1, 127, 128, 5000, -1, 1 << 62]) for _ in range(rng.randrange(4)))
+    entry = bundle_entry(rng.choice([1, 2, 19, 127, 128, 300]), dims,
+                         rng.choice([0, 0, 1, -1]), rng.randrange(1 << rng.choice([7, 40, 64])),
+                         rng.randrange(1 << 30), rng.getrandbits(32),
+                         slices=rng.choice([(), (), [((0, 2),)]]),
+                         unknown_rank=rng.random() < 0.1,
+                         extra=rng.choice([b"", b"", int_field(1, 3), message_field(2, b""),
+                                           int_field(9, 1), tag(6, 5) + b"\x01\x02"]))
+    return entry
+
+
+@PARITY
+@given(seed=st.integers(0, 2**32), count=st.integers(1, 60), edits=st.integers(0, 3))
+def test_pure_fast_listing_matches_the_general_decoders(seed, count, edits):
+    """Same maps, or the same exception, as decoding entry by entry; on
+    blocks near the fast path's edges (long keys, odd entries) and damaged ones."""
+    rng = random.Random(seed)
+    odd = rng.random() < 0.01 * count   # one odd entry sends the whole block the general way
+    keys = sorted({rng.choice([b"", b"\x00s", b"w/"]) + bytes(rng.randrange(97, 123)
+                   for _ in range(rng.choice([1, 5, 20, 130] if odd else [1, 5, 20])))
+                   for _ in range(count)})
+    block = build_block([(k, entry_variants(rng, odd and rng.random() < 0.2)) for k in keys])
+    block = bytes(damaged(block, rng, edits)) if edits else block
+    table = {e: f"dtype{e}" for e in range(200)}
+    expected = outcome(listing_by_decode_entries, block, "blk", table)
+    shapes, kinds = {}, {}
+    result = outcome(_pure.index_listing, block, "blk", shapes, kinds, table)
+    assert (result if result[0] == "raised" else ("ok", (shapes, kinds))) == expected
+    pairs = []
+    result = outcome(_pure.index_shapes, block, "blk", pairs)
+    if expected[0] == "ok":
+        assert pairs == list(expected[1][0].items())
+    elif expected[1] is not KeyError:   # index_shapes does not look dtypes up
+        assert result == expected
+    if _native is not None:
+        for args in [(None, None), (None, None, 64, 1000), (b"a", b"w")]:
+            assert_parity("check_block_keys", block, "blk", *args)
+            # the listing right after its block passed check_block_keys (the table's order)
+            results = []
+            for hot in (_pure, _native):
+                shapes, kinds = {}, {}
+                r = outcome(hot.index_listing, block, "blk", shapes, kinds, table)
+                results.append(r if r[0] == "raised" else (shapes, kinds))
+            assert results[0] == results[1]
+
+
 # --- the twins pair file by file -------------------------------------------------------
 
 def test_every_native_file_has_a_pure_twin_of_the_same_name():

@@ -93,35 +93,36 @@ def _long(s, n):
     v0 = v1 = w0 = w1 = 0
     x = (x * K2 + _U64.unpack_from(s, 0)[0]) & M
     end = ((n - 1) // 64) * 64
+    # Bits above 64 move only upwards under +, * and ^, so a value needs
+    # reducing mod 2**64 only before a right shift (of a rotation) or before
+    # it is carried on (v1, w1 feed products and sums that would grow without
+    # bound); v0 and w0 are reduced once after the loop.
     for off in range(0, end, 64):
         p0, p1, p2, p3, p4, p5, p6, p7 = unpack(s, off)
         t = (x + y + v0 + p1) & M
-        x = (((t >> 37) | (t << 27)) & M) * K1 & M
+        x = ((t >> 37) | (t << 27)) * K1 & M
         t = (y + v1 + p6) & M
-        y = (((t >> 42) | (t << 22)) & M) * K1 & M
+        y = (((t >> 42) | (t << 22)) * K1 + v0 + p5) & M
         x ^= w1
-        y = (y + v0 + p5) & M
         t = (z + w0) & M
-        z = (((t >> 33) | (t << 31)) & M) * K1 & M
+        z = ((t >> 33) | (t << 31)) * K1 & M
         # v = WeakHashLen32WithSeeds(p0..p3, v1 * K1, x + w0)
-        a = (v1 * K1 + p0) & M
-        b = (x + w0 + a + p3) & M
-        b = ((b >> 21) | (b << 43)) & M
-        c = a
-        a = (a + p1 + p2) & M
-        b = (b + (((a >> 44) | (a << 20)) & M)) & M
-        v0 = (a + p3) & M
+        c = v1 * K1 + p0
+        b = (x + w0 + c + p3) & M
+        a = (c + p1 + p2) & M
+        b = ((b >> 21) | (b << 43)) + ((a >> 44) | (a << 20))
+        v0 = a + p3
         v1 = (b + c) & M
         # w = WeakHashLen32WithSeeds(p4..p7, z + w1, y + p2)
-        a = (z + w1 + p4) & M
-        b = (y + p2 + a + p7) & M
-        b = ((b >> 21) | (b << 43)) & M
-        c = a
-        a = (a + p5 + p6) & M
-        b = (b + (((a >> 44) | (a << 20)) & M)) & M
-        w0 = (a + p7) & M
+        c = z + w1 + p4
+        b = (y + p2 + c + p7) & M
+        a = (c + p5 + p6) & M
+        b = ((b >> 21) | (b << 43)) + ((a >> 44) | (a << 20))
+        w0 = a + p7
         w1 = (b + c) & M
         x, z = z, x
+    v0 &= M
+    w0 &= M
     mul = K1 + ((z & 0xFF) << 1)
     p0, p1, p2, p3, p4, p5, p6, p7 = unpack(s, n - 64)
     w0 = (w0 + ((n - 1) & 63)) & M

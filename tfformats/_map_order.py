@@ -4,6 +4,8 @@ results and exceptions). `tfformats._pure` re-exports it, so the selected
 implementation (`tfformats._impl.hot`) offers it either way.
 """
 
+import re
+
 from .errors import FormatError
 
 # TensorFlow hashes C++ deterministic serializations; Python's upb backend
@@ -60,8 +62,60 @@ def reorder_map_entries(buf, plan):
     _fix(buf, 0, len(buf), plan)
 
 
+# plan id -> (plan, `search` of a regex for the bytes of _signs(plan)). The
+# plan is kept with its regex, so its id cannot be reused while cached.
+_finders: dict = {}
+
+
+def _finder(plan):
+    """`search` for the bytes that any map entry inside a message of `plan`
+    implies (_signs): a sub-message without them has nothing to fix, and one
+    scan in C skips it instead of walking its fields in Python (most values
+    of a NodeDef's attr map: types, shapes, lists of shapes)."""
+    cached = _finders.get(id(plan))
+    if cached is not None and cached[0] is plan:
+        return cached[1]
+    if len(_finders) > 4096:   # plans built by callers, not fingerprint's cache
+        _finders.clear()
+    signs = sorted(_signs(plan, set()), key=len, reverse=True)
+    search = re.compile(b"|".join(re.escape(t) for t in signs)).search
+    _finders[id(plan)] = (plan, search)
+    return search
+
+
+def _signs(plan, visiting):
+    """Tag encodings of which at least one occurs in any message of `plan`
+    that holds a map entry somewhere inside: a map's own tag, or for a
+    sub-message either its tag or (recursively) its signs, whichever set has
+    the larger smallest byte (large bytes are rarer as lengths and values,
+    so the scan finds fewer false alarms). Tags in protobuf's own output are
+    in their one canonical encoding, so a tag that is there is found."""
+    visiting = visiting | {id(plan)}
+    out = set()
+    for tag, action in plan.items():
+        own = bytes(_encode_tag(tag))
+        if action[0] == MESSAGE_ACTION and id(action[1]) not in visiting:
+            inner = _signs(action[1], visiting)
+            if min(min(t) for t in inner) > min(own):
+                out |= inner
+                continue
+        out.add(own)
+    return out
+
+
+def _encode_tag(tag):
+    out = bytearray()
+    while tag >= 0x80:
+        out.append((tag & 0x7F) | 0x80)
+        tag >>= 7
+    out.append(tag)
+    return out
+
+
 def _fix(buf, pos, end, plan):
     """Reorder, in place, the map entries inside buf[pos:end] (one message)."""
+    if _finder(plan)(buf, pos, end) is None:
+        return
     while pos < end:
         tag = buf[pos]
         if tag < 0x80:
@@ -96,22 +150,47 @@ def _fix_map(buf, pos, end, tag, key_order, value_plan):
     Returns the position after the run.
     """
     entries = []
+    keys = []
     run_start = entry_start = pos - _tag_size(tag)
+    find = None if value_plan is None else _finder(value_plan)
     while True:
-        n, body = _varint(buf, pos)
+        n = buf[pos]
+        if n < 0x80:
+            body = pos + 1
+        else:
+            n, body = _varint(buf, pos)
         stop = body + n
         key = b"" if key_order is None else 0
         p = body
+        if (key_order is None and n >= 2 and buf[p] == 0x0A and buf[p + 1] < 0x80
+                and p + 2 + buf[p + 1] <= stop):
+            # What protobuf writes for a string key: the key, then the value
+            # if any; the loop below takes the rest (and anything else).
+            p += 2
+            key = buf[p:p + buf[p - 1]]   # a bytearray: compares as bytes do
+            p += len(key)
+            if p < stop and buf[p] == 0x12 and buf[p + 1] < 0x80 and p + 2 + buf[p + 1] == stop:
+                if find is not None and find(buf, p + 2, stop) is not None:
+                    _fix(buf, p + 2, stop, value_plan)
+                p = stop
         while p < stop:
-            ftag, p = _varint(buf, p)
+            ftag = buf[p]
+            if ftag < 0x80:
+                p += 1
+            else:
+                ftag, p = _varint(buf, p)
             wire = ftag & 7
             # A key of the wrong wire type for the map (only in entries
             # protobuf kept as unknown fields, i.e. damaged input) is skipped
             # like any unknown field, as the native twin does: the entry
             # keeps the default key, and keys stay comparable.
-            if ftag >> 3 == 1 and wire == 2 and key_order is None:
-                kn, p = _varint(buf, p)
-                key = bytes(buf[p:p + kn])
+            if ftag == 0x0A and key_order is None:
+                kn = buf[p]
+                if kn < 0x80:
+                    p += 1
+                else:
+                    kn, p = _varint(buf, p)
+                key = buf[p:p + kn]   # a bytearray: compares as bytes do
                 p += kn
             elif ftag >> 3 == 1 and wire in (0, 1, 5) and key_order is not None:
                 if wire == 0:
@@ -122,30 +201,38 @@ def _fix_map(buf, pos, end, tag, key_order, value_plan):
                         raise ValueError(f"truncated map key at offset {p}")
                     key = int.from_bytes(buf[p:p + width], "little")
                     p += width
-            elif ftag >> 3 == 2 and wire == 2 and value_plan is not None:
-                vn, p = _varint(buf, p)
-                _fix(buf, p, p + vn, value_plan)
+            elif ftag == 0x12 and find is not None:
+                vn = buf[p]
+                if vn < 0x80:
+                    p += 1
+                else:
+                    vn, p = _varint(buf, p)
+                if find(buf, p, p + vn) is not None:
+                    _fix(buf, p, p + vn, value_plan)
                 p += vn
             else:
                 p = _walk_skip(buf, p, wire)
         if key_order is not None:
             key = key_order(key)
+        keys.append(key)
         entries.append((key, entry_start, stop))
         pos = stop
         if pos >= end:
             break
-        t, after = _varint(buf, pos)
+        t = buf[pos]
+        if t < 0x80:
+            after = pos + 1
+        else:
+            t, after = _varint(buf, pos)
         if t != tag:
             break
         entry_start = pos
         pos = after
-    if len(entries) > 1:
-        keys = [e[0] for e in entries]
-        if any(keys[i] > keys[i + 1] for i in range(len(keys) - 1)):
-            entries.sort(key=lambda e: e[0])
-            run_end = pos
-            chunks = b"".join([bytes(buf[s:e]) for _, s, e in entries])
-            buf[run_start:run_end] = chunks
+    if len(keys) > 1 and keys != sorted(keys):
+        entries.sort(key=lambda e: e[0])
+        run_end = pos
+        chunks = b"".join([bytes(buf[s:e]) for _, s, e in entries])
+        buf[run_start:run_end] = chunks
     return pos
 
 

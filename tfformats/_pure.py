@@ -12,6 +12,7 @@ is used. `where` arguments only feed error messages (file, tensor, offset).
 """
 
 import operator
+import re
 import struct
 
 import crc32c as _crc32c
@@ -145,7 +146,14 @@ def check_block_keys(block, where, after, upto, max_key_bytes=None, max_block_ke
     LimitError if a key is longer than `max_key_bytes` or all keys, their
     shared prefixes expanded, take more than `max_block_key_bytes` (None: no
     limit), checked as each key is reached, before anything is built of them."""
+    global _last_framed
     end, _ = _restarts(block, where)
+    if end <= _FRAMED_MAX:
+        b = block if type(block) is bytes else bytes(block)
+        records = _framed_fast(b, end, after, upto, max_key_bytes, max_block_key_bytes)
+        if records is not None:
+            _last_framed = (b, records)
+            return
     pos = total = 0
     key = before = b""
     while pos < end:
@@ -164,6 +172,118 @@ def check_block_keys(block, where, after, upto, max_key_bytes=None, max_block_ke
     if end and upto is not None and key > upto:
         raise FormatError(f"{where}: its last key {_short(key)} sorts after the index "
                           f"block's bound for it, {_short(upto)} (keys out of order)")
+
+
+# --- fast paths for blocks as TensorFlow writes them ---------------------------
+# The decoders above handle every input, one varint at a time. A block written
+# by TensorFlow has one-byte framing varints (keys and values under 128 bytes)
+# and entries of one form: dtype, shape, then numbers. The functions below
+# handle exactly that case with far fewer Python operations, and say so by
+# their result; anything else (long keys, partitioned tensors, damage) goes to
+# the general decoders, so results and errors are always theirs.
+
+# The fields of a BundleEntryProto after its dtype and shape, as TensorFlow
+# writes them: shard id, offset, size (varints of at most 10 bytes, what
+# _varint accepts) and the crc32c (fixed32); none changes dtype or shape.
+# As bytes: (?:[\x18\x20\x28][\x80-\xff]{0,9}[\x00-\x7f]|\x35[\x00-\xff]{4})*.
+# Whether bytes match that depends only on each byte's class: a varint tag
+# (V), the crc32c's tag (F), another byte under 0x80 (e) or one from 0x80
+# (c). Entries' numbers differ, their strings of classes mostly not, so the
+# listing matches each distinct class string once.
+_NUMBER_CLASSES = b"".join(b"V" if i in (0x18, 0x20, 0x28) else b"F" if i == 0x35
+                           else b"e" if i < 0x80 else b"c" for i in range(256))
+_NUMBERS_BY_CLASS = re.compile(rb"(?:Vc{0,9}[VFe]|F[VFec]{4})*")
+
+
+# Blocks up to this size keep their framing for the listing that follows
+# (`_last_framed`); bigger ones are framed again, not held twice.
+_FRAMED_MAX = 1 << 20
+# (bytes, _framed_fast's records) of the block check_block_keys passed last:
+# the table checks every block before a listing reads it, so the listing can
+# skip framing it again. Bytes, not the block: a view would keep the file's
+# map alive after its reader is closed.
+_last_framed = (None, None)
+
+
+def _framed_fast(b, end, after, upto, max_key_bytes, max_block_key_bytes):
+    """[(key, value start, value end)] of every entry of `b` (bytes; `end`
+    from _restarts) when check_block_keys would pass it; None when this loop
+    cannot tell (then the general one decides).
+
+    With one-byte varints a key has at most 254 bytes, and an entry at least
+    3, so the limits on keys cannot be reached unless they are set below what
+    the block's size allows; then the general loop checks them key by key."""
+    if ((max_key_bytes is not None and max_key_bytes < 254)
+            or (max_block_key_bytes is not None and end // 3 * 254 > max_block_key_bytes)):
+        return None
+    pos = 0
+    key = b""
+    before = b"" if after is None else after
+    records = []
+    add = records.append
+    while pos < end:
+        shared = b[pos]
+        non_shared = b[pos + 1]
+        value_len = b[pos + 2]
+        if (shared | non_shared | value_len) >= 0x80 or shared > len(key):
+            return None
+        start = pos + 3
+        value = start + non_shared
+        pos = value + value_len
+        if pos > end:
+            return None
+        key = key[:shared] + b[start:value]
+        # The first key may be b"" (the header) unless it must follow `after`.
+        if key <= before and (start != 3 or after is not None):
+            return None
+        before = key
+        add((key, value, pos))
+    if end and upto is not None and key > upto:
+        return None
+    return records
+
+
+def _tensor_heads_fast(block, where):
+    """(names, [(dtype enum, shape)]) of a block's tensor entries, as
+    decode_entries would give them; None when it cannot tell."""
+    b = block if type(block) is bytes else bytes(block)
+    framed, records = _last_framed
+    if framed is not b and framed != b:
+        end, _ = _restarts(b, where)
+        records = _framed_fast(b, end, None, None, None, None)
+        if records is None:
+            return None
+    classes = b.translate(_NUMBER_CLASSES)
+    numbers = {}   # class string of an entry's numbers -> whether they parse
+    heads = {}   # dtype and shape bytes -> decoded; tensors share a few shapes
+    names, found = [], []
+    for key, value, end in records:
+        if not key or key[0] == 0:   # the header, a slice key: not listed
+            continue
+        # dtype (field 1) and shape (field 2) with one-byte varints, then
+        # numbers. If the entry has that form, its byte 3 is the shape's
+        # length; each distinct head is checked for the form once.
+        shape_end = value + 4 + b[value + 3]
+        if shape_end > end:
+            return None
+        head = b[value:shape_end]
+        decoded = heads.get(head)
+        if decoded is None:
+            if head[0] != 0x08 or head[2] != 0x12 or (head[1] | head[3]) >= 0x80:
+                return None
+            try:
+                decoded = heads[head] = decode_entry(head, where)[:2]
+            except FormatError:
+                return None
+        form = classes[shape_end:end]
+        parses = numbers.get(form)
+        if parses is None:
+            parses = numbers[form] = _NUMBERS_BY_CLASS.fullmatch(form) is not None
+        if not parses:
+            return None
+        names.append(key)
+        found.append(decoded)
+    return [k.decode("utf-8", "surrogateescape") for k in names], found
 
 
 def block_seek(block, target, where):
@@ -334,6 +454,12 @@ def index_listing(block, where, shapes, dtypes, table):
     building the rest of each entry; KeyError when an enum is not in `table`.
     After an exception the maps may hold some of the block's entries.
     """
+    fast = _tensor_heads_fast(block, where)
+    if fast is not None:
+        for name, (enum, shape) in zip(*fast):
+            shapes[name] = None if shape is None else list(shape)
+            dtypes[name] = table[enum]
+        return
     for name, entry in decode_entries(block, where):
         shapes[name] = None if entry[1] is None else list(entry[1])
         dtypes[name] = table[entry[0]]
@@ -372,6 +498,12 @@ def index_shapes(block, where, pairs):
     in the order `sorted()` gives them too (what `list_variables` returns).
     """
     ascii = True
+    fast = _tensor_heads_fast(block, where)
+    if fast is not None:
+        names, heads = fast
+        pairs += [(name, None if shape is None else list(shape))
+                  for name, (_, shape) in zip(names, heads)]
+        return "".join(names).isascii()
     for name, entry in decode_entries(block, where):
         pairs.append((name, None if entry[1] is None else list(entry[1])))
         ascii = ascii and name.isascii()
