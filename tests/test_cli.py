@@ -503,7 +503,9 @@ def test_validate_expect_and_the_saved_model_pb_path(tmp_path):
     assert [(f["check"], f["message"]) for f in findings] == [("kind", "expected a SavedModel, found a checkpoint")]
     findings = run_json("validate", model, "--expect", "checkpoint", check=1)["findings"]
     assert [(f["check"], f["message"]) for f in findings] == [("kind", "expected a checkpoint, found a SavedModel")]
-    run("validate", model, "--expect", "graph", check=2)
+    findings = run_json("validate", model, "--expect", "graph", check=1)["findings"]
+    assert [(f["check"], f["message"]) for f in findings] == [("kind", "expected a graph file, found a SavedModel")]
+    run("validate", model, "--expect", "bogus", check=2)
     (tmp_path / "w.safetensors").write_bytes(b"{}")
     findings = _validate(tmp_path / "w.safetensors")
     assert [f["message"] for f in findings] == ["a safetensors file, not a checkpoint or SavedModel"]

@@ -26,7 +26,8 @@ from .progress import bar
 if TYPE_CHECKING:
     import numpy as np
 
-    from .keras import KerasReader   # what open_checkpoint returns for a Keras file
+    from .graph import GraphReader   # what open_checkpoint returns for a graph file
+    from .keras import KerasReader   # ... and for a Keras file
     from .names import Names
 else:   # imported on first use (tfformats/_lazy.py): reading an index needs no numpy
     from ._lazy import numpy as np
@@ -455,13 +456,33 @@ class TensorSlice:
                 f"dtype={entry.dtype.name}>")
 
 
+# The file names that hold a GraphDef for tfformats.graph.GraphReader (and the command line):
+# frozen graphs, text graphs and MetaGraphDefs. The SavedModel's own files are
+# SavedModels, not graph files.
+_GRAPH_SUFFIXES = (".pb", ".pbtxt", ".meta", ".graphdef", ".prototxt")
+_NOT_GRAPHS = ("saved_model.pb", "saved_model.pbtxt", "fingerprint.pb", "keras_metadata.pb")
+
+
+def is_graph_path(path: str | os.PathLike) -> bool:
+    """Whether `path` names a graph file by its name: `.pb`, `.pbtxt`, `.meta`, ...
+    other than a SavedModel's own files."""
+    name = os.path.basename(os.fspath(path)).lower()
+    return name.endswith(_GRAPH_SUFFIXES) and name not in _NOT_GRAPHS
+
+
 @fileio.with_storage
-def open_checkpoint(path: str | os.PathLike, verify: bool = True) -> CheckpointReader | KerasReader:
+def open_checkpoint(path: str | os.PathLike, verify: bool = True
+                    ) -> CheckpointReader | KerasReader | GraphReader:
     """Open any checkpoint path form; see `resolve_prefix`. A Keras file
-    (`.keras`, `.weights.h5`, `.h5`) opens as a `tfformats.keras.KerasReader`."""
+    (`.keras`, `.weights.h5`, `.h5`) opens as a `tfformats.keras.KerasReader`,
+    a graph file (a frozen GraphDef `.pb`/`.pbtxt`, a MetaGraphDef `.meta`) as
+    a `tfformats.graph.GraphReader` of its constants."""
     from . import keras
     if keras.is_keras_path(path) and fileio.isfile(path):
         return keras.KerasReader(path, verify=verify)
+    if is_graph_path(path) and fileio.isfile(path):
+        from .graph import GraphReader   # protobuf: imported only for a graph
+        return GraphReader(path, verify=verify)
     return CheckpointReader(path, verify=verify)
 
 

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from . import dtypes, fileio, slices
-from .checkpoint import CheckpointReader, prefetched, selected_tensors, tensor_nbytes
+from .checkpoint import CheckpointReader, is_graph_path, prefetched, selected_tensors, tensor_nbytes
 from .errors import CheckpointNotFoundError, FormatError, UnsupportedError
 from .fileio import replaced_atomically
 from .objgraph import ATTRIBUTES, OBJECT_GRAPH_KEY
@@ -63,12 +63,16 @@ def _unsupported(name, why, skip, skipped):
     skipped.append(name)
 
 
-def _open_reader(src):
-    """The reader of `src`: a checkpoint, or a Keras file by its variable names
-    (tfformats.keras, which also converts Keras files to checkpoints)."""
-    from . import keras
-    if keras.is_keras_path(src) and fileio.isfile(src):
+def _open_reader(src, keras_names=True):
+    """The reader of `src`: a checkpoint, a graph file's constants
+    (tfformats.graph), or a Keras file by its variable names (tfformats.keras,
+    which also converts Keras files to checkpoints: without `keras_names`, a
+    Keras file is opened as a checkpoint, which it is not, and refused)."""
+    from . import graph, keras
+    if keras_names and keras.is_keras_path(src) and fileio.isfile(src):
         return keras.by_variable_name(src)
+    if is_graph_path(src) and fileio.isfile(src):
+        return graph.GraphReader(src)
     return CheckpointReader(src)
 
 
@@ -111,7 +115,7 @@ def checkpoint_to_checkpoint(src: str | os.PathLike, dst_prefix: str | os.PathLi
     skipped with `skip_unsupported=True`; returns the names skipped.
     """
     skipped: list[str] = []
-    with CheckpointReader(src) as reader:
+    with _open_reader(src, keras_names=False) as reader:
         keys = selected_keys(reader, names)
         with BundleWriter(dst_prefix) as writer, _reading(reader, src, progress, keys) as shown:
             _copy_tensors(reader, writer, keys, skip_unsupported, skipped, shown)

@@ -6,22 +6,31 @@ TensorProto; `graph_constants` turns those into numpy arrays. TF2 graphs
 functions in `library`; those are read too, keyed "<function name>/<node name>".
 `graph_constants` also takes the files that hold GraphDefs: a MetaGraphDef
 (`model.ckpt.meta`) and a SavedModel (its directory or `saved_model.pb`/`.pbtxt`).
+
+`GraphReader` offers the same constants with the checkpoint readers' API
+(decoded one at a time, on demand): `open_checkpoint` returns one for a graph
+file, so the command line lists, dumps, validates, converts and compares the
+weights of frozen graphs as it does those of checkpoints.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from typing import Any, Iterable
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, NamedTuple
 
 from google.protobuf import message as _message
 from google.protobuf import text_format
 
 from . import protos
-from .errors import FormatError
+from .errors import FormatError, UnsupportedError
 from . import dtypes, fileio, limits
 from .fileio import read_file
-from .tensor_proto import MAX_BROADCAST_BYTES, to_numpy
+from .tensor_proto import MAX_BROADCAST_BYTES, shape_of, to_numpy
+
+if TYPE_CHECKING:
+    from .names import Names
 
 _TEXT_SUFFIXES = (".pbtxt", ".txt", ".prototxt")
 
@@ -99,18 +108,30 @@ def graph_constants(graph_def_or_path: Any, ops: Iterable[str] = ("Const",),
     one value hiding the other.
     Constants whose value is a function attr placeholder are skipped.
     """
-    where = f"{os.fspath(graph_def_or_path)}: " if isinstance(
+    budget = _Budget(_where(graph_def_or_path))
+    return {key: budget.convert(tensor, what) for key, (tensor, what)
+            in constant_protos(graph_def_or_path, ops, functions).items()}
+
+
+def _where(graph_def_or_path):
+    return f"{os.fspath(graph_def_or_path)}: " if isinstance(
         graph_def_or_path, (str, os.PathLike)) else ""
+
+
+def constant_protos(graph_def_or_path: Any, ops: Iterable[str] = ("Const",),
+                    functions: bool = True) -> dict[str, tuple[Any, str]]:
+    """key -> (TensorProto, what to call it in errors): the constants of
+    `graph_constants`, under the same keys, not yet decoded."""
+    where = _where(graph_def_or_path)
     if isinstance(ops, str):  # else `node.op in ops` would match substrings
         ops = (ops,)
     graphs = _graph_defs(graph_def_or_path)
-    budget = _Budget(where)
     if len(graphs) == 1:
-        return _constants(graphs[0][1], ops, functions, where, budget)
+        return _constants(graphs[0][1], ops, functions, where)
     out: dict[str, Any] = {}
     for tags, graph_def in graphs:
         out.update((f"{tags}:{key}", value) for key, value in _constants(
-            graph_def, ops, functions, f"{where}meta graph {tags!r}: ", budget).items())
+            graph_def, ops, functions, f"{where}meta graph {tags!r}: ").items())
     return out
 
 
@@ -139,12 +160,11 @@ class _Budget:
         return value
 
 
-def _constants(graph_def, ops, functions, where, budget):
+def _constants(graph_def, ops, functions, where):
     out = {}
     for node in graph_def.node:
         if _is_constant(node, ops):
-            out[node.name] = budget.convert(node.attr["value"].tensor,
-                                            f"{where}Const node {node.name!r}")
+            out[node.name] = (node.attr["value"].tensor, f"{where}Const node {node.name!r}")
     for function in (graph_def.library.function if functions else ()):
         fname = function.signature.name
         for node in function.node_def:
@@ -154,8 +174,8 @@ def _constants(graph_def, ops, functions, where, budget):
             if key in out:
                 raise FormatError(f"{where}Const node {node.name!r} of function {fname!r}: "
                                   f"its key {key!r} is already taken")
-            out[key] = budget.convert(node.attr["value"].tensor,
-                                      f"{where}Const node {node.name!r} of function {fname!r}")
+            out[key] = (node.attr["value"].tensor,
+                        f"{where}Const node {node.name!r} of function {fname!r}")
     return out
 
 
@@ -194,3 +214,157 @@ def _as_graph_def(value):
     if hasattr(value, "SerializeToString"):  # e.g. TensorFlow's own GraphDef
         return parse_message(protos.GraphDef, value.SerializeToString(), "<GraphDef>")
     raise TypeError(f"expected a GraphDef or a path, got {type(value).__name__}")
+
+
+# --- graph files as readers ----------------------------------------------------------
+
+class GraphEntry(NamedTuple):
+    """What the checkpoint readers' `entry` says, for a constant of a graph."""
+    name: str
+    dtype: dtypes.DType
+    shape: tuple[int, ...]
+    slices: tuple = ()
+
+
+class GraphReader(Mapping):
+    """The constants of a graph file (GraphDef, `.meta`, SavedModel) as a
+    read-only reader with the checkpoint readers' methods: keys are those of
+    `graph_constants`; a lookup also takes a TensorFlow tensor name (`w:0`).
+    Values are decoded when asked for, each into a new array (read-only
+    unless `copy=True`), within the limit max_graph_constants_bytes.
+    Graph files carry no checksums: `verify` is accepted and changes nothing.
+    """
+
+    kind = "graph"
+
+    def __init__(self, path: str | os.PathLike, verify: bool = True,
+                 ops: Iterable[str] = ("Const",), functions: bool = True) -> None:
+        self.path = self.prefix = os.fspath(path)
+        self.verify = verify
+        self._protos = dict(sorted(constant_protos(self.path, ops, functions).items()))
+        self._names: Names | None = None
+
+    def key(self, name: str) -> str:
+        """The constant `name` stands for: its key, or a tensor name with `:0`."""
+        if name in self._protos:
+            return name
+        if self._names is None:
+            from .names import Names
+            self._names = Names(self._protos.keys(), where=self.path)
+        return self._names.resolve(name)
+
+    def _proto(self, name):
+        return self._protos[self.key(name)]
+
+    def __getitem__(self, name: str) -> Any:
+        return self.get_tensor(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._protos)
+
+    def __len__(self) -> int:
+        return len(self._protos)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._protos
+
+    def has_tensor(self, name: object) -> bool:
+        return name in self._protos
+
+    def shape(self, name: str) -> list[int]:
+        tensor, what = self._proto(name)
+        return shape_of(tensor.tensor_shape, what)
+
+    def dtype(self, name: str) -> dtypes.DType:
+        tensor, what = self._proto(name)
+        return dtypes.from_enum(tensor.dtype, what)
+
+    def entry(self, name: str) -> GraphEntry:
+        return GraphEntry(self.key(name), self.dtype(name), tuple(self.shape(name)))
+
+    def nbytes(self, name: str) -> int:
+        """The bytes of the decoded array (strings: those of their values)."""
+        tensor, _ = self._proto(name)
+        itemsize = self.dtype(name).itemsize
+        if itemsize is None:
+            return sum(len(v) for v in tensor.string_val)
+        return math.prod(self.shape(name)) * itemsize
+
+    def get_variable_to_shape_map(self) -> dict[str, list[int]]:
+        return {name: self.shape(name) for name in self._protos}
+
+    def get_variable_to_dtype_map(self) -> dict[str, dtypes.DType]:
+        return {name: self.dtype(name) for name in self._protos}
+
+    def get_tensor(self, name: str, copy: bool = False) -> Any:
+        tensor, what = self._proto(name)
+        value = _Budget(f"{self.path}: ").convert(tensor, what)
+        if not copy:
+            value.flags.writeable = False   # as the checkpoint readers' arrays
+        return value
+
+    def close(self) -> None:
+        self._protos = {}
+
+    def __enter__(self) -> GraphReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<GraphReader {self.path!r}: {len(self._protos)} constants>"
+
+
+# Ops that are never a graph's result, for `summarize_graph`'s outputs.
+_NOT_OUTPUTS = frozenset({"Const", "NoOp", "Assert", "Placeholder", "PlaceholderWithDefault"})
+
+
+def _shape_text(shape_proto):
+    if shape_proto.unknown_rank:
+        return None
+    return [d.size for d in shape_proto.dim]
+
+
+@fileio.with_storage
+def summarize_graph(path: str | os.PathLike) -> dict[str, Any]:
+    """What a graph file holds, for `tfformats show`: its kind ("GraphDef" or
+    "MetaGraphDef", with the tags and signature keys of the latter), node and
+    function counts, its inputs (Placeholder nodes: name, dtype, shape, -1 for
+    an unknown dimension, None for an unknown rank), its outputs (nodes no
+    other node reads, other than constants and no-ops), the number and bytes
+    of its constants and how often each op is used."""
+    path = os.fspath(path)
+    graphs = _graph_defs(path)
+    if len(graphs) != 1:
+        raise FormatError(f"{path}: {len(graphs)} meta graphs; `tfformats show` the SavedModel")
+    graph_def = graphs[0][1]
+    summary: dict[str, Any] = {"path": path, "kind": "GraphDef"}
+    if path.lower().endswith(".meta"):
+        meta_graph = parse_message(protos.MetaGraphDef, read_file(path), path)
+        summary.update(kind="MetaGraphDef", tags=list(meta_graph.meta_info_def.tags),
+                       signatures=sorted(meta_graph.signature_def))
+    read: set[str] = set()
+    ops: dict[str, int] = {}
+    inputs = []
+    for node in graph_def.node:
+        ops[node.op] = ops.get(node.op, 0) + 1
+        read.update(name.lstrip("^").split(":")[0] for name in node.input)
+        if node.op in ("Placeholder", "PlaceholderWithDefault"):
+            dtype = dtypes.BY_ENUM.get(node.attr["dtype"].type)
+            inputs.append({"name": node.name, "dtype": dtype.name if dtype else None,
+                           "shape": _shape_text(node.attr["shape"].shape)
+                           if "shape" in node.attr else None})
+    outputs = [{"name": node.name, "op": node.op} for node in graph_def.node
+               if node.name not in read and node.op not in _NOT_OUTPUTS]
+    with GraphReader(path) as constants:
+        sizes = []
+        for name in constants:
+            try:
+                sizes.append(constants.nbytes(name))
+            except (FormatError, UnsupportedError):   # validate says what is wrong with it
+                sizes.append(0)
+    summary.update(nodes=len(graph_def.node), functions=len(graph_def.library.function),
+                   inputs=inputs, outputs=outputs, constants=len(sizes),
+                   constant_bytes=sum(sizes), ops=dict(sorted(ops.items())))
+    return summary

@@ -18,7 +18,8 @@ from typing import Any, Callable
 from . import fileio, fingerprint, protos
 from ._impl import hot
 from .bundle import HEADER_KEY, BundleReader, data_filename, variant_crc
-from .checkpoint import OBJECT_GRAPH_KEY, is_saved_model_dir, is_v1_prefix, resolve_prefix, saveable_keys
+from .checkpoint import (OBJECT_GRAPH_KEY, is_graph_path, is_saved_model_dir, is_v1_prefix,
+                         resolve_prefix, saveable_keys)
 from .errors import CheckpointNotFoundError, ChecksumError, Finding, TFFormatsError
 from .graph import parse_message
 from .progress import bar
@@ -28,13 +29,13 @@ from .v1 import V1Reader
 
 # What `expect=` may ask for, and how messages name each kind.
 KINDS = {"checkpoint": "a checkpoint", "saved_model": "a SavedModel",
-         "keras": "a Keras weights file"}
+         "keras": "a Keras weights file", "graph": "a graph file"}
 
 
 @dataclass
 class Report:
-    """What `validate` found at one path. `kind` is "checkpoint", "saved_model"
-    or "unknown"; `tensors` and `bytes` count what was checked, `files` the
+    """What `validate` found at one path. `kind` is "checkpoint", "saved_model",
+    "keras", "graph" or "unknown"; `tensors` and `bytes` count what was checked, `files` the
     proto files parsed; `findings` is empty when everything checked out."""
 
     path: str
@@ -93,6 +94,8 @@ def _validate(report, path, expect, progress):
         report.kind = "saved_model"
     elif _is_keras_file(path):
         report.kind = "keras"
+    elif is_graph_path(path) and fileio.isfile(path):
+        report.kind = "graph"
     else:
         try:
             prefix = resolve_prefix(path)
@@ -105,8 +108,8 @@ def _validate(report, path, expect, progress):
         return
     if report.kind == "saved_model":
         _saved_model(report, directory, progress)
-    elif report.kind == "keras":
-        _keras_file(report, path, progress)
+    elif report.kind in ("keras", "graph"):
+        _weights_file(report, path, progress)
     elif is_v1_prefix(prefix):
         _v1_checkpoint(report, prefix)
     else:
@@ -118,14 +121,15 @@ def _is_keras_file(path):
     return is_keras_path(path) and fileio.isfile(path)
 
 
-def _keras_file(report, path, progress):
-    """A Keras file (tfformats.keras): the archive and HDF5 structure open, and
-    every dataset reads within the file's bytes."""
-    from .keras import KerasReader
+def _weights_file(report, path, progress):
+    """A Keras file (tfformats.keras: the archive and HDF5 structure open, and
+    every dataset reads within the file's bytes) or a graph file
+    (tfformats.graph: the protos parse, and every constant decodes)."""
+    from .checkpoint import open_checkpoint
     try:
-        reader = KerasReader(path)
+        reader = open_checkpoint(path)
     except TFFormatsError as e:
-        report.add("keras", e, file=path)
+        report.add(report.kind, e, file=path)
         return
     with reader:
         report.tensors = len(reader)

@@ -21,6 +21,9 @@ def kind_of(path):
         return "npz"
     if lower.endswith((".keras", ".h5", ".hdf5")):
         return "keras"
+    from ..checkpoint import is_graph_path
+    if is_graph_path(path):
+        return "graph"
     return "checkpoint"
 
 
@@ -36,7 +39,8 @@ def _checked_kind(path, what):
         hint = f"; or name the output format with --to {'|'.join(FORMATS)}" if what == "output" else ""
         raise UsageError(f"{what} {path}: unknown extension .{extension}; convert supports TF "
                          "checkpoints (a prefix such as out/ckpt; a SavedModel directory as input), "
-                         f".safetensors, .npz and Keras files (.keras, .weights.h5, .h5){hint}")
+                         f".safetensors, .npz and Keras files (.keras, .weights.h5, .h5), and reads "
+                         f"graph files (.pb, .pbtxt, .meta){hint}")
     return kind
 
 
@@ -47,7 +51,12 @@ def cmd_convert(args):
     if "keras" in (src_kind, dst_kind):
         from .keras_files import convert as convert_keras
         return convert_keras(args, src_kind, dst_kind)
-    if src_kind != "checkpoint" and dst_kind != "checkpoint":
+    if dst_kind == "graph":
+        raise UsageError(f"output {args.dst}: convert writes no graph files; name a checkpoint "
+                         "prefix, a .safetensors or a .npz file")
+    # A graph file's constants are read as a checkpoint's tensors (tfformats.graph).
+    reads = "checkpoint" if src_kind == "graph" else src_kind
+    if reads != "checkpoint" and dst_kind != "checkpoint":
         raise UsageError("convert goes between a TF checkpoint and .safetensors/.npz; "
                          f"{args.src} -> {args.dst} has no checkpoint side")
     functions = {("checkpoint", "checkpoint"): "checkpoint_to_checkpoint",   # e.g. V1 -> V2
@@ -55,9 +64,9 @@ def cmd_convert(args):
                  ("checkpoint", "npz"): "checkpoint_to_npz",
                  ("safetensors", "checkpoint"): "safetensors_to_checkpoint",
                  ("npz", "checkpoint"): "npz_to_checkpoint"}
-    function = getattr(convert, functions[src_kind, dst_kind])
+    function = getattr(convert, functions[reads, dst_kind])
     skipped = []
-    if src_kind == "checkpoint":
+    if reads == "checkpoint":
         skipped = run_skipping(function, args)
     else:
         function(args.src, args.dst, progress=show_progress(args))

@@ -30,6 +30,10 @@ class _Source:
             self.reader = by_variable_name(path)
             self.names = list(self.reader)
             return
+        if self.kind == "graph":   # its constants (tfformats.graph)
+            self.reader = open_reader(path)
+            self.names = list(self.reader)
+            return
         prefix = path
         if self.kind != "checkpoint":
             from .. import convert
@@ -61,7 +65,7 @@ class _Source:
 
     def get(self, name):
         entry = self.reader.entry(name)
-        if entry.dtype.as_numpy_dtype is None:   # variant / resource: compare the stored bytes
+        if entry.dtype.as_numpy_dtype is None and hasattr(self.reader, "bundle"):   # variant: stored bytes
             import numpy as np
             return np.frombuffer(bytes(self.reader.bundle.raw(entry)[1]), np.uint8)
         return self.reader.get_tensor(name)

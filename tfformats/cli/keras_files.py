@@ -1,49 +1,5 @@
-"""`ls`, `convert` and `diff` of Keras weight files (`.keras`, `.weights.h5`, `.h5`),
+"""`convert` and `diff` of Keras weight files (`.keras`, `.weights.h5`, `.h5`),
 read by tfformats.keras: the checkpoint commands hand them over here."""
-
-import sys
-
-from .common import EXIT_OK, emit_json, human_bytes, json_doc, table
-
-
-def _size(reader, path):
-    try:
-        return reader.nbytes(path)
-    except NotImplementedError:   # a dataset with no TensorFlow dtype
-        return 0
-
-
-def ls(args, reader):
-    """Every dataset: HDF5 path, Keras variable name, dtype, shape, bytes, and the
-    key a conversion to a TF checkpoint gives it."""
-    from fnmatch import fnmatchcase
-    keys = reader.checkpoint_keys()
-    rows = []
-    for path in reader:
-        name = reader.keras_name(path)
-        if args.glob is not None and not (fnmatchcase(path, args.glob) or
-                                          (name and fnmatchcase(name, args.glob))):
-            continue
-        dtype = reader.get_variable_to_dtype_map().get(path)
-        rows.append((path, name, dtype.name if dtype else None, reader.shape(path),
-                     _size(reader, path), keys.get(path)))
-    total = sum(r[4] for r in rows)
-    if args.json:
-        emit_json(json_doc("ls", path=args.path, prefix=reader.path, format=reader.kind,
-                           tensors=[{"name": p, "keras_name": n, "dtype": d, "shape": s,
-                                     "bytes": b, "checkpoint_key": k}
-                                    for p, n, d, s, b, k in rows],
-                           totals={"count": len(rows), "bytes": total}))
-        return EXIT_OK
-    out = sys.stdout
-    if rows:
-        out.write(table([[r[0] for r in rows], [r[1] or "-" for r in rows],
-                         [r[2] or "?" for r in rows], [repr(list(r[3])) for r in rows],
-                         [str(r[4]) for r in rows]],
-                        ("NAME", "KERAS NAME", "DTYPE", "SHAPE", "BYTES"), right=(4,)))
-        out.write("\n")
-    out.write(f"{len(rows)} tensors, {total} bytes ({human_bytes(total)}), {reader.kind}\n")
-    return EXIT_OK
 
 
 def convert(args, src_kind, dst_kind):

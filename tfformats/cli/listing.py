@@ -56,9 +56,8 @@ def cmd_ls(args):
 
 def _ls(args):
     with open_reader(args.path) as reader:
-        if not hasattr(reader, "bundle"):   # a Keras file
-            from .keras_files import ls
-            return ls(args, reader)
+        if not hasattr(reader, "bundle"):   # a Keras file or a graph file
+            return _ls_file(args, reader)
         entries, objects, parts = _listing(reader, args.glob)
         sizes = [e.size if not e.slices else sum(p.size for p in parts[e.name]) for e in entries]
         total = sum(sizes)
@@ -122,3 +121,52 @@ def _ls(args):
     return EXIT_OK
 
 
+
+
+def _size(reader, name):
+    try:
+        return reader.nbytes(name)
+    except NotImplementedError:   # an HDF5 dataset with no TensorFlow dtype
+        return 0
+
+
+def _ls_file(args, reader):
+    """`ls` of a Keras weights file (tfformats.keras: HDF5 path, Keras variable
+    name, and the key a conversion to a TF checkpoint gives it) or of a graph
+    file's constants (tfformats.graph): name, dtype, shape, bytes."""
+    from fnmatch import fnmatchcase
+    keras = hasattr(reader, "keras_name")
+    keys = reader.checkpoint_keys() if keras else {}
+    dtypes = reader.get_variable_to_dtype_map()
+    rows = []
+    for path in reader:
+        name = reader.keras_name(path) if keras else None
+        if args.glob is not None and not (fnmatchcase(path, args.glob) or
+                                          (name and fnmatchcase(name, args.glob))):
+            continue
+        dtype = dtypes.get(path)
+        rows.append((path, name, dtype.name if dtype else None, reader.shape(path),
+                     _size(reader, path), keys.get(path)))
+    total = sum(r[4] for r in rows)
+    if args.json:
+        tensors = []
+        for p, n, d, s, b, k in rows:
+            tensor = {"name": p, "dtype": d, "shape": s, "bytes": b}
+            if keras:
+                tensor.update(keras_name=n, checkpoint_key=k)
+            tensors.append(tensor)
+        emit_json(json_doc("ls", path=args.path, prefix=reader.path, format=reader.kind,
+                           tensors=tensors, totals={"count": len(rows), "bytes": total}))
+        return EXIT_OK
+    out = sys.stdout
+    if rows:
+        columns = [[r[0] for r in rows], [r[2] or "?" for r in rows],
+                   [repr(list(r[3])) for r in rows], [str(r[4]) for r in rows]]
+        header = ["NAME", "DTYPE", "SHAPE", "BYTES"]
+        if keras:
+            columns.insert(1, [r[1] or "-" for r in rows])
+            header.insert(1, "KERAS NAME")
+        out.write(table(columns, tuple(header), right=(len(header) - 1,)))
+        out.write("\n")
+    out.write(f"{len(rows)} tensors, {total} bytes ({human_bytes(total)}), {reader.kind}\n")
+    return EXIT_OK

@@ -92,11 +92,13 @@ def build_parser():
         return p
 
     p = command("ls", "list every tensor (from the index only)", cmd_ls)
-    p.add_argument("path", help="checkpoint prefix, .index/.data file, checkpoint dir or SavedModel dir")
+    p.add_argument("path", help="checkpoint prefix, .index/.data file, checkpoint dir, SavedModel dir, "
+                   "Keras file, or graph file (.pb/.pbtxt/.meta: its constants)")
     p.add_argument("--glob", metavar="PATTERN", help="only names or object paths matching this pattern")
 
     p = command("show", "what `saved_model_cli show` prints, without TensorFlow", cmd_show)
-    p.add_argument("dir", nargs="?", help="SavedModel directory")
+    p.add_argument("dir", nargs="?", help="SavedModel directory, or a graph file (.pb/.pbtxt/.meta) "
+                   "to summarize")
     p.add_argument("--dir", dest="dir_option", metavar="DIR",
                    help="the same, spelled as saved_model_cli spells it")
     p.add_argument("--all", action="store_true", help="everything: all tag-sets, signatures, ops, functions")
@@ -116,7 +118,7 @@ def build_parser():
     p = command("validate", "check CRCs, shards, bounds, protos and fingerprints (for CI)", cmd_validate)
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="checkpoints, SavedModel directories or their saved_model.pb/.pbtxt")
-    p.add_argument("--expect", choices=("saved_model", "checkpoint", "keras"),
+    p.add_argument("--expect", choices=("saved_model", "checkpoint", "keras", "graph"),
                    help="what each PATH must be; anything else is a finding")
 
     p = command("fingerprint", "compute a SavedModel's fingerprint hashes", cmd_fingerprint)
@@ -126,7 +128,8 @@ def build_parser():
 
     p = command("convert", "checkpoint <-> .safetensors / .npz (by extension), or -> V2 checkpoint",
                 cmd_convert)
-    p.add_argument("src", help="checkpoint / SavedModel dir, or a .safetensors / .npz file")
+    p.add_argument("src", help="checkpoint / SavedModel dir, a .safetensors / .npz / Keras file, "
+                   "or a graph file (.pb/.pbtxt/.meta: its constants)")
     p.add_argument("dst", help="a .safetensors / .npz file, or a checkpoint prefix")
     p.add_argument("--to", choices=("checkpoint", "safetensors", "npz", "keras"),
                    help="the output format, whatever DST's extension says")

@@ -1,9 +1,9 @@
 """`show`: the text layout of `saved_model_cli show`; what is shown comes
-from tfformats.saved_model."""
+from tfformats.saved_model. A graph file gets a summary (tfformats.graph)."""
 
 import sys
 
-from .common import EXIT_OK, UsageError, emit_json, json_doc, json_safe
+from .common import EXIT_OK, UsageError, emit_json, human_bytes, json_doc, json_safe
 
 
 # The text layout of `saved_model_cli show`; what is shown comes from tfformats.saved_model.
@@ -243,11 +243,46 @@ def _show_json(args, saved_model):
     return EXIT_OK
 
 
+# How many outputs `show` prints of a graph file.
+_SHOWN_OUTPUTS = 20
+
+
+def _show_graph(args):
+    """`show` of a graph file (a frozen GraphDef, a `.meta`): what summarize_graph says."""
+    from ..graph import summarize_graph
+    summary = summarize_graph(args.dir)
+    if args.json:
+        emit_json(json_doc("show", **summary))
+        return EXIT_OK
+    lines = [f"{summary['path']}: {summary['kind']}, {summary['nodes']} nodes, "
+             f"{summary['functions']} functions"]
+    if summary["kind"] == "MetaGraphDef":
+        lines.append(f"tags: {', '.join(summary['tags']) or '-'}; SignatureDefs: "
+                     f"{', '.join(summary['signatures']) or '-'}")
+    lines.append(f"{len(summary['inputs'])} inputs:")
+    lines.extend(f"  {i['name']}: {i['dtype'] or '?'} "
+                 f"{'unknown rank' if i['shape'] is None else i['shape']}" for i in summary["inputs"])
+    outputs = summary["outputs"]
+    lines.append(f"{len(outputs)} outputs:")
+    lines.extend(f"  {o['name']} ({o['op']})" for o in outputs[:_SHOWN_OUTPUTS])
+    if len(outputs) > _SHOWN_OUTPUTS:   # a training graph's many loose ends: --json has them all
+        lines.append(f"  ... and {len(outputs) - _SHOWN_OUTPUTS} more (--json lists them all)")
+    lines.append(f"{summary['constants']} constants, {summary['constant_bytes']} bytes "
+                 f"({human_bytes(summary['constant_bytes'])})")
+    lines.append("ops: " + ", ".join(f"{op} {n}" for op, n in summary["ops"].items()))
+    sys.stdout.write("\n".join(lines) + "\n")
+    return EXIT_OK
+
+
 def cmd_show(args):
+    from .. import fileio
+    from ..checkpoint import is_graph_path
     from ..saved_model import load_saved_model
     if (args.dir is None) == (args.dir_option is None):
         raise UsageError("show needs one SavedModel directory: DIR or --dir DIR")
     args.dir = args.dir or args.dir_option
+    if is_graph_path(args.dir) and fileio.isfile(args.dir):
+        return _show_graph(args)
     saved_model = load_saved_model(args.dir)
     if args.json:
         return _show_json(args, saved_model)
