@@ -157,3 +157,21 @@ def test_cli_validate_reports_a_constant_that_cannot_decode(tmp_path):
     doc = run_json("validate", path, check=1)
     assert [(f["check"], f["tensor"]) for f in doc["findings"]] == [("tensor", "huge")]
     assert run_json("ls", path)["tensors"][0]["shape"] == [3]   # listing needs no values
+
+
+@requires_tf
+def test_cli_on_a_saved_model_that_stores_no_variables(tmp_path):
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default(), tf1.Session(graph=graph) as session:
+        x = tf1.placeholder(tf.float32, [None, 2], name="x")
+        y = tf.identity(x * tf.constant([1.0, 2.0]), name="y")
+        builder = tf1.saved_model.Builder(str(tmp_path / "sm"))
+        builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={
+            "serving_default": tf1.saved_model.predict_signature_def({"x": x}, {"y": y})})
+        builder.save()
+    assert not (tmp_path / "sm" / "variables" / "variables.index").exists()   # TF writes none
+    assert run_json("ls", tmp_path / "sm")["tensors"] == []
+    assert run_json("validate", tmp_path / "sm")["findings"] == []
+    assert "serving_default" in run("show", tmp_path / "sm", "--all", check=0).stdout

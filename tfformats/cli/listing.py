@@ -54,7 +54,24 @@ def cmd_ls(args):
         return _ls(args)
 
 
+def _has_no_variables(path):
+    """Whether `path` is a SavedModel that stores no variables (TF1 SavedModels
+    of constants have no variables/variables.index): a listing with no tensors."""
+    import os
+    from .. import fileio
+    from ..checkpoint import is_saved_model_dir
+    return (fileio.isdir(path) and is_saved_model_dir(path)
+            and not fileio.isfile(os.path.join(path, "variables", "variables.index")))
+
+
 def _ls(args):
+    if _has_no_variables(args.path):
+        if args.json:
+            emit_json(json_doc("ls", path=args.path, prefix=None, num_shards=0, tensors=[],
+                               totals={"count": 0, "bytes": 0}))
+        else:
+            sys.stdout.write("0 tensors, 0 bytes (0 B): a SavedModel without variables\n")
+        return EXIT_OK
     with open_reader(args.path) as reader:
         if not hasattr(reader, "bundle"):   # a Keras file or a graph file
             return _ls_file(args, reader)
