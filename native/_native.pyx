@@ -16,7 +16,7 @@ and messages agree with `_pure` even for such values.
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.list cimport PyList_GET_SIZE
+from cpython.list cimport PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.ref cimport Py_INCREF
@@ -526,16 +526,61 @@ cdef enum:
     _SMALL_RANK = 8
 
 
+cdef struct _Shape:
+    # The dims of a decoded TensorShapeProto while they are few and fit in 64
+    # bits, so that a listing compares and checks them without Python objects.
+    Py_ssize_t rank   # dims in `dims`; -1: unknown rank; -2: kept as a tuple instead
+    int64_t dims[_SMALL_RANK]
+
+
 cdef object _decode_shape(const unsigned char* p, Py_ssize_t pos, Py_ssize_t end, object where):
     """TensorShapeProto -> tuple of dims, or None for unknown rank."""
+    cdef _Shape s
+    cdef object dims = _scan_shape(p, pos, end, where, &s)
+    if s.rank == -2:
+        return dims
+    return None if s.rank == -1 else _shape_tuple(&s)
+
+
+cdef tuple _shape_tuple(const _Shape* s):
+    """The tuple of a shape held in a _Shape (rank >= 0)."""
+    cdef tuple result = PyTuple_New(s.rank)
+    cdef object dim
+    cdef Py_ssize_t i
+    for i in range(s.rank):
+        dim = s.dims[i]
+        Py_INCREF(dim)
+        PyTuple_SET_ITEM(result, i, dim)
+    return _atomic(result)
+
+
+cdef object _shape_list(const _Shape* s, object dims):
+    """list(shape) of a decoded shape (`dims`: _scan_shape's tuple), None for unknown rank."""
+    cdef list result
+    cdef object dim
+    cdef Py_ssize_t i
+    if s.rank == -2:
+        return list(<tuple>dims)
+    if s.rank == -1:
+        return None
+    result = PyList_New(s.rank)
+    for i in range(s.rank):
+        dim = s.dims[i]
+        Py_INCREF(dim)
+        PyList_SET_ITEM(result, i, dim)
+    return result
+
+
+cdef object _scan_shape(const unsigned char* p, Py_ssize_t pos, Py_ssize_t end, object where,
+                        _Shape* s):
+    """Decode a TensorShapeProto into `s`; returns its dims as a tuple when they
+    do not fit there (more than _SMALL_RANK, or one beyond 64 bits: rank -2), else None."""
     cdef uint64_t tag, t, v, vh, size, size_hi
     cdef Py_ssize_t dend, i
     cdef bint unknown = False
-    cdef int64_t small[_SMALL_RANK]     # dims while they are few and fit in 64 bits
+    cdef int64_t* small = s.dims        # dims while they are few and fit in 64 bits
     cdef Py_ssize_t rank = 0
     cdef list dims = None               # otherwise, all dims as Python ints
-    cdef tuple result
-    cdef object dim
     while pos < end:
         pos = _tag(p, pos, end, &tag, where)
         if tag == 0x12:   # field 2 (dim), length-delimited
@@ -563,15 +608,13 @@ cdef object _decode_shape(const unsigned char* p, Py_ssize_t pos, Py_ssize_t end
         else:
             pos = _skip_field(p, pos, end, <int>(tag & 7), where)
     if unknown:
+        s.rank = -1
         return None
     if dims is not None:
+        s.rank = -2
         return _atomic(tuple(dims))
-    result = PyTuple_New(rank)
-    for i in range(rank):
-        dim = small[i]
-        Py_INCREF(dim)
-        PyTuple_SET_ITEM(result, i, dim)
-    return _atomic(result)
+    s.rank = rank
+    return None
 
 
 cdef tuple _decode_slice(const unsigned char* p, Py_ssize_t pos, Py_ssize_t end, object where):
@@ -605,20 +648,31 @@ cdef tuple _decode_slice(const unsigned char* p, Py_ssize_t pos, Py_ssize_t end,
     return _atomic(tuple(extents))
 
 
-cdef tuple _decode_entry(const unsigned char* p, Py_ssize_t end, object where,
-                         bint listing=False, uint64_t* numbers=NULL):
-    """The entry tuple; with `listing`, only (dtype, shape), every field still checked.
+cdef struct _Listed:
+    # What a listing needs of an entry, without Python objects (see _decode_entry).
+    uint32_t dtype
+    uint64_t numbers[7]   # shard id, offset, size as (low 64 bits, bits above), number of slices
+    _Shape shape
 
-    `numbers` (listing only), if given, receives shard id, offset and size as
-    (low 64 bits, bits above) pairs, then the number of slices."""
+
+cdef object _decode_entry(const unsigned char* p, Py_ssize_t end, object where,
+                          _Listed* listed=NULL):
+    """The entry tuple; or, given `listed`, only what a listing needs, filled
+    into it, every field still checked: then the return value is the shape's
+    tuple where the shape does not fit `listed.shape` (else None)."""
     cdef uint64_t tag, field, v, vh
     cdef int wire
     cdef Py_ssize_t pos = 0
     cdef uint32_t dtype = 0, crc = 0
     cdef list slices = None
     cdef object shard_id = 0, offset = 0, size = 0, shape = ()
-    if numbers != NULL:
+    cdef bint listing = listed != NULL
+    cdef uint64_t* numbers = NULL
+    if listing:
+        numbers = listed.numbers
         memset(numbers, 0, 7 * sizeof(uint64_t))
+        listed.shape.rank = 0
+        shape = None
     while pos < end:
         pos = _tag(p, pos, end, &tag, where)
         field = tag >> 3
@@ -628,9 +682,8 @@ cdef tuple _decode_entry(const unsigned char* p, Py_ssize_t end, object where,
             if field == 1:
                 dtype = <uint32_t>v
             elif listing:
-                if numbers != NULL:
-                    numbers[2 * (field - 3)] = v
-                    numbers[2 * (field - 3) + 1] = vh
+                numbers[2 * (field - 3)] = v
+                numbers[2 * (field - 3) + 1] = vh
             elif field == 3:
                 shard_id = _signed(v, vh)
             elif field == 4:
@@ -646,12 +699,13 @@ cdef tuple _decode_entry(const unsigned char* p, Py_ssize_t end, object where,
             pos = _varint(p, pos, end, &v, &vh, where)
             if vh != 0 or v > <uint64_t>(end - pos):
                 raise FormatError(f"{where}: field {field} runs past the end of the entry")
-            if field == 2:
+            if field == 2 and listing:
+                shape = _scan_shape(p, pos, pos + <Py_ssize_t>v, where, &listed.shape)
+            elif field == 2:
                 shape = _decode_shape(p, pos, pos + <Py_ssize_t>v, where)
             elif listing:
                 _decode_slice(p, pos, pos + <Py_ssize_t>v, where)   # checked, not kept
-                if numbers != NULL:
-                    numbers[6] += 1
+                numbers[6] += 1
             else:
                 if slices is None:
                     slices = []
@@ -660,7 +714,8 @@ cdef tuple _decode_entry(const unsigned char* p, Py_ssize_t end, object where,
         else:
             pos = _skip_field(p, pos, end, wire, where)
     if listing:
-        return (dtype, shape)
+        listed.dtype = dtype
+        return shape
     return _atomic((dtype, shape, shard_id, offset, size, crc,
                     () if slices is None else _atomic(tuple(slices))))
 
@@ -688,27 +743,42 @@ cdef inline bint _negative(uint64_t lo, uint64_t hi) noexcept:
     return hi == 0 and lo >= (<uint64_t>1 << 63)
 
 
-cdef object _info(tuple entry, const uint64_t* numbers, uint64_t num_shards, dict table,
-                  tuple last):
-    """index_entries' value for an entry: (DType, shape) when `BundleReader`'s
-    checks would pass for a plain tensor, else None. `last` (the previous
-    value, or None) is handed out again when equal, so that runs of tensors of
-    one dtype and shape share a single tuple."""
-    cdef object shape = entry[1]
-    cdef object dim
+cdef object _info(const _Listed* e, object dims, uint64_t num_shards, dict table,
+                  tuple last, const _Listed* last_e):
+    """index_entries' value for an entry (`dims`: _decode_entry's return): (DType,
+    shape) when `BundleReader`'s checks would pass for a plain tensor, else None.
+    `last` (the previous value, or None; `last_e` its entry) is handed out again
+    when equal, so that runs of tensors of one dtype and shape share a single
+    tuple, and cost no Python objects but the name."""
+    cdef const uint64_t* numbers = <const uint64_t*>e.numbers
+    cdef Py_ssize_t rank = e.shape.rank, i
+    cdef object dim, kind
     # The shard id is `_signed` of its varint: with bits above 64 it is lo + (hi - 1) * 2**64.
-    if (numbers[6] != 0 or shape is None or numbers[1] > 1 or numbers[0] >= num_shards
+    if (numbers[6] != 0 or rank == -1 or numbers[1] > 1 or numbers[0] >= num_shards
             or _negative(numbers[2], numbers[3]) or _negative(numbers[4], numbers[5])):
         return None
-    for dim in <tuple>shape:
-        if dim < 0:
+    if rank == -2:
+        for dim in <tuple>dims:
+            if dim < 0:
+                return None
+    else:
+        for i in range(rank):
+            if e.shape.dims[i] < 0:
+                return None
+    if last is not None and last_e.dtype == e.dtype:
+        kind = last[0]   # the same enum: the same table entry
+    else:
+        kind = table.get(e.dtype)
+        if kind is None:
             return None
-    kind = table.get(entry[0])
-    if kind is None:
-        return None
-    if last is not None and last[0] is kind and last[1] == shape:
-        return last
-    return _atomic((kind, shape))
+    if last is not None and last[0] is kind:
+        if rank >= 0 and last_e.shape.rank == rank and (
+                rank == 0 or memcmp(last_e.shape.dims, e.shape.dims,
+                                    <size_t>rank * sizeof(int64_t)) == 0):
+            return last
+        if rank == -2 and last[1] == dims:
+            return last
+    return _atomic((kind, dims if rank == -2 else _shape_tuple(&e.shape)))
 
 
 cdef list _decode_entries(const unsigned char* p, Py_ssize_t n, object where,
@@ -723,10 +793,10 @@ cdef list _decode_entries(const unsigned char* p, Py_ssize_t n, object where,
     cdef list out = []
     cdef bint listing = shapes is not None or infos is not None or pairs is not None
     cdef Py_ssize_t i
-    cdef tuple entry
-    cdef uint64_t numbers[7]
-    cdef uint64_t* wanted = numbers if infos is not None else NULL
-    cdef object info, last = None
+    cdef object entry
+    cdef _Listed e, last_e
+    cdef _Listed* listed = &e if listing else NULL
+    cdef object info, kind, last = None
     end = _restarts(p, n, where, &count)
     key.data = NULL
     key.len = key.cap = 0
@@ -739,7 +809,7 @@ cdef list _decode_entries(const unsigned char* p, Py_ssize_t n, object where,
                 k = PyUnicode_DecodeUTF8(<char*>key.data, key.len, "surrogateescape")
                 error = None
                 try:
-                    entry = _decode_entry(p + pos, value_len, where, listing, wanted)
+                    entry = _decode_entry(p + pos, value_len, where, listed)
                 except FormatError as exc:
                     error = exc
                 if error is not None:
@@ -750,27 +820,26 @@ cdef list _decode_entries(const unsigned char* p, Py_ssize_t n, object where,
                     raise type(error)(_entry_where(where, k)
                                       + str(error)[len(f"{where}"):])
                 if pairs is not None:
-                    shape = entry[1]
-                    pairs.append((k, None if shape is None else list(<tuple>shape)))
+                    pairs.append((k, _shape_list(&e.shape, entry)))
                     if ascii[0]:
                         for i in range(key.len):
                             if key.data[i] >= 0x80:
                                 ascii[0] = False
                                 break
                 elif infos is not None:
-                    info = _info(entry, numbers, num_shards, table, last)
+                    info = _info(&e, entry, num_shards, table, last, &last_e)
                     infos[k] = info
-                    if info is not None:
+                    if info is not None and info is not last:
                         last = info
+                        last_e = e
                 elif listing:
-                    shape = entry[1]
-                    shapes[k] = None if shape is None else list(<tuple>shape)
-                    kind = table.get(entry[0])
-                    if kind is None and entry[0] not in table:
+                    shapes[k] = _shape_list(&e.shape, entry)
+                    kind = table.get(e.dtype)
+                    if kind is None and e.dtype not in table:
                         # _pure decodes the whole block first: damage further on
                         # is reported before the unknown dtype.
                         _decode_entries(p, n, where)
-                        raise KeyError(entry[0])
+                        raise KeyError(e.dtype)
                     dtypes[k] = kind
                 else:
                     out.append(_atomic((k, entry)))

@@ -1003,3 +1003,40 @@ def test_index_listing_reports_damage_before_an_unknown_dtype(hot):
         hot.index_listing(block, "blk", {}, {}, {1: "float32"})
     with pytest.raises(KeyError):
         hot.index_listing(build_block([(b"a", bundle_entry(99, (2,)))]), "blk", {}, {}, {})
+
+
+def wide_dims_entry(dims, dtype=1):
+    """A BundleEntryProto whose shape dims are written as given, even beyond 64 bits."""
+    shape = b"".join(message_field(2, tag(1, 0) + varint(d)) for d in dims)
+    return int_field(1, dtype) + message_field(2, shape) + int_field(5, 4)
+
+
+@pytest.mark.parametrize("hot", IMPLEMENTATIONS)
+def test_listings_of_shapes_past_the_fast_form(hot):
+    """Ranks above 8 and dims with bits above 64 (kept as Python ints, not in the
+    native twin's fixed form) list, check and share tuples as small shapes do."""
+    nine = (1, 2, 3, 4, 5, 6, 7, 8, 9)
+    items = [(b"a_rank9", bundle_entry(1, nine)), (b"b_rank9_again", bundle_entry(1, nine)),
+             (b"c_rank9_negative", bundle_entry(1, nine[:8] + (-1,))),
+             (b"d_wide", wide_dims_entry([(1 << 64) + 5, 3])),
+             (b"e_wide_again", wide_dims_entry([(1 << 64) + 5, 3])),
+             (b"f_rank8", bundle_entry(1, nine[:8])), (b"g_rank8_other", bundle_entry(2, nine[:8])),
+             (b"h_scalar", bundle_entry(2, ())), (b"i_scalar", bundle_entry(2, ()))]
+    block = build_block(items)
+    table = {1: "float32", 2: "int32"}
+    decoded = dict(_pure.decode_entries(block, "blk"))
+    assert decoded["a_rank9"][1] == nine and decoded["d_wide"][1][1] == 3
+    infos = {}
+    hot.index_entries(block, "blk", infos, table, 1)
+    assert infos == reference_infos(block, table, 1)
+    assert infos["a_rank9"] == ("float32", nine) and infos["c_rank9_negative"] is None
+    assert infos["a_rank9"] is infos["b_rank9_again"]
+    assert infos["d_wide"] is infos["e_wide_again"]
+    assert infos["f_rank8"] == ("float32", nine[:8]) and infos["g_rank8_other"][0] == "int32"
+    assert infos["h_scalar"] is infos["i_scalar"] == ("int32", ())
+    pairs, shapes, kinds = [], {}, {}
+    hot.index_shapes(block, "blk", pairs)
+    hot.index_listing(block, "blk", shapes, kinds, table)
+    assert pairs == [(n, list(d[1])) for n, d in decoded.items()] == list(shapes.items())
+    assert all(type(s) is list for _, s in pairs)
+    assert kinds == {n: table[d[0]] for n, d in decoded.items()}

@@ -193,6 +193,19 @@ def test_filesystem_and_storage_options_are_passed_through(s3, s3_endpoint):
         tff.open_checkpoint(url, filesystem=s3, storage_options=options)
 
 
+def test_per_name_calls_of_a_reader_with_storage(s3):
+    """shape() and dtype() answer from the scan without binding the storage; the
+    lookups they make before it, and by object path, read through it."""
+    with tff.open_checkpoint("s3://fixtures/keras_adam/ckpt-2", filesystem=s3) as r:
+        name = sorted(EXPECTED)[-1]
+        assert r.shape(name) == EXPECTED[name]["shape"]            # one lookup, no scan
+        assert r.dtype(name).name == EXPECTED[name]["dtype"]
+        path, key = next(iter(r.object_paths().items()))          # scans
+        assert r.shape(path) == r.shape(key) == EXPECTED[key]["shape"]
+        assert r.dtype(path) is r.dtype(key)
+        assert {k: r.shape(k) for k in r} == {k: v["shape"] for k, v in EXPECTED.items()}
+
+
 def test_cli_storage_option(s3_endpoint, s3):
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
     env["PYTHONPATH"] = str(FIXTURES.parent.parent)

@@ -266,12 +266,15 @@ class CheckpointReader(Mapping):
 
     # cheap, index-only information. The fast path is a plain dict lookup of
     # the exact key; everything else takes `_entry`, the path that checks.
+    # Only that path reads files, so only it serves the storage (fileio.storage_free).
+    @fileio.storage_free
     def shape(self, name: str) -> list[int]:
         try:
             return list(self._info[name][1])
         except (KeyError, TypeError):
             return list(self._named_entry(name).shape)
 
+    @fileio.storage_free
     def dtype(self, name: str) -> DType:
         try:
             return self._info[name][0]
@@ -292,6 +295,7 @@ class CheckpointReader(Mapping):
                 self._tensor_info()
         return self.bundle.entry(name)
 
+    @fileio.bound_method
     def _named_entry(self, name: str) -> Entry:
         """_entry, or the entry of the key that another form of name stands for."""
         try:
