@@ -117,7 +117,8 @@ def _ls(args):
             else:
                 paths = ["-"] * len(names)
             # TF1/Keras variable names (`dense/kernel`), when the object graph records any
-            full_names = [getattr(objects.get(name), "full_name", None) or "-" for name in names]
+            full_names = ([getattr(objects.get(name), "full_name", None) or "-" for name in names]
+                          if objects else [])
             has_full_names = any(f != "-" for f in full_names)
             kinds = [e.dtype.name for e in entries]
             # Tensors share a few shapes: format each shape once.
