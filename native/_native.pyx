@@ -18,6 +18,7 @@ from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.object cimport PyObject, PyTypeObject, newfunc
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
@@ -885,6 +886,20 @@ def index_listing(block, where, dict shapes, dict dtypes, dict table):
         _decode_entries(<const unsigned char*>view.buf, view.len, where, shapes, dtypes, table)
     finally:
         PyBuffer_Release(&view)
+
+
+def entry_map(list decoded, type cls, dict table):
+    """{name: cls(name, table[dtype enum], shape, shard_id, offset, size, crc32c,
+    slices)} of decode_entries' pairs, unchecked (`BundleReader.entries`); `cls`
+    is a tuple subclass such as `bundle.Entry`. KeyError for an enum not in `table`."""
+    cdef dict out = {}
+    cdef tuple args
+    # tuple's own constructor, called directly: what tuple.__new__(cls, items) runs
+    cdef newfunc make = (<PyTypeObject*>tuple).tp_new
+    for name, (enum, shape, shard, offset, size, crc, parts) in decoded:
+        args = ((name, table[enum], shape, shard, offset, size, crc, parts),)
+        out[name] = make(cls, <PyObject*>args, NULL)
+    return out
 
 
 def index_entries(block, where, dict infos, dict table, num_shards):

@@ -1040,3 +1040,23 @@ def test_listings_of_shapes_past_the_fast_form(hot):
     assert pairs == [(n, list(d[1])) for n, d in decoded.items()] == list(shapes.items())
     assert all(type(s) is list for _, s in pairs)
     assert kinds == {n: table[d[0]] for n, d in decoded.items()}
+
+
+@pytest.mark.parametrize("hot", IMPLEMENTATIONS)
+def test_entry_map_builds_unchecked_entries(hot):
+    from tfformats.bundle import Entry
+    table = {e: f"dtype{e}" for e in range(40)}
+    for block in REAL_BLOCKS:
+        decoded = hot.decode_entries(block, "b")
+        entries = hot.entry_map(decoded, Entry, table)
+        assert list(entries) == [n for n, _ in decoded]
+        assert all(type(e) is Entry for e in entries.values())
+        assert entries == {n: Entry(n, table[d[0]], *d[1:]) for n, d in decoded}
+    odd = [("a", (1, None, -3, 2**70, -1, 7, ((0, -1),)))]   # unchecked: kept as decoded
+    assert hot.entry_map(odd, Entry, {1: "f"}) == {"a": Entry("a", "f", None, -3, 2**70, -1, 7,
+                                                               ((0, -1),))}
+    with pytest.raises(KeyError):
+        hot.entry_map(odd, Entry, {})
+    for bad in ([("a", (1, ()))], [("a",)]):   # not decode_entries' pairs
+        with pytest.raises(ValueError):
+            hot.entry_map(bad, Entry, {1: "f"})

@@ -465,6 +465,15 @@ def index_listing(block, where, shapes, dtypes, table):
         dtypes[name] = table[entry[0]]
 
 
+def entry_map(decoded, cls, table):
+    """{name: cls(name, table[dtype enum], shape, shard_id, offset, size, crc32c,
+    slices)} of decode_entries' pairs, unchecked (`BundleReader.entries`); `cls`
+    is a tuple subclass such as `bundle.Entry`. KeyError for an enum not in `table`."""
+    make = tuple.__new__   # cheaper than calling the namedtuple
+    return {name: make(cls, (name, table[enum], shape, shard, offset, size, crc, parts))
+            for name, (enum, shape, shard, offset, size, crc, parts) in decoded}
+
+
 def index_entries(block, where, infos, table, num_shards):
     """Add every tensor entry of a block to `infos`, in key order: name ->
     (table[dtype enum], shape tuple) for a plain tensor whose entry passes

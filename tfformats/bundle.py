@@ -328,11 +328,8 @@ class BundleReader:
         with gc_paused():
             if checked:
                 return {name: self._entry(name, d) for name, d in decoded}
-            # tuple.__new__ of one tuple costs less than calling the namedtuple.
-            make, kinds = tuple.__new__, dtypes.BY_ENUM
             try:
-                return {name: make(Entry, (name, kinds[e], shape, shard, offset, size, crc, parts))
-                        for name, (e, shape, shard, offset, size, crc, parts) in decoded}
+                return hot.entry_map(decoded, Entry, dtypes.BY_ENUM)
             except KeyError:  # an unknown dtype: let the checked path name it
                 return self.entries()
 
