@@ -7,6 +7,7 @@ views over the memory-mapped data files unless a copy is asked for.
 
 from __future__ import annotations   # np.ndarray in annotations: numpy loads on first use
 
+import bisect
 import contextlib
 import gc
 import math
@@ -142,6 +143,9 @@ class BundleReader:
         self._decoded = None   # [(name, decode_entry tuple)], from a scan on demand
         self._info: dict | None = None   # tensor_info(), from a scan on demand
         self._by_name = None   # the same as a dict, built when a read needs it
+        # shard id -> ([start], [end]) of the bytes writable views were handed
+        # out for (read_private), sorted and disjoint.
+        self._claims: dict[int, tuple[list, list]] = {}
         # Every data file is opened now, not at the first read: the maps keep
         # the files that belong to this index even if the checkpoint is
         # rewritten at the same prefix later. A rewrite while this opens is
@@ -393,6 +397,23 @@ class BundleReader:
         """The tensor of `entry`: read-only unless `copy` (see `handed_out`)."""
         return handed_out(self._read_entry(entry, copy, verify), copy)
 
+    def read_private(self, name: str, verify: bool | None = None) -> np.ndarray:
+        """The tensor `name` as a private, writable array, without copying it
+        where it can: a view of this reader's own copy-on-write map of the
+        data file (fileio.LocalFile.private_view), whose pages the kernel
+        copies only when they are written, so writes reach neither the file
+        nor any other reader. A copy (as `read(name, copy=True)`) where there
+        is no such map (a remote or unmapped file), where the values are not
+        the stored bytes (strings, parts, the other byte order), and where
+        the bytes overlap those of an earlier private view (two arrays must
+        not share memory).
+
+        Only for a reader nobody else reads from (`load_tensors` opens its
+        own): its read-only arrays view the same map and would see writes."""
+        entry = self.entry(name)
+        return handed_out(self._read_entry(entry, _PRIVATE, self.verify if verify is None
+                                           else verify), True)
+
     def _read_entry(self, entry: Entry, copy: bool, verify: bool) -> np.ndarray:
         if entry.slices:
             return self._assemble(entry, verify)
@@ -408,7 +429,10 @@ class BundleReader:
                               f"{list(entry.shape)} and dtype {dtype.name} needs "
                               f"{count * dtype.itemsize} bytes but its entry says {entry.size}")
         source, view = self.raw(entry)
-        if verify and copy and not self.swapped:
+        writable = self._claim(source, entry) if copy is _PRIVATE else None
+        if writable is not None:   # the array is the map's own pages: nothing to copy
+            copy, view = False, writable
+        elif verify and copy and not self.swapped:
             # A verified copy: copied and checked in one pass, on all cores.
             out = np.empty(entry.shape, dtype=dtype.as_numpy_dtype)
             crc = crc32c_copy_parallel(view, out.reshape(-1).view(np.uint8))
@@ -420,6 +444,26 @@ class BundleReader:
         if self.swapped:
             return _byteswapped(array)
         return array.copy() if copy else array
+
+    def _claim(self, source, entry):
+        """A writable view of the stored bytes of `entry` in the private map
+        of `source`, or None: where the source has none, where the bytes are
+        byte-swapped into a copy anyway, or where they overlap bytes an
+        earlier view was handed out for (a hostile index may point two
+        tensors at the same bytes; one name may be asked for twice)."""
+        private_view = getattr(source, "private_view", None)
+        if private_view is None or self.swapped:
+            return None
+        start, end = entry.offset, entry.offset + entry.size
+        starts, ends = self._claims.setdefault(entry.shard_id, ([], []))
+        at = bisect.bisect_right(starts, start)
+        if (at and ends[at - 1] > start) or (at < len(starts) and starts[at] < end):
+            return None
+        view = private_view(entry.offset, entry.size)
+        if view is not None and end > start:
+            starts.insert(at, start)
+            ends.insert(at, end)
+        return view
 
     def _read_strings(self, entry, count, verify):
         source, view = self.raw(entry)
@@ -524,6 +568,9 @@ class BundleReader:
             source.close()
         self._shards.clear()
 
+
+# `_read_entry`'s `copy` for `read_private`: a writable view of the private map.
+_PRIVATE = "private"
 
 # Opening starts over when the checkpoint was replaced meanwhile, this many times.
 _OPEN_ATTEMPTS = 3
