@@ -22,6 +22,18 @@ def test_parallel_crc_equals_serial(size):
     assert crc.crc32c_parallel(memoryview(data)) == hot.crc32c(data)
 
 
+@pytest.mark.parametrize("workers", [2, 3, 5])
+@pytest.mark.parametrize("piece", [4096, 12288, 1 << 30])
+def test_parallel_crc_of_many_pieces(workers, piece, monkeypatch):
+    """However many threads share the pieces and however small they are, the
+    pieces are combined in order (a last piece shorter than the others too)."""
+    monkeypatch.setattr(crc, "_WORKERS", workers)
+    monkeypatch.setattr(crc, "PIECE_BYTES", piece)
+    for size in (crc.PARALLEL_MIN_BYTES, 3 * crc.PARALLEL_MIN_BYTES + 4097):
+        data = np.random.default_rng(size + piece).bytes(size)
+        assert crc.crc32c_parallel(memoryview(data)) == hot.crc32c(data), size
+
+
 @pytest.mark.parametrize("size", [0, 1, crc.COPY_STEP + 1, crc.PARALLEL_MIN_BYTES - 1,
                                   crc.PARALLEL_MIN_BYTES, 5 * crc.PARALLEL_MIN_BYTES + 7])
 @pytest.mark.parametrize("workers", [1, 2, 3])

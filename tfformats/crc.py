@@ -88,17 +88,47 @@ def crc32c_in_background(data, value=0):
     return _shared_pool().submit(hot.crc32c, data, value)
 
 
+# A big buffer is checked in pieces, about PIECES_PER_WORKER per core and at
+# most PIECE_BYTES each, which the calling thread and the pool's threads take
+# one at a time until none is left. A helper that starts late (its core busy,
+# or idle and slow to wake, as virtual machines' often are) then takes fewer
+# pieces instead of the caller waiting for a fixed share of its, and at the
+# end the caller waits for at most the one piece a helper is still on.
+PIECES_PER_WORKER = 2
+PIECE_BYTES = 8 << 20
+_PAGE = 4096   # pieces start on page boundaries: no page is faulted in by two threads
+
+
+def _check_pieces(buffer, step, crcs, pending):
+    """CRC each piece of `buffer` whose number `pending.pop()` hands this
+    thread into `crcs`, until none is left (list.pop is atomic)."""
+    while True:
+        try:
+            i = pending.pop()
+        except IndexError:
+            return
+        crcs[i] = hot.crc32c(buffer[i * step:(i + 1) * step])
+
+
 def crc32c_parallel(buffer):
     """CRC-32C of `buffer` (a memoryview), its pieces computed on several cores."""
     n = len(buffer)
     if _WORKERS < 2 or n < PARALLEL_MIN_BYTES:
         return hot.crc32c(buffer)
-    step = -(-n // _WORKERS)
-    cuts = list(range(0, n, step))
-    futures = [_shared_pool().submit(hot.crc32c, buffer[a:a + step]) for a in cuts[1:]]
-    crc = hot.crc32c(buffer[:step])
-    for a, future in zip(cuts[1:], futures):
-        crc = crc32c_combine(crc, future.result(), min(step, n - a))
+    step = min(PIECE_BYTES, -(-n // (PIECES_PER_WORKER * _WORKERS)))
+    step = -(-step // _PAGE) * _PAGE
+    count = -(-n // step)
+    crcs = [0] * count
+    pending = list(range(count - 1, -1, -1))   # popped from the end: in order
+    helpers = [_shared_pool().submit(_check_pieces, buffer, step, crcs, pending)
+               for _ in range(min(_WORKERS, count) - 1)]
+    _check_pieces(buffer, step, crcs, pending)
+    for helper in helpers:
+        if not helper.cancel():   # one that never started has nothing to finish
+            helper.result()
+    crc = crcs[0]
+    for i in range(1, count):
+        crc = crc32c_combine(crc, crcs[i], min(step, n - i * step))
     return crc
 
 
