@@ -96,7 +96,7 @@ def crc32c_in_background(data, value=0):
 # end the caller waits for at most the one piece a helper is still on.
 PIECES_PER_WORKER = 2
 PIECE_BYTES = 8 << 20
-_PAGE = 4096   # pieces start on page boundaries: no page is faulted in by two threads
+_PAGE = 4096   # pieces are whole pages (of the buffer)
 
 
 def _check_pieces(buffer, step, crcs, pending):
