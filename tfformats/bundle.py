@@ -414,7 +414,8 @@ class BundleReader:
         return handed_out(self._read_entry(entry, _PRIVATE, self.verify if verify is None
                                            else verify), True)
 
-    def _read_entry(self, entry: Entry, copy: bool, verify: bool) -> np.ndarray:
+    def _read_entry(self, entry: Entry, copy: bool | str, verify: bool) -> np.ndarray:
+        # copy: False (a read-only view), True (a copy) or _PRIVATE (read_private)
         if entry.slices:
             return self._assemble(entry, verify)
         dtype = entry.dtype
