@@ -175,41 +175,63 @@ def _mappings_of(path):
         return [line for line in f if line.split()[5:6] == [str(path)]]
 
 
+# TensorFlow wrote these aligned (sharded/ckpt): views, not copies.
+ALIGNED = {name: f"{name}/.ATTRIBUTES/VARIABLE_VALUE" for name in ("bias", "ints", "nested/w", "step")}
+
+
 def test_load_tensors_arrays_are_writable_views_private_to_the_call(tmp_path):
     """load_tensors' arrays are views of its own copy-on-write map, not copies,
     and writing them reaches neither the file, nor another load, nor a reader."""
-    prefix = copy_fixture(FIXTURES / "dtypes", tmp_path / "c") / "ckpt"
+    prefix = copy_fixture(FIXTURES / "sharded", tmp_path / "c") / "ckpt"
     before = digests(tmp_path / "c")
     first, second = tff.load_tensors(prefix), tff.load_tensors(prefix)
+    keys = list(ALIGNED.values())
     with tff.open_checkpoint(prefix) as reader:
-        shared = reader.get_tensor("float32_3d")
-        expected = {name: reader.get_tensor(name, copy=True) for name in first}
-        offsets = {name: reader.entry(name).offset for name in ("float32_3d", "float64")}
+        shared = reader.get_tensor(ALIGNED["nested/w"])
+        expected = {key: reader.get_tensor(key, copy=True) for key in first}
+        offsets = {key: reader.entry(key).offset for key in keys}
         assert all(a.flags.writeable for a in first.values())
-        # Zero-copy: two tensors lie as far apart in memory as in the file.
-        a, b = first["float32_3d"], first["float64"]
-        assert a.ctypes.data - b.ctypes.data == offsets["float32_3d"] - offsets["float64"]
-        for name in ("float32_3d", "float64", "int32", "uint8"):
-            first[name].view(np.uint8)[...] = 0xAB
-            assert first[name].tobytes() == b"\xab" * first[name].nbytes   # the write landed
-        for name in ("float32_3d", "float64", "int32", "uint8"):
-            assert second[name].tobytes() == expected[name].tobytes(), name
-            assert reader.get_tensor(name).tobytes() == expected[name].tobytes(), name
-        assert shared.tobytes() == expected["float32_3d"].tobytes()
+        # Zero-copy: two tensors of one data file lie as far apart in memory as in it.
+        a, b = first[ALIGNED["nested/w"]], first[ALIGNED["ints"]]
+        assert not a.flags.owndata and a.flags.aligned
+        assert (a.ctypes.data - b.ctypes.data ==
+                offsets[ALIGNED["nested/w"]] - offsets[ALIGNED["ints"]])
+        for key in keys:
+            first[key].reshape(-1).view(np.uint8)[...] = 0xAB
+            assert first[key].tobytes() == b"\xab" * first[key].nbytes   # the write landed
+        for key in keys:
+            assert second[key].tobytes() == expected[key].tobytes(), key
+            assert reader.get_tensor(key).tobytes() == expected[key].tobytes(), key
+        assert shared.tobytes() == expected[ALIGNED["nested/w"]].tobytes()
     third = tff.load_tensors(prefix)   # CRCs still match: the file is as it was
-    assert all(third[n].tobytes() == expected[n].tobytes() for n in ("float32_3d", "int32"))
+    assert all(third[key].tobytes() == expected[key].tobytes() for key in keys)
     assert digests(tmp_path / "c") == before
+
+
+def test_load_tensors_copies_what_is_not_aligned():
+    """Where a tensor's bytes are not aligned for its dtype (dtypes/ckpt packs
+    them), the array is an aligned copy, as consumers of writable arrays expect."""
+    loaded = tff.load_tensors(FIXTURES / "dtypes" / "ckpt", names=["float64", "int32", "uint8"])
+    with tff.open_checkpoint(FIXTURES / "dtypes" / "ckpt") as reader:
+        assert reader.entry("float64").offset % 8 and reader.entry("int32").offset % 4
+        for name, array in loaded.items():
+            assert array.flags.aligned and array.flags.writeable, name
+            assert array.tobytes() == reader.get_tensor(name).tobytes(), name
+    assert loaded["float64"].flags.owndata and loaded["int32"].flags.owndata
+    assert not loaded["uint8"].flags.owndata   # one byte: always aligned
 
 
 def test_load_tensors_arrays_keep_their_map_alive(tmp_path):
     """The reader is closed when load_tensors returns; the arrays keep the map
     (no use after unmap), and the map goes once the last of them does."""
-    prefix = copy_fixture(FIXTURES / "dtypes", tmp_path / "c") / "ckpt"
-    data = prefix.parent / "ckpt.data-00000-of-00001"
+    prefix = copy_fixture(FIXTURES / "sharded", tmp_path / "c") / "ckpt"
+    data = prefix.parent / "ckpt.data-00004-of-00005"
+    key = ALIGNED["nested/w"]
     with tff.open_checkpoint(prefix) as reader:
-        expected = reader.get_tensor("float64", copy=True)
+        expected = reader.get_tensor(key, copy=True)
     tensors = tff.load_tensors(prefix)
-    kept = tensors["float64"]
+    kept = tensors[key]
+    assert not kept.flags.owndata
     del tensors
     gc.collect()
     assert _mappings_of(data)   # still mapped, for `kept`
@@ -249,16 +271,18 @@ def test_load_tensors_never_hands_out_one_byte_twice(tmp_path):
 
 
 def test_load_tensors_still_checks_crcs(tmp_path):
-    prefix = copy_fixture(FIXTURES / "dtypes", tmp_path / "c") / "ckpt"
+    prefix = copy_fixture(FIXTURES / "sharded", tmp_path / "c") / "ckpt"
+    key = ALIGNED["nested/w"]
     with tff.open_checkpoint(prefix) as reader:
-        entry = reader.entry("float64")
-    data = prefix.parent / "ckpt.data-00000-of-00001"
+        entry = reader.entry(key)
+    data = prefix.parent / "ckpt.data-00004-of-00005"
     raw = bytearray(data.read_bytes())
     raw[entry.offset] ^= 0xFF
     data.write_bytes(bytes(raw))
-    with pytest.raises(tff.ChecksumError, match="'float64' at offset"):
+    with pytest.raises(tff.ChecksumError, match="nested/w.* at offset"):
         tff.load_tensors(prefix)
-    unchecked = tff.load_tensors(prefix, verify=False)["float64"]
+    unchecked = tff.load_tensors(prefix, verify=False)[key]
+    assert not unchecked.flags.owndata
     assert unchecked.tobytes()[:1] == bytes(raw[entry.offset:entry.offset + 1])
 
 
@@ -272,10 +296,10 @@ def test_load_tensors_copies_where_files_cannot_be_mapped(tmp_path, monkeypatch)
     def refuse(fd):
         raise OSError(errno.ENODEV, "no mmap here")
     monkeypatch.setattr(fileio, "_private_map", refuse)
-    prefix = copy_fixture(FIXTURES / "dtypes", tmp_path / "c") / "ckpt"
+    prefix = copy_fixture(FIXTURES / "sharded", tmp_path / "c") / "ckpt"
+    key = ALIGNED["nested/w"]
     first, second = tff.load_tensors(prefix), tff.load_tensors(prefix)
-    assert not _mappings_of(prefix.parent / "ckpt.data-00000-of-00001")
-    assert first["float64"].flags.owndata and first["float64"].flags.writeable
-    first["float64"][...] = 1.5
-    assert second["float64"].tolist() == tff.load_tensors(prefix)["float64"].tolist() != (
-        first["float64"].tolist())
+    assert not _mappings_of(prefix.parent / "ckpt.data-00004-of-00005")
+    assert first[key].flags.owndata and first[key].flags.writeable
+    first[key][...] = 1.5
+    assert second[key].tolist() == tff.load_tensors(prefix)[key].tolist() != first[key].tolist()

@@ -430,7 +430,8 @@ class BundleReader:
                               f"{list(entry.shape)} and dtype {dtype.name} needs "
                               f"{count * dtype.itemsize} bytes but its entry says {entry.size}")
         source, view = self.raw(entry)
-        writable = self._claim(source, entry) if copy is _PRIVATE else None
+        writable = (self._claim(source, entry, np.dtype(dtype.as_numpy_dtype).alignment)
+                    if copy is _PRIVATE else None)
         if writable is not None:   # the array is the map's own pages: nothing to copy
             copy, view = False, writable
         elif verify and copy and not self.swapped:
@@ -446,14 +447,16 @@ class BundleReader:
             return _byteswapped(array)
         return array.copy() if copy else array
 
-    def _claim(self, source, entry):
+    def _claim(self, source, entry, alignment):
         """A writable view of the stored bytes of `entry` in the private map
         of `source`, or None: where the source has none, where the bytes are
-        byte-swapped into a copy anyway, or where they overlap bytes an
-        earlier view was handed out for (a hostile index may point two
+        byte-swapped into a copy anyway, where they are not aligned for the
+        dtype (maps start on a page; a copy is aligned, as consumers of
+        writable arrays such as torch expect), or where they overlap bytes
+        an earlier view was handed out for (a hostile index may point two
         tensors at the same bytes; one name may be asked for twice)."""
         private_view = getattr(source, "private_view", None)
-        if private_view is None or self.swapped:
+        if private_view is None or self.swapped or entry.offset % alignment:
             return None
         start, end = entry.offset, entry.offset + entry.size
         starts, ends = self._claims.setdefault(entry.shard_id, ([], []))
