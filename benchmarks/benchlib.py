@@ -547,7 +547,7 @@ def two_threads(data):
     names = list(reader)
     saved, crc._WORKERS = crc._WORKERS, 1
     # Half the bytes each, not every other key: keys alternate bias, kernel
-    # (12 per layer), so names[0::2] would be the biases (0.3 MiB) and
+    # (12 per layer), so names[0::2] would be the 72 biases (0.3 MiB) and
     # names[1::2] everything else, one thread doing all the work.
     halves: tuple = ([], [])
     loads = [0, 0]
