@@ -34,6 +34,34 @@ def test_parallel_crc_of_many_pieces(workers, piece, monkeypatch):
         assert crc.crc32c_parallel(memoryview(data)) == hot.crc32c(data), size
 
 
+def test_parallel_crc_does_not_wait_for_a_busy_pool(monkeypatch):
+    """With every pool thread busy elsewhere (another caller's CRC, another
+    reader), the caller checks every piece itself instead of waiting for a
+    helper to start; and callers on several threads at once all get their CRC."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+    pool = ThreadPoolExecutor(1)
+    monkeypatch.setattr(crc, "_pool", pool)
+    monkeypatch.setattr(crc, "_WORKERS", 2)
+    data = np.random.default_rng(5).bytes(3 * crc.PARALLEL_MIN_BYTES + 5)
+    release = threading.Event()
+    busy = pool.submit(release.wait, 300)
+    results = []
+    callers = [threading.Thread(target=lambda: results.append(crc.crc32c_parallel(memoryview(data))))
+               for _ in range(3)]
+    for caller in callers:
+        caller.start()
+    deadline = time.monotonic() + 10
+    for caller in callers:
+        caller.join(max(0, deadline - time.monotonic()))
+    finished = len(results)
+    release.set()
+    busy.result()
+    pool.shutdown()
+    assert finished == 3 and results == [hot.crc32c(data)] * 3
+
+
 @pytest.mark.parametrize("size", [0, 1, crc.COPY_STEP + 1, crc.PARALLEL_MIN_BYTES - 1,
                                   crc.PARALLEL_MIN_BYTES, 5 * crc.PARALLEL_MIN_BYTES + 7])
 @pytest.mark.parametrize("workers", [1, 2, 3])
