@@ -144,3 +144,63 @@ def test_tensor_over_1_gib_reads_with_verify(tmp_path, monkeypatch):
         value = reader["big"]
         assert value.shape == (size,) and value[-1] == 42 and value[size // 2] == 0
         del value
+
+
+# --- read-ahead: the next big tensor's CRC begun while the caller uses this one ---
+
+def _small_pieces(monkeypatch):
+    """Every tensor of the dtypes fixture counts as big, in pieces of 8 bytes."""
+    monkeypatch.setattr(crc, "_WORKERS", 2)
+    monkeypatch.setattr(crc, "PARALLEL_MIN_BYTES", 16)
+    monkeypatch.setattr(crc, "_PAGE", 8)
+
+
+def _numeric(reader):
+    return [n for n in reader if reader.dtype(n).as_numpy_dtype is not None
+            and not reader.dtype(n).is_string and reader.entry(n).size >= 16]
+
+
+def test_read_ahead_in_key_order_checks_every_tensor(tmp_path, monkeypatch):
+    """Reading in key order begins the next tensor's CRC ahead; every value is
+    still what the file holds, and a damaged tensor that was checked ahead
+    still raises ChecksumError when it is read, and not before."""
+    import tfformats as tff
+    from conftest import FIXTURES, copy_fixture
+    _small_pieces(monkeypatch)
+    prefix = copy_fixture(FIXTURES / "dtypes", tmp_path / "c") / "ckpt"
+    with tff.open_checkpoint(prefix, verify=False) as reader:
+        names = _numeric(reader)
+        stored = {n: reader.get_tensor(n).tobytes() for n in names}
+        damaged = names[-3]
+        offset = reader.entry(damaged).offset
+    assert len(names) > 10
+    data = prefix.parent / "ckpt.data-00000-of-00001"
+    raw = bytearray(data.read_bytes())
+    raw[offset + 1] ^= 0x40
+    data.write_bytes(bytes(raw))
+    with tff.open_checkpoint(prefix) as reader:
+        for name in names[:-3]:
+            assert reader.get_tensor(name).tobytes() == stored[name], name
+        assert reader.bundle._ahead is not None   # the damaged one's CRC is under way
+        with pytest.raises(tff.ChecksumError, match=f"'{damaged}' at offset {offset}"):
+            reader.get_tensor(damaged)
+        for name in names[-2:]:
+            assert reader.get_tensor(name).tobytes() == stored[name], name
+    with tff.open_checkpoint(prefix) as reader:   # read alone, it is damaged all the same
+        with pytest.raises(tff.ChecksumError, match=repr(damaged)):
+            reader.get_tensor(damaged)
+
+
+def test_no_read_ahead_out_of_key_order(monkeypatch):
+    import tfformats as tff
+    from conftest import FIXTURES
+    _small_pieces(monkeypatch)
+    with tff.open_checkpoint(FIXTURES / "dtypes" / "ckpt") as reader:
+        names = _numeric(reader)
+        for name in reversed(names):
+            reader.get_tensor(name)
+        assert reader.bundle._ahead is None
+        for name in names[:4]:
+            reader.get_tensor(name)
+        assert reader.bundle._ahead is not None
+    assert reader.bundle._ahead is None   # closing drops it

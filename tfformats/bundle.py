@@ -18,9 +18,9 @@ from collections import namedtuple
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 from typing import Protocol, runtime_checkable
 
-from . import commit, dtypes, fileio, limits, slices, wire
+from . import commit, crc, dtypes, fileio, limits, slices, wire
 from ._impl import hot
-from .crc import crc32c_copy_parallel, crc32c_parallel
+from .crc import crc32c_copy_parallel
 from .errors import (ChecksumError, CheckpointNotFoundError, FormatError,
                      TensorNotFoundError, UnsupportedError)
 from .sstable import Table
@@ -146,6 +146,14 @@ class BundleReader:
         # shard id -> ([start], [end]) of the bytes writable views were handed
         # out for (read_private), sorted and disjoint.
         self._claims: dict[int, tuple[list, list]] = {}
+        # Read-ahead of CRCs (`_crc_of`): the big tensors' names in key order
+        # and their positions, once reads follow that order; the last big
+        # tensor checked and how many in a row came in key order; and the
+        # (shard, offset, size) whose CRC was begun ahead, with its Pieces.
+        self._big: tuple[list, dict] | None = None
+        self._last_big: str | None = None
+        self._in_order = 0
+        self._ahead: tuple | None = None
         # Every data file is opened now, not at the first read: the maps keep
         # the files that belong to this index even if the checkpoint is
         # rewritten at the same prefix later. A rewrite while this opens is
@@ -441,11 +449,56 @@ class BundleReader:
             self._check_crc(entry, source, crc)
             return out
         if verify:
-            self._check_crc(entry, source, crc32c_parallel(view))
+            self._check_crc(entry, source, self._crc_of(entry, view))
         array = np.frombuffer(view, dtype=dtype.as_numpy_dtype).reshape(entry.shape)
         if self.swapped:
             return _byteswapped(array)
         return array.copy() if copy else array
+
+    def _crc_of(self, entry, view):
+        """The CRC-32C of a tensor's stored bytes `view`, on all cores. While
+        big tensors are read in key order (`for name in reader`), the next
+        one's CRC is begun on the pool's threads before this one's returns,
+        as the kernel reads files ahead: they check it while the caller uses
+        this tensor, and its read takes what is left (crc.Pieces)."""
+        ahead = self._ahead
+        where = (entry.shard_id, entry.offset, entry.size)
+        if ahead is not None and ahead[0] == where:
+            self._ahead = None
+            pieces = ahead[1]
+        else:
+            pieces = crc.begun(view)
+            if pieces is None:   # small, or one core: no read-ahead either
+                return hot.crc32c(view)
+        self._read_ahead(entry.name)
+        return pieces.result()
+
+    def _read_ahead(self, name):
+        """Begin the CRC of the big tensor after `name` in key order, once the
+        last few big reads came in that order (nothing is begun for reads in
+        any other order, and the index is scanned only then)."""
+        last, self._last_big = self._last_big, name
+        self._in_order = self._in_order + 1 if last is not None and name > last else 0
+        if self._in_order < _IN_ORDER_BEFORE_READ_AHEAD:
+            return
+        if self._big is None:
+            names = [n for n, d in self.decoded_entries()
+                     if d[4] >= crc.PARALLEL_MIN_BYTES and not d[6]]
+            self._big = (names, {n: i for i, n in enumerate(names)})
+        names, positions = self._big
+        at = positions.get(name)
+        if at is None or at + 1 >= len(names):
+            return
+        try:   # checked as a read checks it; a bad entry is reported when it is read
+            entry = self.entry(names[at + 1])
+            if entry.dtype.is_string or entry.dtype.as_numpy_dtype is None:
+                return
+            _, view = self.raw(entry)
+        except (FormatError, CheckpointNotFoundError, UnsupportedError):
+            return
+        pieces = crc.begun(view)
+        if pieces is not None:
+            self._ahead = ((entry.shard_id, entry.offset, entry.size), pieces)
 
     def _claim(self, source, entry, alignment):
         """A writable view of the stored bytes of `entry` in the private map
@@ -565,6 +618,7 @@ class BundleReader:
             self._shards[shard_id].prefetch(ranges)
 
     def close(self) -> None:
+        self._ahead = None   # a CRC begun ahead finishes on its own, over its view
         table = getattr(self, "table", None)
         if table is not None:
             table.source.close()
@@ -575,6 +629,9 @@ class BundleReader:
 
 # `_read_entry`'s `copy` for `read_private`: a writable view of the private map.
 _PRIVATE = "private"
+
+# Big tensors read in key order in a row before the next one's CRC is begun ahead.
+_IN_ORDER_BEFORE_READ_AHEAD = 2
 
 # Opening starts over when the checkpoint was replaced meanwhile, this many times.
 _OPEN_ATTEMPTS = 3

@@ -110,26 +110,48 @@ def _check_pieces(buffer, step, crcs, pending):
         crcs[i] = hot.crc32c(buffer[i * step:(i + 1) * step])
 
 
+class Pieces:
+    """The CRC-32C of one big buffer, begun on the pool's threads (`begun`):
+    they take its pieces while the caller does other work, and `result()`
+    has the caller take whatever is left, wait for the pieces in flight and
+    combine them."""
+
+    def __init__(self, buffer):
+        n = len(buffer)
+        step = min(PIECE_BYTES, -(-n // (PIECES_PER_WORKER * _WORKERS)))
+        self._step = step = -(-step // _PAGE) * _PAGE
+        count = -(-n // step)
+        self._buffer, self._n = buffer, n
+        self._crcs = [0] * count
+        self._pending = list(range(count - 1, -1, -1))   # popped from the end: in order
+        self._helpers = [_shared_pool().submit(_check_pieces, buffer, step, self._crcs,
+                                               self._pending)
+                         for _ in range(min(_WORKERS, count) - 1)]
+
+    def result(self):
+        step, crcs = self._step, self._crcs
+        _check_pieces(self._buffer, step, crcs, self._pending)
+        for helper in self._helpers:
+            if not helper.cancel():   # one that never started has nothing to finish
+                helper.result()
+        crc = crcs[0]
+        for i in range(1, len(crcs)):
+            crc = crc32c_combine(crc, crcs[i], min(step, self._n - i * step))
+        return crc
+
+
+def begun(buffer):
+    """`Pieces` of `buffer` (a memoryview) begun on the pool's threads, or None
+    where one core checks it best (small, or a single worker)."""
+    if _WORKERS < 2 or len(buffer) < PARALLEL_MIN_BYTES:
+        return None
+    return Pieces(buffer)
+
+
 def crc32c_parallel(buffer):
     """CRC-32C of `buffer` (a memoryview), its pieces computed on several cores."""
-    n = len(buffer)
-    if _WORKERS < 2 or n < PARALLEL_MIN_BYTES:
-        return hot.crc32c(buffer)
-    step = min(PIECE_BYTES, -(-n // (PIECES_PER_WORKER * _WORKERS)))
-    step = -(-step // _PAGE) * _PAGE
-    count = -(-n // step)
-    crcs = [0] * count
-    pending = list(range(count - 1, -1, -1))   # popped from the end: in order
-    helpers = [_shared_pool().submit(_check_pieces, buffer, step, crcs, pending)
-               for _ in range(min(_WORKERS, count) - 1)]
-    _check_pieces(buffer, step, crcs, pending)
-    for helper in helpers:
-        if not helper.cancel():   # one that never started has nothing to finish
-            helper.result()
-    crc = crcs[0]
-    for i in range(1, count):
-        crc = crc32c_combine(crc, crcs[i], min(step, n - i * step))
-    return crc
+    pieces = begun(buffer)
+    return hot.crc32c(buffer) if pieces is None else pieces.result()
 
 
 # Copies are checked in steps of this many bytes: each step's CRC then reads
