@@ -470,6 +470,9 @@ class BundleReader:
             pieces = crc.begun(view)
             if pieces is None:   # small, or one core: no read-ahead either
                 return hot.crc32c(view)
+            if ahead is not None:   # a big read elsewhere: what was begun ahead is not wanted
+                self._ahead = None
+                ahead[1].stop()
         self._read_ahead(entry.name)
         return pieces.result()
 
@@ -491,7 +494,8 @@ class BundleReader:
             return
         try:   # checked as a read checks it; a bad entry is reported when it is read
             entry = self.entry(names[at + 1])
-            if entry.dtype.is_string or entry.dtype.as_numpy_dtype is None:
+            if (entry.dtype.is_string or entry.dtype.as_numpy_dtype is None
+                    or entry.size > _READ_AHEAD_MAX_BYTES):
                 return
             _, view = self.raw(entry)
         except (FormatError, CheckpointNotFoundError, UnsupportedError):
@@ -618,7 +622,9 @@ class BundleReader:
             self._shards[shard_id].prefetch(ranges)
 
     def close(self) -> None:
-        self._ahead = None   # a CRC begun ahead finishes on its own, over its view
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:   # its helpers stop after their piece in flight
+            ahead[1].stop()
         table = getattr(self, "table", None)
         if table is not None:
             table.source.close()
@@ -632,6 +638,9 @@ _PRIVATE = "private"
 
 # Big tensors read in key order in a row before the next one's CRC is begun ahead.
 _IN_ORDER_BEFORE_READ_AHEAD = 2
+# The most bytes checked ahead: what a caller that stops reading wastes at most
+# (CRC work, and reading them from disk when the file is not cached).
+_READ_AHEAD_MAX_BYTES = 64 << 20
 
 # Opening starts over when the checkpoint was replaced meanwhile, this many times.
 _OPEN_ATTEMPTS = 3

@@ -99,17 +99,6 @@ PIECE_BYTES = 8 << 20
 _PAGE = 4096   # pieces are whole pages (of the buffer)
 
 
-def _check_pieces(buffer, step, crcs, pending):
-    """CRC each piece of `buffer` whose number `pending.pop()` hands this
-    thread into `crcs`, until none is left (list.pop is atomic)."""
-    while True:
-        try:
-            i = pending.pop()
-        except IndexError:
-            return
-        crcs[i] = hot.crc32c(buffer[i * step:(i + 1) * step])
-
-
 class Pieces:
     """The CRC-32C of one big buffer, begun on the pool's threads (`begun`):
     they take its pieces while the caller does other work, and `result()`
@@ -124,16 +113,32 @@ class Pieces:
         self._buffer, self._n = buffer, n
         self._crcs = [0] * count
         self._pending = list(range(count - 1, -1, -1))   # popped from the end: in order
-        self._helpers = [_shared_pool().submit(_check_pieces, buffer, step, self._crcs,
-                                               self._pending)
+        self._stopped = False
+        self._helpers = [_shared_pool().submit(self._take, True)
                          for _ in range(min(_WORKERS, count) - 1)]
 
+    def _take(self, helping=False):
+        """CRC each piece that `pending.pop()` hands this thread (list.pop is
+        atomic) until none is left; a helper also stops once `stop()` was called."""
+        buffer, step, crcs, pending = self._buffer, self._step, self._crcs, self._pending
+        while not (helping and self._stopped):
+            try:
+                i = pending.pop()
+            except IndexError:
+                return
+            crcs[i] = hot.crc32c(buffer[i * step:(i + 1) * step])
+
+    def stop(self):
+        """The helpers take no more pieces (work begun ahead that nobody may
+        want); `result()` would still take every piece left."""
+        self._stopped = True
+
     def result(self):
-        step, crcs = self._step, self._crcs
-        _check_pieces(self._buffer, step, crcs, self._pending)
+        self._take()
         for helper in self._helpers:
             if not helper.cancel():   # one that never started has nothing to finish
                 helper.result()
+        step, crcs = self._step, self._crcs
         crc = crcs[0]
         for i in range(1, len(crcs)):
             crc = crc32c_combine(crc, crcs[i], min(step, self._n - i * step))
