@@ -179,6 +179,7 @@ def test_read_ahead_in_key_order_checks_every_tensor(tmp_path, monkeypatch):
     raw[offset + 1] ^= 0x40
     data.write_bytes(bytes(raw))
     with tff.open_checkpoint(prefix) as reader:
+        assert list(reader)   # as `for name in reader` does: the key order is known
         for name in names[:-3]:
             assert reader.get_tensor(name).tobytes() == stored[name], name
         assert reader.bundle._ahead is not None   # the damaged one's CRC is under way
@@ -210,6 +211,10 @@ def test_no_read_ahead_out_of_key_order(monkeypatch):
         with tff.open_checkpoint(FIXTURES / "dtypes" / "ckpt", verify=False) as unchecked:
             assert reader.get_tensor(names[4]).tobytes() == unchecked.get_tensor(names[4]).tobytes()
     assert reader.bundle._ahead is None   # closing drops it
+    with tff.open_checkpoint(FIXTURES / "dtypes" / "ckpt") as reader:
+        for name in names[:6]:   # in order, but the reader was not iterated: no order known
+            reader.get_tensor(name)
+        assert reader.bundle._ahead is None and reader.bundle._decoded is None
 
 
 @pytest.mark.parametrize("workers", [2, 3])

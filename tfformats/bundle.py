@@ -21,7 +21,7 @@ from typing import Protocol, runtime_checkable
 from . import commit, crc, dtypes, fileio, limits, slices, wire
 from ._impl import hot
 from .crc import crc32c_copy_parallel
-from .errors import (ChecksumError, CheckpointNotFoundError, FormatError,
+from .errors import (ChecksumError, CheckpointNotFoundError, FormatError, TFFormatsError,
                      TensorNotFoundError, UnsupportedError)
 from .sstable import Table
 
@@ -478,27 +478,33 @@ class BundleReader:
 
     def _read_ahead(self, name):
         """Begin the CRC of the big tensor after `name` in key order, once the
-        last few big reads came in that order (nothing is begun for reads in
-        any other order, and the index is scanned only then)."""
+        last few big reads came in that order and the reader was iterated
+        (nothing is begun for reads in any other order)."""
         last, self._last_big = self._last_big, name
         self._in_order = self._in_order + 1 if last is not None and name > last else 0
         if self._in_order < _IN_ORDER_BEFORE_READ_AHEAD:
             return
         if self._big is None:
-            names = [n for n, d in self.decoded_entries()
-                     if d[4] >= crc.PARALLEL_MIN_BYTES and not d[6]]
+            # The order is that of tensor_info(), scanned for iterating over
+            # the reader; without it, no scan is made just for reading ahead.
+            info = self._info
+            if info is None:
+                return
+            names = [n for n, i in info.items()
+                     if i is not None and math.prod(i[1]) * (i[0].itemsize or 0) >=
+                     crc.PARALLEL_MIN_BYTES]
             self._big = (names, {n: i for i, n in enumerate(names)})
-        names, positions = self._big
-        at = positions.get(name)
-        if at is None or at + 1 >= len(names):
-            return
-        try:   # checked as a read checks it; a bad entry is reported when it is read
-            entry = self.entry(names[at + 1])
+        try:   # speculative: anything wrong is for the read itself to report
+            names, positions = self._big
+            at = positions.get(name)
+            if at is None or at + 1 >= len(names):
+                return
+            entry = self.entry(names[at + 1])   # checked as a read checks it
             if (entry.dtype.is_string or entry.dtype.as_numpy_dtype is None
                     or entry.size > _READ_AHEAD_MAX_BYTES):
                 return
             _, view = self.raw(entry)
-        except (FormatError, CheckpointNotFoundError, UnsupportedError):
+        except TFFormatsError:
             return
         pieces = crc.begun(view)
         if pieces is not None:
