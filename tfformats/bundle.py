@@ -7,6 +7,7 @@ views over the memory-mapped data files unless a copy is asked for.
 
 from __future__ import annotations   # np.ndarray in annotations: numpy loads on first use
 
+import bisect
 import contextlib
 import gc
 import math
@@ -17,10 +18,10 @@ from collections import namedtuple
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 from typing import Protocol, runtime_checkable
 
-from . import commit, dtypes, fileio, limits, slices, wire
+from . import commit, crc, dtypes, fileio, limits, slices, wire
 from ._impl import hot
-from .crc import crc32c_copy_parallel, crc32c_parallel
-from .errors import (ChecksumError, CheckpointNotFoundError, FormatError,
+from .crc import crc32c_copy_parallel
+from .errors import (ChecksumError, CheckpointNotFoundError, FormatError, TFFormatsError,
                      TensorNotFoundError, UnsupportedError)
 from .sstable import Table
 
@@ -142,6 +143,17 @@ class BundleReader:
         self._decoded = None   # [(name, decode_entry tuple)], from a scan on demand
         self._info: dict | None = None   # tensor_info(), from a scan on demand
         self._by_name = None   # the same as a dict, built when a read needs it
+        # shard id -> ([start], [end]) of the bytes writable views were handed
+        # out for (read_private), sorted and disjoint.
+        self._claims: dict[int, tuple[list, list]] = {}
+        # Read-ahead of CRCs (`_crc_of`): the big tensors' names in key order
+        # and their positions, once reads follow that order; the last big
+        # tensor checked and how many in a row came in key order; and the
+        # (shard, offset, size) whose CRC was begun ahead, with its Pieces.
+        self._big: tuple[list, dict] | None = None
+        self._last_big: str | None = None
+        self._in_order = 0
+        self._ahead: tuple | None = None
         # Every data file is opened now, not at the first read: the maps keep
         # the files that belong to this index even if the checkpoint is
         # rewritten at the same prefix later. A rewrite while this opens is
@@ -390,7 +402,25 @@ class BundleReader:
         """The tensor of `entry`: read-only unless `copy` (see `handed_out`)."""
         return handed_out(self._read_entry(entry, copy, verify), copy)
 
-    def _read_entry(self, entry: Entry, copy: bool, verify: bool) -> np.ndarray:
+    def read_private(self, name: str, verify: bool | None = None) -> np.ndarray:
+        """The tensor `name` as a private, writable array, without copying it
+        where it can: a view of this reader's own copy-on-write map of the
+        data file (fileio.LocalFile.private_view), whose pages the kernel
+        copies only when they are written, so writes reach neither the file
+        nor any other reader. A copy (as `read(name, copy=True)`) where there
+        is no such map (a remote or unmapped file), where the values are not
+        the stored bytes (strings, parts, the other byte order), and where
+        the bytes overlap those of an earlier private view (two arrays must
+        not share memory).
+
+        Only for a reader nobody else reads from (`load_tensors` opens its
+        own): its read-only arrays view the same map and would see writes."""
+        entry = self.entry(name)
+        return handed_out(self._read_entry(entry, _PRIVATE, self.verify if verify is None
+                                           else verify), True)
+
+    def _read_entry(self, entry: Entry, copy: bool | str, verify: bool) -> np.ndarray:
+        # copy: False (a read-only view), True (a copy) or _PRIVATE (read_private)
         if entry.slices:
             return self._assemble(entry, verify)
         dtype = entry.dtype
@@ -405,18 +435,99 @@ class BundleReader:
                               f"{list(entry.shape)} and dtype {dtype.name} needs "
                               f"{count * dtype.itemsize} bytes but its entry says {entry.size}")
         source, view = self.raw(entry)
-        if verify and copy and not self.swapped:
+        writable = (self._claim(source, entry, np.dtype(dtype.as_numpy_dtype).alignment)
+                    if copy is _PRIVATE else None)
+        if writable is not None:   # the array is the map's own pages: nothing to copy
+            copy, view = False, writable
+        elif verify and copy and not self.swapped:
             # A verified copy: copied and checked in one pass, on all cores.
             out = np.empty(entry.shape, dtype=dtype.as_numpy_dtype)
             crc = crc32c_copy_parallel(view, out.reshape(-1).view(np.uint8))
             self._check_crc(entry, source, crc)
             return out
         if verify:
-            self._check_crc(entry, source, crc32c_parallel(view))
+            self._check_crc(entry, source, self._crc_of(entry, view))
         array = np.frombuffer(view, dtype=dtype.as_numpy_dtype).reshape(entry.shape)
         if self.swapped:
             return _byteswapped(array)
         return array.copy() if copy else array
+
+    def _crc_of(self, entry, view):
+        """The CRC-32C of a tensor's stored bytes `view`, on all cores. While
+        big tensors are read in key order (`for name in reader`), the next
+        one's CRC is begun on the pool's threads before this one's returns,
+        as the kernel reads files ahead: they check it while the caller uses
+        this tensor, and its read takes what is left (crc.Pieces)."""
+        ahead = self._ahead
+        where = (entry.shard_id, entry.offset, entry.size)
+        if ahead is not None and ahead[0] == where:
+            self._ahead = None
+            pieces = ahead[1]
+        else:
+            pieces = crc.begun(view)
+            if pieces is None:   # small, or one core: no read-ahead either
+                return hot.crc32c(view)
+            if ahead is not None:   # a big read elsewhere: what was begun ahead is not wanted
+                self._ahead = None
+                ahead[1].stop()
+        self._read_ahead(entry.name)
+        return pieces.result()
+
+    def _read_ahead(self, name):
+        """Begin the CRC of the big tensor after `name` in key order, once the
+        last few big reads came in that order and the reader was iterated
+        (nothing is begun for reads in any other order)."""
+        last, self._last_big = self._last_big, name
+        self._in_order = self._in_order + 1 if last is not None and name > last else 0
+        if self._in_order < _IN_ORDER_BEFORE_READ_AHEAD:
+            return
+        if self._big is None:
+            # The order is that of tensor_info(), scanned for iterating over
+            # the reader; without it, no scan is made just for reading ahead.
+            info = self._info
+            if info is None:
+                return
+            names = [n for n, i in info.items()
+                     if i is not None and math.prod(i[1]) * (i[0].itemsize or 0) >=
+                     crc.PARALLEL_MIN_BYTES]
+            self._big = (names, {n: i for i, n in enumerate(names)})
+        try:   # speculative: anything wrong is for the read itself to report
+            names, positions = self._big
+            at = positions.get(name)
+            if at is None or at + 1 >= len(names):
+                return
+            entry = self.entry(names[at + 1])   # checked as a read checks it
+            if (entry.dtype.is_string or entry.dtype.as_numpy_dtype is None
+                    or entry.size > _READ_AHEAD_MAX_BYTES):
+                return
+            _, view = self.raw(entry)
+        except TFFormatsError:
+            return
+        pieces = crc.begun(view)
+        if pieces is not None:
+            self._ahead = ((entry.shard_id, entry.offset, entry.size), pieces)
+
+    def _claim(self, source, entry, alignment):
+        """A writable view of the stored bytes of `entry` in the private map
+        of `source`, or None: where the source has none, where the bytes are
+        byte-swapped into a copy anyway, where they are not aligned for the
+        dtype (maps start on a page; a copy is aligned, as consumers of
+        writable arrays such as torch expect), or where they overlap bytes
+        an earlier view was handed out for (a hostile index may point two
+        tensors at the same bytes; one name may be asked for twice)."""
+        private_view = getattr(source, "private_view", None)
+        if private_view is None or self.swapped or entry.offset % alignment:
+            return None
+        start, end = entry.offset, entry.offset + entry.size
+        starts, ends = self._claims.setdefault(entry.shard_id, ([], []))
+        at = bisect.bisect_right(starts, start)
+        if (at and ends[at - 1] > start) or (at < len(starts) and starts[at] < end):
+            return None
+        view = private_view(entry.offset, entry.size)
+        if view is not None and end > start:
+            starts.insert(at, start)
+            ends.insert(at, end)
+        return view
 
     def _read_strings(self, entry, count, verify):
         source, view = self.raw(entry)
@@ -514,6 +625,9 @@ class BundleReader:
             self._shards[shard_id].prefetch(ranges)
 
     def close(self) -> None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:   # its helpers stop after their piece in flight
+            ahead[1].stop()
         table = getattr(self, "table", None)
         if table is not None:
             table.source.close()
@@ -521,6 +635,15 @@ class BundleReader:
             source.close()
         self._shards.clear()
 
+
+# `_read_entry`'s `copy` for `read_private`: a writable view of the private map.
+_PRIVATE = "private"
+
+# Big tensors read in key order in a row before the next one's CRC is begun ahead.
+_IN_ORDER_BEFORE_READ_AHEAD = 2
+# The most bytes checked ahead: what a caller that stops reading wastes at most
+# (CRC work, and reading them from disk when the file is not cached).
+_READ_AHEAD_MAX_BYTES = 64 << 20
 
 # Opening starts over when the checkpoint was replaced meanwhile, this many times.
 _OPEN_ATTEMPTS = 3

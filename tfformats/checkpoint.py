@@ -495,7 +495,9 @@ def load_tensors(path: str | os.PathLike, names: str | Iterable[str] | None = No
                  verify: bool = True, copy: bool = True, device: str | None = None,
                  skip_unsupported: bool = False, include_object_graph: bool = False,
                  progress: bool | Callable[..., Any] = False) -> dict[str, Any]:
-    """Tensors of a checkpoint as a dict of numpy arrays (copies by default).
+    """Tensors of a checkpoint as a dict of numpy arrays: private and writable
+    by default (`copy=True`; without copying a local file's bytes up front,
+    see docs/dlpack.md), read-only views with `copy=False`.
 
     (`tfformats.load_checkpoint` is TensorFlow's: it returns a reader; see
     tfformats/train.py.) `names` picks tensors by checkpoint key, object
@@ -519,10 +521,15 @@ def load_tensors(path: str | os.PathLike, names: str | Iterable[str] | None = No
         wanted = {asked: key for asked, key in wanted.items() if key not in skip}
         sizes = [tensor_nbytes(reader, key) for key in wanted.values()]
         tensors = {}
+        # This reader is ours alone, and so are its copy-on-write maps: private
+        # writable arrays can be views of them, pages copied only when written
+        # (docs/dlpack.md). V1 values live inside protos: copied.
+        private = getattr(reader.bundle, "read_private", None) if copy else None
         with bar(progress, sum(sizes), f"loading {os.path.basename(reader.prefix)}") as shown:
             keys = prefetched(reader, list(wanted.values()))   # remote: fetched ahead
             for (asked, key), _, size in zip(wanted.items(), keys, sizes):
-                tensors[asked] = reader.get_tensor(key, copy=copy)
+                tensors[asked] = (private(key) if private is not None
+                                  else reader.get_tensor(key, copy=copy))
                 shown.update(size)
         return tensors
 

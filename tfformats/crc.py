@@ -88,18 +88,75 @@ def crc32c_in_background(data, value=0):
     return _shared_pool().submit(hot.crc32c, data, value)
 
 
+# A big buffer is checked in pieces, about PIECES_PER_WORKER per core and at
+# most PIECE_BYTES each, which the calling thread and the pool's threads take
+# one at a time until none is left. A helper that starts late (its core busy,
+# or idle and slow to wake, as virtual machines' often are) then takes fewer
+# pieces instead of the caller waiting for a fixed share of its, and at the
+# end the caller waits for at most the one piece a helper is still on.
+PIECES_PER_WORKER = 2
+PIECE_BYTES = 8 << 20
+_PAGE = 4096   # pieces are whole pages (of the buffer)
+
+
+class Pieces:
+    """The CRC-32C of one big buffer, begun on the pool's threads (`begun`):
+    they take its pieces while the caller does other work, and `result()`
+    has the caller take whatever is left, wait for the pieces in flight and
+    combine them."""
+
+    def __init__(self, buffer):
+        n = len(buffer)
+        step = min(PIECE_BYTES, -(-n // (PIECES_PER_WORKER * _WORKERS)))
+        self._step = step = -(-step // _PAGE) * _PAGE
+        count = -(-n // step)
+        self._buffer, self._n = buffer, n
+        self._crcs = [0] * count
+        self._pending = list(range(count - 1, -1, -1))   # popped from the end: in order
+        self._stopped = False
+        self._helpers = [_shared_pool().submit(self._take, True)
+                         for _ in range(min(_WORKERS, count) - 1)]
+
+    def _take(self, helping=False):
+        """CRC each piece that `pending.pop()` hands this thread (list.pop is
+        atomic) until none is left; a helper also stops once `stop()` was called."""
+        buffer, step, crcs, pending = self._buffer, self._step, self._crcs, self._pending
+        while not (helping and self._stopped):
+            try:
+                i = pending.pop()
+            except IndexError:
+                return
+            crcs[i] = hot.crc32c(buffer[i * step:(i + 1) * step])
+
+    def stop(self):
+        """The helpers take no more pieces (work begun ahead that nobody may
+        want); `result()` would still take every piece left."""
+        self._stopped = True
+
+    def result(self):
+        self._take()
+        for helper in self._helpers:
+            if not helper.cancel():   # one that never started has nothing to finish
+                helper.result()
+        step, crcs = self._step, self._crcs
+        crc = crcs[0]
+        for i in range(1, len(crcs)):
+            crc = crc32c_combine(crc, crcs[i], min(step, self._n - i * step))
+        return crc
+
+
+def begun(buffer):
+    """`Pieces` of `buffer` (a memoryview) begun on the pool's threads, or None
+    where one core checks it best (small, or a single worker)."""
+    if _WORKERS < 2 or len(buffer) < PARALLEL_MIN_BYTES:
+        return None
+    return Pieces(buffer)
+
+
 def crc32c_parallel(buffer):
     """CRC-32C of `buffer` (a memoryview), its pieces computed on several cores."""
-    n = len(buffer)
-    if _WORKERS < 2 or n < PARALLEL_MIN_BYTES:
-        return hot.crc32c(buffer)
-    step = -(-n // _WORKERS)
-    cuts = list(range(0, n, step))
-    futures = [_shared_pool().submit(hot.crc32c, buffer[a:a + step]) for a in cuts[1:]]
-    crc = hot.crc32c(buffer[:step])
-    for a, future in zip(cuts[1:], futures):
-        crc = crc32c_combine(crc, future.result(), min(step, n - a))
-    return crc
+    pieces = begun(buffer)
+    return hot.crc32c(buffer) if pieces is None else pieces.result()
 
 
 # Copies are checked in steps of this many bytes: each step's CRC then reads

@@ -172,6 +172,20 @@ class LocalFile:
     def read(self, offset: int, n: int, what: str = "read") -> bytes:
         return bytes(self.view(offset, n, what))
 
+    def private_view(self, offset: int, n: int, what: str = "read") -> memoryview | None:
+        """A writable view of bytes of this object's own copy-on-write map: a
+        write copies the pages it touches, so it reaches neither the file nor
+        any other `LocalFile` of it; nothing is copied until then. None where
+        the file was read into memory instead (one buffer: arrays over it
+        would keep the whole file's memory alive while any of them lives).
+
+        Only for a caller that alone reads through this object: every view
+        of the same bytes of this map, read-only ones too, sees the writes."""
+        self._check(offset, n, what)
+        if not isinstance(self._map, mmap.mmap):
+            return None
+        return memoryview(self._map)[offset:offset + n]
+
     def close(self) -> None:
         """Drop the map. Arrays already handed out keep their pages alive."""
         try:
