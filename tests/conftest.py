@@ -107,11 +107,8 @@ def s3_endpoint():
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def s3(s3_endpoint):
-    """The s3fs filesystem of the test server, with bucket `fixtures` holding a
-    copy of tests/fixtures and bucket `scratch` for tests to write in."""
-    fs = _s3_filesystem(s3_endpoint)
+def _with_buckets(fs):
+    """`fs` with bucket `fixtures` holding a copy of tests/fixtures and an empty `scratch`."""
     fs.mkdir("fixtures")
     fs.mkdir("scratch")
     for path in sorted(FIXTURES.rglob("*")):
@@ -119,6 +116,14 @@ def s3(s3_endpoint):
             fs.pipe_file(f"fixtures/{path.relative_to(FIXTURES).as_posix()}", path.read_bytes())
     fs.invalidate_cache()
     return fs
+
+
+@pytest.fixture(scope="session")
+def s3(s3_endpoint):
+    """The s3fs filesystem of the test server, with bucket `fixtures` holding a
+    copy of tests/fixtures and bucket `scratch` for tests to write in."""
+    fs = _s3_filesystem(s3_endpoint)
+    return _with_buckets(fs)
 
 
 def _gcs_environment(endpoint):
@@ -184,13 +189,7 @@ def gcs_endpoint():
 def gcs(gcs_endpoint):
     """The gcsfs filesystem of the GCS test server, with buckets as `s3` has."""
     fs = _gcs_filesystem(gcs_endpoint)
-    fs.mkdir("fixtures")
-    fs.mkdir("scratch")
-    for path in sorted(FIXTURES.rglob("*")):
-        if path.is_file():
-            fs.pipe_file(f"fixtures/{path.relative_to(FIXTURES).as_posix()}", path.read_bytes())
-    fs.invalidate_cache()
-    return fs
+    return _with_buckets(fs)
 
 
 class Store:

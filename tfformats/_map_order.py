@@ -93,7 +93,7 @@ def _signs(plan, visiting):
     visiting = visiting | {id(plan)}
     out = set()
     for tag, action in plan.items():
-        own = bytes(_encode_tag(tag))
+        own = encode_varint(tag)
         if action[0] == MESSAGE_ACTION and id(action[1]) not in visiting:
             inner = _signs(action[1], visiting)
             if min(min(t) for t in inner) > min(own):
@@ -103,13 +103,14 @@ def _signs(plan, visiting):
     return out
 
 
-def _encode_tag(tag):
+def encode_varint(value):
+    """`value` (>= 0) as a protobuf varint."""
     out = bytearray()
-    while tag >= 0x80:
-        out.append((tag & 0x7F) | 0x80)
-        tag >>= 7
-    out.append(tag)
-    return out
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def _fix(buf, pos, end, plan):

@@ -22,7 +22,8 @@ import crc32c as _crc32c
 from ._farmhash import fingerprint64, fingerprint_cat64  # noqa: F401
 from ._highwayhash import RIEGELI_KEY, highway_hash64  # noqa: F401
 from ._map_order import (KEY_BYTES, KEY_SIGNED32, KEY_SIGNED64, KEY_UNSIGNED,  # noqa: F401
-                         KEY_ZIGZAG, MAP_ACTION, MESSAGE_ACTION, reorder_map_entries)
+                         KEY_ZIGZAG, MAP_ACTION, MESSAGE_ACTION, encode_varint,
+                         reorder_map_entries)
 from .errors import ChecksumError, FormatError
 from .limits import exceeded
 
@@ -74,15 +75,6 @@ def _varint(buf, pos, end, where):
 def decode_varint(buf, pos, where):
     """Decode the varint64 at `buf[pos:]`; returns (value, position after it)."""
     return _varint(buf, pos, len(buf), where)
-
-
-def encode_varint(value):
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 # --- SSTable blocks --------------------------------------------------------
