@@ -49,7 +49,11 @@ def cmd_dump(args):
         array = _read_with_progress(args, reader, key)
         dtype = reader.dtype(key)
         if args.npy is not None:
-            np.save(args.npy, array, allow_pickle=array.dtype == object)
+            # Through the file layer (a URL works too), whole or not at all; named as np.save names it.
+            from .. import fileio
+            npy = args.npy if args.npy.endswith(".npy") else args.npy + ".npy"
+            with fileio.replaced_atomically(npy) as temp, fileio.create(temp) as f:
+                np.save(f, array, allow_pickle=array.dtype == object)
             if args.json:
                 emit_json(json_doc("dump", path=args.path, name=key, dtype=dtype.name,
                                      shape=list(array.shape), npy=args.npy))
