@@ -284,11 +284,7 @@ class GraphReader(Mapping):
 
     def nbytes(self, name: str) -> int:
         """The bytes of the decoded array (strings: those of their values)."""
-        tensor, _ = self._proto(name)
-        itemsize = self.dtype(name).itemsize
-        if itemsize is None:
-            return sum(len(v) for v in tensor.string_val)
-        return math.prod(self.shape(name)) * itemsize
+        return _nbytes(*self._proto(name))
 
     def get_variable_to_shape_map(self) -> dict[str, list[int]]:
         return {name: self.shape(name) for name in self._protos}
@@ -316,6 +312,14 @@ class GraphReader(Mapping):
         return f"<GraphReader {self.path!r}: {len(self._protos)} constants>"
 
 
+def _nbytes(tensor, what):
+    """The bytes of a constant's decoded array (strings: those of their values)."""
+    itemsize = dtypes.from_enum(tensor.dtype, what).itemsize
+    if itemsize is None:
+        return sum(len(v) for v in tensor.string_val)
+    return math.prod(shape_of(tensor.tensor_shape, what)) * itemsize
+
+
 # Ops that are never a graph's result, for `summarize_graph`'s outputs.
 _NOT_OUTPUTS = frozenset({"Const", "NoOp", "Assert", "Placeholder", "PlaceholderWithDefault"})
 
@@ -335,15 +339,17 @@ def summarize_graph(path: str | os.PathLike) -> dict[str, Any]:
     other node reads, other than constants and no-ops), the number and bytes
     of its constants and how often each op is used."""
     path = os.fspath(path)
-    graphs = _graph_defs(path)
-    if len(graphs) != 1:
-        raise FormatError(f"{path}: {len(graphs)} meta graphs; `tfformats show` the SavedModel")
-    graph_def = graphs[0][1]
     summary: dict[str, Any] = {"path": path, "kind": "GraphDef"}
-    if path.lower().endswith(".meta"):
+    if path.lower().endswith(".meta"):   # parsed once: its graph and what is around it
         meta_graph = parse_message(protos.MetaGraphDef, read_file(path), path)
+        graph_def = meta_graph.graph_def
         summary.update(kind="MetaGraphDef", tags=list(meta_graph.meta_info_def.tags),
                        signatures=sorted(meta_graph.signature_def))
+    else:
+        graphs = _graph_defs(path)
+        if len(graphs) != 1:
+            raise FormatError(f"{path}: {len(graphs)} meta graphs; `tfformats show` the SavedModel")
+        graph_def = graphs[0][1]
     read: set[str] = set()
     ops: dict[str, int] = {}
     inputs = []
@@ -357,13 +363,12 @@ def summarize_graph(path: str | os.PathLike) -> dict[str, Any]:
                            if "shape" in node.attr else None})
     outputs = [{"name": node.name, "op": node.op} for node in graph_def.node
                if node.name not in read and node.op not in _NOT_OUTPUTS]
-    with GraphReader(path) as constants:
-        sizes = []
-        for name in constants:
-            try:
-                sizes.append(constants.nbytes(name))
-            except (FormatError, UnsupportedError):   # validate says what is wrong with it
-                sizes.append(0)
+    sizes = []
+    for tensor, what in _constants(graph_def, ("Const",), True, f"{path}: ").values():
+        try:
+            sizes.append(_nbytes(tensor, what))
+        except (FormatError, UnsupportedError):   # validate says what is wrong with it
+            sizes.append(0)
     summary.update(nodes=len(graph_def.node), functions=len(graph_def.library.function),
                    inputs=inputs, outputs=outputs, constants=len(sizes),
                    constant_bytes=sum(sizes), ops=dict(sorted(ops.items())))

@@ -65,14 +65,19 @@ def _has_no_variables(path):
 
 
 def _ls(args):
-    if _has_no_variables(args.path):
+    from ..errors import NoCheckpointError
+    try:
+        opened = open_reader(args.path)
+    except NoCheckpointError:
+        if not _has_no_variables(args.path):
+            raise
         if args.json:
             emit_json(json_doc("ls", path=args.path, prefix=None, num_shards=0, tensors=[],
                                totals={"count": 0, "bytes": 0}))
         else:
             sys.stdout.write("0 tensors, 0 bytes (0 B): a SavedModel without variables\n")
         return EXIT_OK
-    with open_reader(args.path) as reader:
+    with opened as reader:
         if not hasattr(reader, "bundle"):   # a Keras file or a graph file
             return _ls_file(args, reader)
         entries, objects, parts = _listing(reader, args.glob)
