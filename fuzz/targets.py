@@ -163,13 +163,19 @@ def _open_and_read(path):
             pass
 
 
+def _scratch_file(kind, name, data):
+    """The path of file `name` holding `data`, in a fresh scratch folder for `kind`."""
+    path = os.path.join(scratch().fresh(kind), name)
+    Scratch.write(path, data)
+    return path
+
+
 # --- the targets ---------------------------------------------------------------------
 
 def target_table(data):
     """The SSTable layer and the bundle index on top of it: one `.index` file."""
-    d = scratch().fresh("table")
-    index = os.path.join(d, "ckpt.index")
-    Scratch.write(index, data)
+    index = _scratch_file("table", "ckpt.index", data)
+    d = os.path.dirname(index)
     for verify in (True, False):
         source = fileio.open_file(index)
         try:
@@ -215,10 +221,7 @@ def target_bundle(data):
 
 def target_v1(data):
     """A TF1 V1 checkpoint: one table file of SavedSlice records."""
-    d = scratch().fresh("v1")
-    path = os.path.join(d, "model.ckpt-7")
-    Scratch.write(path, data)
-    _open_and_read(path)
+    _open_and_read(_scratch_file("v1", "model.ckpt-7", data))
 
 
 def target_objgraph(data):
@@ -307,9 +310,7 @@ def target_tensor_proto(data):
 
 def target_graph(data):
     """A GraphDef file and the constants (TensorProtos) in it."""
-    d = scratch().fresh("graph")
-    path = os.path.join(d, "graph.pb")
-    Scratch.write(path, data)
+    path = _scratch_file("graph", "graph.pb", data)
     try:
         graph.graph_constants(path)
     except TFFormatsError:
@@ -335,9 +336,8 @@ def target_state_file(data):
 
 
 def _convert_and_read(convert_fn, data, suffix):
-    d = scratch().fresh(suffix)
-    src = os.path.join(d, "input." + suffix)
-    Scratch.write(src, data)
+    src = _scratch_file(suffix, "input." + suffix, data)
+    d = os.path.dirname(src)
     try:
         prefix = convert_fn(src, os.path.join(d, "out"))
     except TFFormatsError:
