@@ -514,15 +514,15 @@ def keeps_storage(cls: _Class) -> _Class:
     for name, member in list(vars(cls).items()):
         public = not name.startswith("_") or name in ("__exit__", "__getitem__", "__iter__")
         if isinstance(member, property) and member.fget is not None:
-            setattr(cls, name, property(_bound_method(member.fget), member.fset, member.fdel,
+            setattr(cls, name, property(bound_method(member.fget), member.fset, member.fdel,
                                         member.__doc__))
         elif isinstance(member, functools.cached_property):
-            wrapped = functools.cached_property(_bound_method(member.func))
+            wrapped = functools.cached_property(bound_method(member.func))
             wrapped.__set_name__(cls, name)
             setattr(cls, name, wrapped)
         elif (callable(member) and public and not isinstance(member, type)
               and not getattr(member, "_storage_free", False)):
-            setattr(cls, name, _bound_method(member))
+            setattr(cls, name, bound_method(member))
     return cls
 
 
@@ -535,12 +535,9 @@ def storage_free(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def bound_method(method: Callable[..., Any]) -> Callable[..., Any]:
-    """`method` serving URLs from its object's storage (what `keeps_storage`
-    does to public methods), for a private one that `storage_free` methods call."""
-    return _bound_method(method)
-
-
-def _bound_method(method):
+    """`method` serving URLs from its object's storage: what `keeps_storage`
+    does to public methods, and what a private one that `storage_free`
+    methods call is decorated with."""
     @functools.wraps(method)
     def call(self, *args, **kwargs):
         binding = getattr(self, "_storage_binding", None)
