@@ -625,11 +625,17 @@ def fingerprint(data):
     quiet_tensorflow()
     from tensorflow.python.saved_model.pywrap_saved_model import fingerprinting  # noqa: PLC0415
     export = data["dir"]
-    ratio = 2 if _implementation() == "python" else 1   # issue #15: 2x for the pure twin
+    info = {"pb_KiB": round(data["pb_bytes"] / 1024)}
+    ratio = 1
+    if _implementation() == "python":
+        ratio = 2   # issue #15: 2x for the pure twin
+        # FarmHash in C (the `farmhash` extra) or in Python: the row says which.
+        in_c = need("tfformats._farmhash", "_fingerprint64_c") is not None
+        info["farmhash"] = "cityhash (C)" if in_c else "Python"
     return Scenario(
         "fingerprint", Side("tfformats", lambda: compute(export)),
         [Side("TensorFlow", lambda: fingerprinting.CreateFingerprintDef(export))],
-        f"≤ {ratio}× TF", target_ratio=ratio, info={"pb_KiB": round(data["pb_bytes"] / 1024)})
+        f"≤ {ratio}× TF", target_ratio=ratio, info=info)
 
 
 def signatures(data):

@@ -119,7 +119,8 @@ cdef Py_ssize_t _mw_fix_map(unsigned char* b, Py_ssize_t pos, Py_ssize_t end, ui
     cdef const unsigned char* prev_skey = NULL
     cdef Py_ssize_t sklen = 0, prev_sklen = 0
     cdef int c, wire
-    cdef bint sorted_so_far = True, first = True
+    cdef uint64_t field, last_field
+    cdef bint sorted_so_far = True, first = True, all_plain = True
     cdef list entries
     t = tag >> 7
     while t:  # the tag's own size in bytes
@@ -135,10 +136,15 @@ cdef Py_ssize_t _mw_fix_map(unsigned char* b, Py_ssize_t pos, Py_ssize_t end, ui
         skey = b + body
         sklen = 0
         p = body
+        last_field = 0
         while p < stop:
             p = _mw_varint(b, p, stop, &ftag)
             wire = <int>(ftag & 7)
-            if (ftag >> 3) == 1:
+            field = ftag >> 3
+            # Plain: field 1, field 2, both in that order, or neither.
+            all_plain = all_plain and last_field < field <= 2
+            last_field = field
+            if field == 1:
                 if wire == 2:
                     p = _mw_varint(b, p, stop, &n)
                     if n > <uint64_t>(stop - p):
@@ -189,7 +195,9 @@ cdef Py_ssize_t _mw_fix_map(unsigned char* b, Py_ssize_t pos, Py_ssize_t end, ui
             break
         entry_start = pos
         pos = after
-    if not sorted_so_far:  # rare enough that a second, Python-object pass is fine
+    # A run holding an entry that is not plain (damaged input that protobuf
+    # kept as an unknown field) stays in protobuf's order.
+    if not sorted_so_far and all_plain:  # rare: a second, Python-object pass is fine
         entries = _mw_collect(b, run_start, pos, kind)
         entries.sort(key=_mw_first)
         chunks = b"".join([b[s:e] for _, s, e in entries])
@@ -244,6 +252,9 @@ def _mw_first(entry):
 def reorder_map_entries(bytearray buf, dict plan):
     """Sort, in place, every map's entries in `buf` (a serialized message) into
     C++ deterministic order, visiting the fields `plan` names (see
-    tfformats.fingerprint._plan). Raises ValueError on malformed input."""
+    tfformats.fingerprint._plan). A run of entries is sorted only when each
+    is plain (field 1, field 2, both in that order, or neither); the key is
+    field 1 when it has the key's wire type, else the default. Raises
+    ValueError on malformed input."""
     cdef unsigned char* b = <unsigned char*>(<char*>buf)
     _mw_fix(b, 0, len(buf), plan)

@@ -18,9 +18,19 @@ except ImportError:
     native_built = False
 
 VECTORS = json.loads((pathlib.Path(__file__).parent / "data" / "farmhash_vectors.json").read_text())
-IMPLEMENTATIONS = [pytest.param(_farmhash, id="pure"),
-                   pytest.param(_native, id="native", marks=pytest.mark.skipif(
-                       not native_built, reason="tfformats._native is not built"))]
+
+
+@pytest.fixture(params=["pure", "pure-python-loop", "native"])
+def impl(request, monkeypatch):
+    """The pure twin with cityhash's FarmHash (the `farmhash` extra, which the
+    test extra installs), the pure twin without it, and the native module."""
+    if request.param == "native":
+        if not native_built:
+            pytest.skip("tfformats._native is not built")
+        return _native
+    if request.param == "pure-python-loop":
+        monkeypatch.setattr(_farmhash, "_fingerprint64_c", None)
+    return _farmhash
 
 
 def vector_input(n):
@@ -33,7 +43,6 @@ def vector_input(n):
     return bytes(out)
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_tensorflow_frozen_vectors(impl):
     # tsl/platform/fingerprint_test.cc
     hello, world = impl.fingerprint64(b"Hello"), impl.fingerprint64(b"World")
@@ -44,13 +53,11 @@ def test_tensorflow_frozen_vectors(impl):
     assert impl.fingerprint64(b"") == 0x9AE16A3B2F90404F == 11160318154034397263
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_reference_values(impl):
     for n, want in VECTORS["fingerprint64"].items():
         assert impl.fingerprint64(vector_input(int(n))) == int(want), f"length {n}"
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_any_bytes_like(impl):
     data = vector_input(100)
     want = impl.fingerprint64(data)
@@ -64,11 +71,15 @@ def test_any_bytes_like(impl):
         impl.fingerprint64("not bytes")
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_cat64_takes_any_64_bit_value(impl):
     # The extremes, where a signed or unmasked intermediate would go wrong.
     assert impl.fingerprint_cat64(0, 0) == 6351753276682545529
     assert impl.fingerprint_cat64(2**64 - 1, 2**64 - 1) == 1387612160115015436
+
+
+def test_cityhash_farmhash_is_used_when_installed():
+    import farmhash   # the test extra installs cityhash, which provides it
+    assert _farmhash._fingerprint64_c is farmhash.Fingerprint64
 
 
 def test_active_implementation_is_one_of_them():
@@ -82,7 +93,9 @@ def test_native_matches_pure_for_every_length():
     for n in lengths:
         for _ in range(2 if n < 1000 else 1):
             data = rng.randbytes(n)
-            assert _native.fingerprint64(data) == _farmhash.fingerprint64(data), f"length {n}"
+            want = _native.fingerprint64(data)
+            assert _farmhash.fingerprint64_python(data) == want, f"length {n}"
+            assert _farmhash.fingerprint64(data) == want, f"length {n}"
     for _ in range(500):
         a, b = rng.getrandbits(64), rng.getrandbits(64)
         assert _native.fingerprint_cat64(a, b) == _farmhash.fingerprint_cat64(a, b)

@@ -10,6 +10,15 @@ twin lives in `native/farmhash.pxi`. All arithmetic is modulo 2**64.
 
 import struct
 
+try:
+    # FarmHash in C from the `cityhash` package (the `farmhash` extra), the
+    # same function as fingerprint64_python below, hundreds of times faster on
+    # long inputs. pyfarmhash installs a module of the same name that lacks
+    # Fingerprint64; it is not used.
+    from farmhash import Fingerprint64 as _fingerprint64_c
+except ImportError:
+    _fingerprint64_c = None
+
 
 _M = 0xFFFFFFFFFFFFFFFF
 K0 = 0xC3A5C85C97CB3127
@@ -153,6 +162,14 @@ def fingerprint64(data):
     """FarmHash Fingerprint64 of a bytes-like object, as an int in [0, 2**64)."""
     if not isinstance(data, (bytes, bytearray)):
         data = memoryview(data).cast("B")
+    if _fingerprint64_c is not None:
+        return _fingerprint64_c(data)
+    return fingerprint64_python(data)
+
+
+def fingerprint64_python(data):
+    """fingerprint64 in Python alone, for `data` of type bytes, bytearray or
+    a one-byte-format memoryview."""
     n = len(data)
     if n <= 16:
         return _len0to16(data, n)
