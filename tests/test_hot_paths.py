@@ -758,6 +758,9 @@ def test_pure_fast_paths_take_tensorflow_blocks():
         assert [(k, bytes(block[v:e])) for k, v, e in records] == _pure.block_entries(block, "b")
         names, heads = _pure._tensor_heads_fast(block, "b")
         assert list(zip(names, heads)) == [(n, d[:2]) for n, d in _pure.decode_entries(block, "b")]
+        if all(d[2] == 0 for _, d in _pure.decode_entries(block, "b")):   # index_entries' too
+            assert _pure._tensor_heads_fast(block, "b", _pure._SHARD0_CLASSES,
+                                            _pure._SHARD0_NUMBERS) is not None
 
 
 def test_pure_entry_numbers_are_matched_by_byte_class():
@@ -818,6 +821,11 @@ def test_pure_fast_listing_matches_the_general_decoders(seed, count, edits):
         assert pairs == list(expected[1][0].items())
     elif expected[1] is not KeyError:   # index_shapes does not look dtypes up
         assert result == expected
+    for shards in (0, 1, 2):   # the per-name map: its own fast path (shard 0 only)
+        infos = {}
+        result = outcome(_pure.index_entries, block, "blk", infos, table, shards)
+        want = outcome(reference_infos, block, table, shards)
+        assert (result if result[0] == "raised" else ("ok", infos)) == want
     if _native is not None:
         for args in [(None, None), (None, None, 64, 1000), (b"a", b"w")]:
             assert_parity("check_block_keys", block, "blk", *args)
@@ -910,6 +918,36 @@ def test_index_entries_known_answers(hot):
     assert hot.index_entries(build_block(items), "blk", {}, table, 2) is None
     with pytest.raises(TypeError):
         hot.index_entries(build_block(items), "blk", {}, table, "2")
+
+
+@pytest.mark.parametrize("odd, answer", [
+    (b"", ("float32", (4,))),
+    (bundle_entry(1, (4,), 0, -8, 4), None),                  # negative offset
+    (bundle_entry(1, (4,), 0, 8, -4), None),                  # negative size
+    (bundle_entry(1, (4,), 1, 8, 4), "shard"),                # in range for 2 shards only
+    (bundle_entry(1, (4,), 0, 8, 4, extra=int_field(3, 0)), ("float32", (4,))),  # shard 0 written
+    (bundle_entry(1, (-1,), 0, 8, 4), None),                  # negative dimension
+    (bundle_entry(99, (4,), 0, 8, 4), None),                  # dtype not in the table
+])
+def test_pure_index_entries_fast_path_keeps_the_checks(odd, answer):
+    """A block of entries as TensorFlow writes them takes the pure twin's fast
+    path for the per-name map; one odd entry gets BundleReader's verdict,
+    whichever path the block then takes."""
+    items = [(b"k%03d" % i, bundle_entry(1, (4,), 0, 8 * i, 4)) for i in range(20)]
+    if odd:
+        items[7] = (items[7][0], odd)
+    block = build_block(items)
+    table = {1: "float32"}
+    for shards in (1, 2):
+        infos = {}
+        _pure.index_entries(block, "blk", infos, table, shards)
+        assert infos == reference_infos(block, table, shards)
+        expected = ("float32", (4,)) if answer == "shard" and shards == 2 else \
+            None if answer == "shard" else answer
+        assert infos["k007"] == expected
+    if not odd:
+        assert _pure._tensor_heads_fast(block, "blk", _pure._SHARD0_CLASSES,
+                                        _pure._SHARD0_NUMBERS) is not None
 
 
 @pytest.mark.parametrize("hot", IMPLEMENTATIONS)

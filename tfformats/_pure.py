@@ -185,6 +185,11 @@ def check_block_keys(block, where, after, upto, max_key_bytes=None, max_block_ke
 _NUMBER_CLASSES = b"".join(b"V" if i in (0x18, 0x20, 0x28) else b"F" if i == 0x35
                            else b"e" if i < 0x80 else b"c" for i in range(256))
 _NUMBERS_BY_CLASS = re.compile(rb"(?:Vc{0,9}[VFe]|F[VFec]{4})*")
+# For index_entries, numbers that pass BundleReader's checks at a glance: no
+# shard id (so shard 0; the tag 0x18 gets a class of its own, S) and no
+# ten-byte varint (the only way to a negative offset or size).
+_SHARD0_CLASSES = _NUMBER_CLASSES[:0x18] + b"S" + _NUMBER_CLASSES[0x19:]
+_SHARD0_NUMBERS = re.compile(rb"(?:Vc{0,8}[SVFe]|F[SVFec]{4})*")
 
 
 # Blocks up to this size keep their framing for the listing that follows
@@ -235,9 +240,10 @@ def _framed_fast(b, end, after, upto, max_key_bytes, max_block_key_bytes):
     return records
 
 
-def _tensor_heads_fast(block, where):
+def _tensor_heads_fast(block, where, classes=_NUMBER_CLASSES, numbers_form=_NUMBERS_BY_CLASS):
     """(names, [(dtype enum, shape)]) of a block's tensor entries, as
-    decode_entries would give them; None when it cannot tell."""
+    decode_entries would give them; None when it cannot tell, or when an
+    entry's numbers (as `classes`) do not match `numbers_form`."""
     b = block if type(block) is bytes else bytes(block)
     framed, records = _last_framed
     if framed is not b and framed != b:
@@ -245,7 +251,7 @@ def _tensor_heads_fast(block, where):
         records = _framed_fast(b, end, None, None, None, None)
         if records is None:
             return None
-    classes = b.translate(_NUMBER_CLASSES)
+    classes = b.translate(classes)
     numbers = {}   # class string of an entry's numbers -> whether they parse
     heads = {}   # dtype and shape bytes -> decoded; tensors share a few shapes
     names, found = [], []
@@ -270,7 +276,7 @@ def _tensor_heads_fast(block, where):
         form = classes[shape_end:end]
         parses = numbers.get(form)
         if parses is None:
-            parses = numbers[form] = _NUMBERS_BY_CLASS.fullmatch(form) is not None
+            parses = numbers[form] = numbers_form.fullmatch(form) is not None
         if not parses:
             return None
         names.append(key)
@@ -479,6 +485,18 @@ def index_entries(block, where, infos, table, num_shards):
     """
     num_shards = operator.index(num_shards)
     last = None
+    fast = num_shards > 0 and _tensor_heads_fast(block, where, _SHARD0_CLASSES, _SHARD0_NUMBERS)
+    if fast:   # every entry as TensorFlow writes it, in shard 0, offset and size >= 0
+        for name, (enum, shape) in zip(*fast):
+            info = None
+            if shape is not None and min(shape, default=0) >= 0:
+                kind = table.get(enum)
+                if kind is not None:
+                    info = last if last is not None and last[0] is kind and last[1] == shape \
+                        else (kind, shape)
+                    last = info
+            infos[name] = info
+        return
     for name, (enum, shape, shard, offset, size, _, parts) in decode_entries(block, where):
         info = None
         if (not parts and shape is not None and 0 <= shard < num_shards and offset >= 0
