@@ -484,23 +484,18 @@ def index_entries(block, where, infos, table, num_shards):
     answer from, filled in one pass instead of one lookup per name.
     """
     num_shards = operator.index(num_shards)
-    last = None
     fast = num_shards > 0 and _tensor_heads_fast(block, where, _SHARD0_CLASSES, _SHARD0_NUMBERS)
     if fast:   # every entry as TensorFlow writes it, in shard 0, offset and size >= 0
-        for name, (enum, shape) in zip(*fast):
-            info = None
-            if shape is not None and min(shape, default=0) >= 0:
-                kind = table.get(enum)
-                if kind is not None:
-                    info = last if last is not None and last[0] is kind and last[1] == shape \
-                        else (kind, shape)
-                    last = info
-            infos[name] = info
-        return
-    for name, (enum, shape, shard, offset, size, _, parts) in decode_entries(block, where):
+        heads = ((name, enum, shape, True) for name, (enum, shape) in zip(*fast))
+    else:
+        heads = ((name, enum, shape, not parts and 0 <= shard < num_shards and offset >= 0
+                  and size >= 0)
+                 for name, (enum, shape, shard, offset, size, _, parts)
+                 in decode_entries(block, where))
+    last = None
+    for name, enum, shape, numbers_pass in heads:
         info = None
-        if (not parts and shape is not None and 0 <= shard < num_shards and offset >= 0
-                and size >= 0 and not any(d < 0 for d in shape)):
+        if numbers_pass and shape is not None and min(shape, default=0) >= 0:
             kind = table.get(enum)
             if kind is not None:
                 # Runs of one dtype and shape share a tuple (as the native twin does).
