@@ -4,6 +4,7 @@ that another storage backend can plug into."""
 import os
 import pathlib
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -107,3 +108,27 @@ def test_write_atomically_replaces_and_leaves_no_temp(tmp_path):
     assert path.read_bytes() == b"new"
     assert os.listdir(tmp_path) == ["f"]
     assert fileio.read_at(path, -2, 2) == b"ew"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's /proc/self/smaps")
+def test_private_maps_are_not_charged_against_the_commit_limit(tmp_path):
+    # MAP_NORESERVE took effect: the kernel lists the map with the flag "nr".
+    import ctypes
+    path = tmp_path / "data"
+    path.write_bytes(b"x" * 65536)
+    with open(path, "rb") as f:
+        m = fileio._private_map(f.fileno())
+    pointer = ctypes.c_char.from_buffer(m)
+    address = ctypes.addressof(pointer)
+    del pointer
+    flags = None
+    for line in pathlib.Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and not head.endswith(":"):
+            start, end = (int(x, 16) for x in head.split("-"))
+            inside = start <= address < end
+        elif inside and line.startswith("VmFlags:"):
+            flags = line.split()[1:]
+            break
+    m.close()
+    assert flags is not None and "nr" in flags

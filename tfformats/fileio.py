@@ -245,9 +245,12 @@ def _open_regular(path):
 # Linux's MAP_NORESERVE (Python < 3.13 does not name it): a private writable
 # map is otherwise charged in full against the commit limit, which would
 # refuse big files under the default heuristic overcommit although only the
-# pages written to ever need memory of their own.
+# pages written to ever need memory of their own. Its value is 0x4000 on the
+# architectures below (PowerPC, SPARC, MIPS and Alpha use others); elsewhere
+# the map goes without it.
+_NORESERVE_0X4000 = {"x86_64", "i386", "i686", "aarch64", "armv7l", "armv8l", "s390x", "riscv64"}
 _MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000 if sys.platform.startswith("linux")
-                         else 0)
+                         and os.uname().machine in _NORESERVE_0X4000 else 0)
 
 
 def _private_map(fd):
