@@ -87,7 +87,10 @@ def big_function(rng, nodes=300):
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_filtered_walk_sorts_what_a_full_walk_sorts(seed):
+@pytest.mark.parametrize("window", [None, 777])   # the default, or offsets judged 777 at a time
+def test_filtered_walk_sorts_what_a_full_walk_sorts(seed, window, monkeypatch):
+    if window is not None:
+        monkeypatch.setattr(_map_order, "_WINDOW", window)
     rng = random.Random(seed)
     f = big_function(rng)
     data = f.SerializeToString(deterministic=True)

@@ -121,6 +121,7 @@ _FILTER_FROM = 32768   # bytes
 _GLANCE_COLUMNS = 4   # key bytes compared for every pair, vectorized
 _COLUMNS = 48         # ... and for the pairs left, before the rest one pair at a time
 _PAD = 64           # zeros after the buffer: reads just past its end stay in bounds
+_WINDOW = 1 << 22   # bytes whose candidate offsets are judged together
 _SIGN = 1 << 63
 _KINDS = (KEY_BYTES, KEY_UNSIGNED, KEY_SIGNED32, KEY_SIGNED64, KEY_ZIGZAG)
 
@@ -133,23 +134,30 @@ def _suspects(buf, tags):
 
     n = len(buf)
     a = np.zeros(n + _PAD, np.uint8)
-    a[:n] = np.frombuffer(bytes(buf), np.uint8)   # a copy: buf stays resizable
-    # One pass for all one-byte tags (every TensorFlow map field's), with the
-    # key kinds of each as bits; a pass of its own for each longer tag.
+    a[:n] = np.frombuffer(buf, np.uint8)   # a copy (buf stays resizable), padded
+    # All one-byte tags (every TensorFlow map field's) at once, with the key
+    # kinds of each as bits; each longer tag on its own. Window by window, so
+    # the arrays of offsets stay small whatever the buffer's size.
     kinds_of = np.zeros(256, np.uint8)
-    found = []
+    longer = []
     for tag, kinds in tags.items():
         bits = sum(1 << kind for kind in kinds)
         if len(tag) == 1:
             kinds_of[tag[0]] |= bits
-            continue
-        at = np.flatnonzero(a[:n] == tag[0])
-        for k in range(1, len(tag)):
-            at = at[a[at + k] == tag[k]]
-        found.append(_suspect_pairs(np, a, n, at, len(tag), np.uint8(bits)))
-    if kinds_of.any():
-        at = np.flatnonzero(kinds_of.astype(bool).take(a[:n]))
-        found.append(_suspect_pairs(np, a, n, at, 1, kinds_of))
+        else:
+            longer.append((tag, np.uint8(bits)))
+    is_tag = kinds_of.astype(bool)
+    found = [np.zeros(0, np.int64)]
+    for start in range(0, n, _WINDOW):
+        window = a[start:min(start + _WINDOW, n)]
+        if is_tag.any():
+            at = np.flatnonzero(is_tag.take(window)) + start
+            found.append(_suspect_pairs(np, a, n, at, 1, kinds_of))
+        for tag, bits in longer:
+            at = np.flatnonzero(window == tag[0]) + start
+            for k in range(1, len(tag)):
+                at = at[a[at + k] == tag[k]]
+            found.append(_suspect_pairs(np, a, n, at, len(tag), bits))
     return np.unique(np.concatenate(found)).tolist()
 
 
