@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import tfformats
-from tfformats import fileio, protos
+from tfformats import convert, fileio, protos
 
 from conftest import FIXTURES, expected_array, expected_checkpoints
 
@@ -622,6 +622,35 @@ def test_convert_saved_model_variables_and_strings(tmp_path):
     proc = run("convert", FIXTURES / "dtypes", tmp_path / "d.safetensors", check=3)
     assert "--skip-unsupported" in one_error_line(proc)
     one_error_line(run("convert", tmp_path / "a.npz", tmp_path / "b.safetensors", check=2))
+
+
+def test_convert_a_selection_of_tensors(tmp_path):
+    # The model's weights without the optimizer: patterns on keys and object paths.
+    src = FIXTURES / "keras_adam"
+    out = tmp_path / "w.safetensors"
+    run("convert", src, out, "--exclude", "*/.OPTIMIZER_SLOT/*", "--exclude", "optimizer/*",
+        "--exclude", "save_counter", check=0)
+    from safetensors.numpy import load_file
+    kept = load_file(out)
+    assert sorted(kept) == [f"model/layer_with_weights-{i}/{w}/.ATTRIBUTES/VARIABLE_VALUE"
+                            for i in (0, 1) for w in ("bias", "kernel")]
+    reader = tfformats.open_checkpoint(src)
+    for key, value in kept.items():
+        np.testing.assert_array_equal(value, reader.get_tensor(key))
+    # ...or TF variable names (Keras' "dense_1/kernel"), to an npz and to a checkpoint.
+    run("convert", src, tmp_path / "d.npz", "--glob", "dense_1/*", check=0)
+    with np.load(tmp_path / "d.npz") as npz:
+        members = sorted(set(npz.files) - {convert._NPZ_DTYPES})
+    assert members == ["model/layer_with_weights-1/bias/.ATTRIBUTES/VARIABLE_VALUE",
+                       "model/layer_with_weights-1/kernel/.ATTRIBUTES/VARIABLE_VALUE"]
+    run("convert", src, tmp_path / "ck", "--glob", "Adam/*/m", check=0)
+    assert sorted(tfformats.open_checkpoint(tmp_path / "ck")) == sorted(
+        k for k in reader if k.endswith("/m/.ATTRIBUTES/VARIABLE_VALUE"))
+    # Nothing left, or a source that is no checkpoint: usage errors.
+    assert "no tensor is left" in one_error_line(run("convert", src, tmp_path / "n.npz", "--glob",
+                                                     "nothing*", check=2))
+    one_error_line(run("convert", out, tmp_path / "back", "--glob", "*", check=2))
+    assert not (tmp_path / "n.npz").exists() and not (tmp_path / "back.index").exists()
 
 
 def test_diff_reports_changes():

@@ -93,3 +93,29 @@ def open_reader(path, verify=True):
     """A CheckpointReader, or a KerasReader for a Keras file (tfformats.keras)."""
     from ..checkpoint import open_checkpoint
     return open_checkpoint(path, verify=verify)
+
+
+def object_variables(reader):
+    """key -> ObjectVariable of a checkpoint's object graph ({} for a reader
+    without one); an unreadable object graph only costs the object paths."""
+    from ..errors import TFFormatsError
+    if not hasattr(reader, "object_variables"):   # Keras and graph files
+        return {}
+    try:
+        return reader.object_variables()
+    except TFFormatsError as e:
+        print(f"tfformats: warning: object graph unreadable, no object paths: {e}", file=sys.stderr)
+        return {}
+
+
+def name_matcher(objects, patterns):
+    """Whether a key, or its object path or TF variable name (from `objects`,
+    object_variables' map), matches one of the fnmatch `patterns` (case-sensitive)."""
+    from fnmatch import fnmatchcase
+
+    def matches(key):
+        var = objects.get(key)
+        names = (key,) if var is None else (key, var.path, var.full_name)
+        return any(n is not None and fnmatchcase(n, p) for n in names for p in patterns)
+    return matches
+

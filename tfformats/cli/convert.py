@@ -4,7 +4,8 @@ import os
 import re
 
 from .. import fileio
-from .common import EXIT_OK, UsageError, emit_json, json_doc, show_progress
+from .common import (EXIT_OK, UsageError, emit_json, json_doc, name_matcher, object_variables,
+                     open_reader, show_progress)
 
 
 # Extensions that name a TF checkpoint file or prefix (`model.ckpt`, `ckpt-7.index`).
@@ -49,6 +50,7 @@ def cmd_convert(args):
     src_kind = _checked_kind(args.src, "input")
     dst_kind = args.to or _checked_kind(args.dst, "output")
     if "keras" in (src_kind, dst_kind):
+        _no_selection(args, "Keras")
         from .keras_files import convert as convert_keras
         return convert_keras(args, src_kind, dst_kind)
     if dst_kind == "graph":
@@ -67,19 +69,45 @@ def cmd_convert(args):
     function = getattr(convert, functions[reads, dst_kind])
     skipped = []
     if reads == "checkpoint":
-        skipped = run_skipping(function, args)
+        skipped = run_skipping(function, args, names=_selected(args))
     else:
+        _no_selection(args, src_kind)
         function(args.src, args.dst, progress=show_progress(args))
     return report(args, src_kind, dst_kind, skipped, f"no equivalent dtype in {dst_kind}")
 
 
-def run_skipping(function, args):
-    """`function(args.src, args.dst)` for a converter that can skip tensors;
-    returns the names skipped. Refusals say how to skip on the command line."""
+def _selected(args):
+    """The keys of the source that --glob and --exclude leave (None: no selection,
+    every tensor). The object graph is left out: a selection gets none."""
+    if not args.glob and not args.exclude:
+        return None
+    from ..checkpoint import OBJECT_GRAPH_KEY
+    with open_reader(args.src) as reader:
+        objects = object_variables(reader)
+        keys = [key for key in reader if key != OBJECT_GRAPH_KEY]
+    included = name_matcher(objects, args.glob or ["*"])
+    excluded = name_matcher(objects, args.exclude or [])
+    keys = [key for key in keys if included(key) and not excluded(key)]
+    if not keys:
+        raise UsageError(f"{args.src}: no tensor is left by --glob/--exclude")
+    return keys
+
+
+def _no_selection(args, kind):
+    if args.glob or args.exclude:
+        raise UsageError(f"--glob/--exclude select tensors of a checkpoint, SavedModel or graph "
+                         f"file to convert; not for {kind} files ({args.src} -> {args.dst})")
+
+
+def run_skipping(function, args, names=None):
+    """`function(args.src, args.dst)` for a converter that can skip tensors (of
+    `names` only, unless None); returns the names skipped. Refusals say how to
+    skip on the command line."""
     from ..errors import UnsupportedError
     try:
+        selection = {} if names is None else {"names": names}
         return function(args.src, args.dst, skip_unsupported=args.skip_unsupported,
-                        progress=show_progress(args))
+                        progress=show_progress(args), **selection)
     except UnsupportedError as e:
         raise UnsupportedError(f"{e} (on the command line: --skip-unsupported)") from None
 

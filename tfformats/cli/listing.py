@@ -2,17 +2,8 @@
 
 import sys
 
-from .common import EXIT_OK, emit_json, human_bytes, json_doc, open_reader, table
-
-
-def _object_variables(reader):
-    """key -> ObjectVariable; an unreadable object graph only costs the column."""
-    from ..errors import TFFormatsError
-    try:
-        return reader.object_variables()
-    except TFFormatsError as e:
-        print(f"tfformats: warning: object graph unreadable, no object paths: {e}", file=sys.stderr)
-        return {}
+from .common import (EXIT_OK, emit_json, human_bytes, json_doc, name_matcher, object_variables,
+                     open_reader, table)
 
 
 def _object_path(var):
@@ -27,19 +18,15 @@ def _listing(reader, pattern=None):
     Plain tensors need nothing beyond their Entry; a partitioned one also gets
     the entries of its parts (from the index, like everything else here).
     """
-    from fnmatch import fnmatchcase
     bundle = reader.bundle
     # The object graph first: without one, looking for it is one index lookup,
     # not a name map built from the whole scan that entries() makes.
-    objects = _object_variables(reader)
+    objects = object_variables(reader)
     table = bundle.entries(checked=False)
     entries = [table[n] for n in sorted(table)]
     if pattern is not None:
-        def wanted(entry):
-            var = objects.get(entry.name)
-            return fnmatchcase(entry.name, pattern) or var is not None and any(
-                n is not None and fnmatchcase(n, pattern) for n in (var.path, var.full_name))
-        entries = [e for e in entries if wanted(e)]
+        wanted = name_matcher(objects, [pattern])
+        entries = [e for e in entries if wanted(e.name)]
     parts = {e.name: [bundle.part_entry(e.name, ext) for ext in e.slices]
              for e in entries if e.slices}
     return entries, objects, parts

@@ -38,7 +38,9 @@ _EXAMPLES = {
                     "  tfformats fingerprint export/1 --write"),
     "convert": ("examples:\n  tfformats convert run/ckpt-7 model.safetensors\n"
                 "  tfformats convert export/1 weights.npz\n  tfformats convert model.safetensors out/ckpt\n"
-                "  tfformats convert slim/inception_v3.ckpt out/ckpt   # a TF1 V1 file -> V2 bundle"),
+                "  tfformats convert slim/inception_v3.ckpt out/ckpt   # a TF1 V1 file -> V2 bundle\n"
+                "  tfformats convert run/ckpt-7 weights.safetensors --exclude '*/.OPTIMIZER_SLOT/*' "
+                "--exclude 'optimizer/*'   # the model's weights only"),
     "diff": ("examples:\n  tfformats diff run/ckpt-6 run/ckpt-7\n"
              "  tfformats diff run/ckpt-7 model.safetensors --atol 1e-6 --json\n"
              "  tfformats diff run/ckpt-6 run/ckpt-7 dense/kernel model/dense/bias\n"
@@ -137,6 +139,12 @@ def build_parser():
                    help="to a Keras .weights.h5/.h5: the .keras/.h5 file of the same model whose layout to write")
     p.add_argument("--skip-unsupported", action="store_true",
                    help="leave out tensors the target format cannot hold (strings) instead of failing")
+    p.add_argument("--glob", metavar="PATTERN", action="append",
+                   help="only tensors whose key, object path or variable name matches (repeatable; "
+                   "from a checkpoint, SavedModel or graph file)")
+    p.add_argument("--exclude", metavar="PATTERN", action="append",
+                   help="leave out tensors whose key, object path or variable name matches "
+                   "(repeatable), e.g. '*/.OPTIMIZER_SLOT/*'")
 
     p = command("diff", "compare the tensors of two checkpoints (or .safetensors / .npz)", cmd_diff)
     p.add_argument("a")
