@@ -293,6 +293,37 @@ def test_checkpoint_to_checkpoint_keeps_keys_dtypes_values_and_parts(tmp_path, s
                 (vb.tolist() if vb.dtype == object else vb.tobytes()), name
 
 
+def test_a_selection_gets_an_object_graph_tensorflow_restores(tmp_path):
+    # The model's weights of a Keras training checkpoint, without the optimizer.
+    import tensorflow as tf
+    import tf_keras
+    src = FIXTURES / "keras_adam" / "ckpt-2"
+    with tfformats.open_checkpoint(src) as reader:
+        weights = [k for k in reader if k.startswith("model/") and "OPTIMIZER_SLOT" not in k]
+        assert len(weights) == 4
+        tfformats.checkpoint_to_checkpoint(src, tmp_path / "w", names=weights)
+        with tfformats.open_checkpoint(tmp_path / "w") as out:
+            assert sorted(out) == sorted(weights + [OBJECT_GRAPH_KEY])
+            assert {k: v.full_name for k, v in out.object_variables().items()} == {
+                k: reader.object_variables()[k].full_name for k in weights}
+        model = tf_keras.Sequential([tf_keras.Input(shape=(4,)), tf_keras.layers.Dense(3),
+                                     tf_keras.layers.Dense(2)])
+        tf.train.Checkpoint(model=model).restore(str(tmp_path / "w")).expect_partial()
+        for i, layer in enumerate(model.layers):   # the values came from the checkpoint
+            for name in ("kernel", "bias"):
+                want = reader.get_tensor(f"model/layer_with_weights-{i}/{name}/.ATTRIBUTES/VARIABLE_VALUE")
+                np.testing.assert_array_equal(getattr(layer, name).numpy(), want)
+    # Naming the object graph copies it as it is; keys of no object graph get none.
+    tfformats.checkpoint_to_checkpoint(src, tmp_path / "g", names=weights + [OBJECT_GRAPH_KEY])
+    with tfformats.open_checkpoint(src) as a, tfformats.open_checkpoint(tmp_path / "g") as b:
+        assert a[OBJECT_GRAPH_KEY].tolist() == b[OBJECT_GRAPH_KEY].tolist()
+    v1 = FIXTURES / "tf1_v1" / "model.ckpt-7"
+    with tfformats.open_checkpoint(v1) as reader:
+        some = sorted(reader)[:2]
+    tfformats.checkpoint_to_checkpoint(v1, tmp_path / "v1", names=some)
+    assert sorted(tfformats.open_checkpoint(tmp_path / "v1")) == some
+
+
 def test_checkpoint_to_checkpoint_variants(tmp_path):
     src = FIXTURES / "saveables" / "ckpt"
     with pytest.raises(UnsupportedError, match="ITERATOR_STATE.*skip_unsupported=True"):

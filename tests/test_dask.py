@@ -157,11 +157,16 @@ def test_conversions_equal_the_local_converters(tmp_path, window, src):
                                   progress=lambda done, total: ours.append((done, total))) == []
     assert ours[-1] == theirs[-1]   # the same bytes counted, in smaller steps
     _same_files(str(tmp_path / "expected"), str(tmp_path / "got"))
+    names = sorted(tff.open_checkpoint(src))[1::2]   # a selection: its own object graph, if any
+    tff.checkpoint_to_checkpoint(src, tmp_path / "some", names=names)
+    tff_dask.to_checkpoint(src, tmp_path / "got_some", names=names, chunk_bytes=7000,
+                           window_bytes=25000)
+    _same_files(str(tmp_path / "some"), str(tmp_path / "got_some"))
     skipped = tff.checkpoint_to_safetensors(src, tmp_path / "want.st", skip_unsupported=True)
     assert tff_dask.to_safetensors(src, tmp_path / "got.st", skip_unsupported=True,
                                    chunk_bytes=7000, window_bytes=25000) == skipped
     assert (tmp_path / "got.st").read_bytes() == (tmp_path / "want.st").read_bytes()
-    assert len(window) == 2
+    assert len(window) == 3   # the whole checkpoint, the selection, to_safetensors
     for made in window:   # each window computed at most 25,000 bytes at a time
         assert made.client is None and made.sizes
         assert made.peak <= max(25000, max(made.sizes))

@@ -32,7 +32,7 @@ from . import dtypes, fileio, slices
 from .checkpoint import CheckpointReader, is_graph_path, prefetched, selected_tensors, tensor_nbytes
 from .errors import CheckpointNotFoundError, FormatError, UnsupportedError
 from .fileio import replaced_atomically
-from .objgraph import ATTRIBUTES, OBJECT_GRAPH_KEY
+from .objgraph import ATTRIBUTES, OBJECT_GRAPH_KEY, build_object_graph
 from .progress import bar
 from .writer import BundleWriter, save_checkpoint, stored_pieces
 
@@ -110,7 +110,9 @@ def checkpoint_to_checkpoint(src: str | os.PathLike, dst_prefix: str | os.PathLi
     """Rewrite checkpoint `src` (any form tfformats reads, a TF1 V1 file too)
     as the V2 bundle `dst_prefix`: same keys, dtypes and values, partitioned
     tensors stored as the same parts, the object graph carried as it is.
-    `names` keeps only the tensors named (the object graph only if named).
+    `names` keeps only the tensors named; unless it names the object graph,
+    a selection of object-based variables gets a graph of its own (of their
+    object paths, with their TF1 names), so that TensorFlow restores it.
     Tensors with no values to copy (DT_VARIANT) raise UnsupportedError or are
     skipped with `skip_unsupported=True`; returns the names skipped.
     """
@@ -119,7 +121,23 @@ def checkpoint_to_checkpoint(src: str | os.PathLike, dst_prefix: str | os.PathLi
         keys = selected_keys(reader, names)
         with BundleWriter(dst_prefix) as writer, _reading(reader, src, progress, keys) as shown:
             _copy_tensors(reader, writer, keys, skip_unsupported, skipped, shown)
+            if names is not None:
+                add_selection_graph(writer, reader, [k for k in keys if k not in skipped])
     return skipped
+
+
+def add_selection_graph(writer: BundleWriter, reader: CheckpointReader, keys: list[str]) -> None:
+    """Write the object graph of a checkpoint holding only `keys` of `reader`
+    (their object paths, with their TF1 names); nothing when the keys name
+    the graph themselves, are not all object-based, or `reader` has none."""
+    if (not keys or OBJECT_GRAPH_KEY in keys or not all(ATTRIBUTES in k for k in keys)
+            or OBJECT_GRAPH_KEY not in reader):
+        return
+    variables = reader.object_variables()
+    full_names = {k: variables[k].full_name for k in keys
+                  if k in variables and variables[k].full_name}
+    graph = build_object_graph(keys, full_names)[0]
+    writer.add(OBJECT_GRAPH_KEY, np.array(graph.SerializeToString(), dtype=object))
 
 
 def _copy_tensors(reader, writer, keys, skip_unsupported, skipped, shown):

@@ -385,6 +385,8 @@ def to_checkpoint(src: str | os.PathLike, dst_prefix: str | os.PathLike, *,
                     writer.add_chunks(name, entry.dtype, entry.shape, chunks)
                 else:
                     convert.put_tensor(writer, name, entry, value)
+            if names is not None:
+                convert.add_selection_graph(writer, reader, keys)
     return skipped
 
 
