@@ -276,3 +276,18 @@ def test_hostile_chunk_metadata_is_refused(tmp_path):
                         (wrong_size, "metadata says"), (deep, "nested|[Dd]epth")):
         with pytest.raises(FormatError, match=match):
             rewrite(edit)()
+
+
+def test_graph_constants_of_a_chunked_saved_model():
+    # The directory, or its saved_model.cpb, hold the graph in chunks: the
+    # constants are those of the merged message (the bytes TF split, by the
+    # sha256 test above), big tensor contents included.
+    merged = tfformats.load_saved_model(CHUNKED).proto
+    want = tfformats.graph_constants(merged.meta_graphs[0].graph_def)
+    assert want and max(v.nbytes for v in want.values()) > 1024
+    for path in (CHUNKED, CHUNKED / "saved_model.cpb"):
+        got = tfformats.graph_constants(path)
+        assert sorted(got) == sorted(want)
+        for key, value in want.items():
+            np.testing.assert_array_equal(got[key], value)
+    assert fingerprint.read_saved_model(CHUNKED) == merged

@@ -118,7 +118,9 @@ def is_v1_prefix(prefix: str) -> bool:
 
 
 def is_saved_model_dir(path: str | os.PathLike) -> bool:
-    """Whether directory `path` holds a saved_model.pb, .pbtxt or .cpb."""
+    """Whether directory `path` holds a saved_model.pb, .pbtxt or .cpb (which
+    one TensorFlow reads is graph.saved_model_file's to say; this module
+    lists the names itself so that `ls` need not import protobuf)."""
     return any(fileio.exists(os.path.join(path, n))
                for n in ("saved_model.pb", "saved_model.pbtxt", "saved_model.cpb"))
 

@@ -27,12 +27,10 @@ from . import chunked, fileio, protos
 from ._impl import hot
 from .errors import CheckpointNotFoundError, FormatError
 from .fileio import read_file, write_atomically
-from .graph import parse_message
+from .graph import (SAVED_MODEL_CPB, SAVED_MODEL_FILES, SAVED_MODEL_PBTXT, parse_message,
+                    read_saved_model_file, saved_model_file)
 
 FINGERPRINT_FILENAME = "fingerprint.pb"
-SAVED_MODEL_PB = "saved_model.pb"
-SAVED_MODEL_PBTXT = "saved_model.pbtxt"
-SAVED_MODEL_CPB = "saved_model.cpb"
 CHECKPOINT_INDEX = os.path.join("variables", "variables.index")
 
 # TF 2.21 writes producer 4 into fingerprint.pb (observed; its source still
@@ -376,20 +374,13 @@ def _random_uuid():
 
 
 def read_saved_model(export_dir: str | os.PathLike) -> Any:
-    """Parse `<export_dir>/saved_model.cpb` (merged), `.pb` or `.pbtxt` into a SavedModel message."""
-    export_dir = os.fspath(export_dir)
-    cpb = os.path.join(export_dir, SAVED_MODEL_CPB)
-    if fileio.exists(cpb):
-        return chunked.read_chunked(cpb, protos.SavedModel())
-    for name, text in ((SAVED_MODEL_PB, False), (SAVED_MODEL_PBTXT, True)):
-        path = os.path.join(export_dir, name)
-        try:
-            data = read_file(path)
-        except CheckpointNotFoundError:
-            continue
-        return parse_message(protos.SavedModel, data, path, text=text)
-    raise CheckpointNotFoundError(f"{export_dir}: no SavedModel here (expected "
-                                  f"{SAVED_MODEL_PB} or {SAVED_MODEL_PBTXT})")
+    """Parse the SavedModel in `export_dir` (the file `graph.saved_model_file`
+    names: saved_model.cpb merged, .pb or .pbtxt) into a SavedModel message."""
+    path = saved_model_file(export_dir)
+    if path is None:
+        raise CheckpointNotFoundError(f"{os.fspath(export_dir)}: no SavedModel here (expected "
+                                      f"{' or '.join(SAVED_MODEL_FILES)})")
+    return read_saved_model_file(path)
 
 
 def _read_checkpoint_index(export_dir):
@@ -409,16 +400,14 @@ def compute_fingerprint(export_dir: str | os.PathLike) -> Any:
     hashes the text model's content instead, should that be wanted.
     """
     export_dir = os.fspath(export_dir)
-    if (not fileio.exists(os.path.join(export_dir, SAVED_MODEL_CPB))
-            and not fileio.exists(os.path.join(export_dir, SAVED_MODEL_PB))
-            and fileio.exists(os.path.join(export_dir, SAVED_MODEL_PBTXT))):
+    path = saved_model_file(export_dir)
+    if path is not None and path.endswith(SAVED_MODEL_PBTXT):
         fp = protos.FingerprintDef()
         fp.version.producer = TEXT_FINGERPRINT_PRODUCER
         fp.uuid = _random_uuid()
         return fp
-    cpb = os.path.join(export_dir, SAVED_MODEL_CPB)
-    if fileio.exists(cpb):   # TensorFlow prefers the .cpb when both are there
-        return fingerprint_chunked_saved_model(cpb, _read_checkpoint_index(export_dir))
+    if path is not None and path.endswith(SAVED_MODEL_CPB):
+        return fingerprint_chunked_saved_model(path, _read_checkpoint_index(export_dir))
     saved_model = read_saved_model(export_dir)
     return fingerprint_saved_model(saved_model, _read_checkpoint_index(export_dir))
 

@@ -5,7 +5,9 @@ TensorProto; `graph_constants` turns those into numpy arrays. TF2 graphs
 (SavedModels, `tf.function` graphs) keep most constants in the bodies of the
 functions in `library`; those are read too, keyed "<function name>/<node name>".
 `graph_constants` also takes the files that hold GraphDefs: a MetaGraphDef
-(`model.ckpt.meta`) and a SavedModel (its directory or `saved_model.pb`/`.pbtxt`).
+(`model.ckpt.meta`) and a SavedModel (its directory, or `saved_model.pb`/`.pbtxt`/`.cpb`).
+The choice of a SavedModel directory's file, as TensorFlow makes it, is
+`saved_model_file`'s, for every module that reads SavedModels.
 
 `GraphReader` offers the same constants with the checkpoint readers' API
 (decoded one at a time, on demand): `open_checkpoint` returns one for a graph
@@ -24,7 +26,7 @@ from google.protobuf import message as _message
 from google.protobuf import text_format
 
 from . import protos
-from .errors import FormatError, UnsupportedError
+from .errors import CheckpointNotFoundError, FormatError, UnsupportedError
 from . import dtypes, fileio, limits
 from .fileio import read_file
 from .tensor_proto import MAX_BROADCAST_BYTES, shape_of, to_numpy
@@ -33,6 +35,33 @@ if TYPE_CHECKING:
     from .names import Names
 
 _TEXT_SUFFIXES = (".pbtxt", ".txt", ".prototxt")
+
+SAVED_MODEL_CPB = "saved_model.cpb"
+SAVED_MODEL_PB = "saved_model.pb"
+SAVED_MODEL_PBTXT = "saved_model.pbtxt"
+# The files a SavedModel directory may hold its graph in, in the order
+# TensorFlow's loader looks for them.
+SAVED_MODEL_FILES = (SAVED_MODEL_CPB, SAVED_MODEL_PB, SAVED_MODEL_PBTXT)
+
+
+def saved_model_file(export_dir: str | os.PathLike) -> str | None:
+    """The file of the SavedModel in `export_dir` that TensorFlow reads:
+    saved_model.cpb, else .pb, else .pbtxt (as for TensorFlow, a directory of
+    that name counts, and reading it fails); None when there is none."""
+    for name in SAVED_MODEL_FILES:
+        path = os.path.join(os.fspath(export_dir), name)
+        if fileio.exists(path):
+            return path
+    return None
+
+
+def read_saved_model_file(path: str) -> Any:
+    """Parse a SavedModel file: `saved_model.cpb` merged back into one message
+    (tfformats/chunked.py), a binary `.pb` or a text `.pbtxt`."""
+    if os.path.basename(path) == SAVED_MODEL_CPB:
+        from . import chunked   # it parses with this module's parse_message
+        return chunked.read_chunked(path, protos.SavedModel())
+    return parse_message(protos.SavedModel, read_file(path), path, text=path.endswith(".pbtxt"))
 
 
 def parse_message(message_class: Any, data: Any, path: str, text: bool | None = None) -> Any:
@@ -190,12 +219,14 @@ def _graph_defs(value):
         return [("", _as_graph_def(value))]
     path = os.fspath(value)
     name = os.path.basename(path).lower()
-    if fileio.isdir(path) or name in ("saved_model.pb", "saved_model.pbtxt"):
+    if fileio.isdir(path) or name in SAVED_MODEL_FILES:
         if fileio.isdir(path):
-            text = not fileio.exists(os.path.join(path, "saved_model.pb"))
-            path = os.path.join(path, "saved_model.pbtxt" if text else "saved_model.pb")
-        saved_model = parse_message(protos.SavedModel, read_file(path), path,
-                                    text=path.endswith(".pbtxt"))
+            found = saved_model_file(path)
+            if found is None:
+                raise CheckpointNotFoundError(f"{path}: neither a graph file nor a SavedModel "
+                                              f"(no {', '.join(SAVED_MODEL_FILES)})")
+            path = found
+        saved_model = read_saved_model_file(path)
         # Tags sorted within a set: "gpu,train" whichever order they were saved in.
         return [(",".join(sorted(m.meta_info_def.tags)), m.graph_def) for m in saved_model.meta_graphs]
     if name.endswith(".meta"):

@@ -21,9 +21,9 @@ from .bundle import HEADER_KEY, BundleReader, data_filename, variant_crc
 from .checkpoint import (OBJECT_GRAPH_KEY, is_graph_path, is_saved_model_dir, is_v1_prefix,
                          resolve_prefix, saveable_keys)
 from .errors import CheckpointNotFoundError, ChecksumError, Finding, TFFormatsError
-from .graph import parse_message
+from .graph import SAVED_MODEL_FILES, parse_message, saved_model_file
 from .progress import bar
-from .saved_model import SAVED_MODEL_CPB, SAVED_MODEL_PB, SAVED_MODEL_PBTXT, load_saved_model
+from .saved_model import load_saved_model
 from .slices import is_slice_key
 from .v1 import V1Reader
 
@@ -86,7 +86,7 @@ def validate(path: str | os.PathLike, expect: Optional[str] = None,
 
 def _validate(report, path, expect, progress):
     directory = path
-    if os.path.basename(path) in (SAVED_MODEL_CPB, SAVED_MODEL_PB, SAVED_MODEL_PBTXT) and \
+    if os.path.basename(path) in SAVED_MODEL_FILES and \
             fileio.isfile(path):
         directory = os.path.dirname(path) or "."
     if fileio.isdir(directory) and (is_saved_model_dir(directory)
@@ -350,10 +350,7 @@ def _v1_checkpoint(report, prefix):
 # --- SavedModels ------------------------------------------------------------------
 
 def _saved_model(report, directory, progress):
-    # The file TensorFlow would read: the chunked one first.
-    candidates = [os.path.join(directory, name)
-                  for name in (SAVED_MODEL_CPB, SAVED_MODEL_PB, SAVED_MODEL_PBTXT)]
-    model_file = next((f for f in candidates if fileio.exists(f)), None)
+    model_file = saved_model_file(directory)   # the file TensorFlow would read
     saved_model = None
     if model_file is None:
         report.add("proto", "no saved_model.cpb, saved_model.pb or saved_model.pbtxt",

@@ -15,16 +15,16 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from .. import chunked, fileio, fingerprint as _fingerprint, protos
+from .. import fileio, fingerprint as _fingerprint, protos
 from ..checkpoint import CheckpointReader
 from ..errors import (CheckpointNotFoundError, Finding, FormatError, TensorNotFoundError,
                       TFFormatsError)
-from ..graph import parse_message
+from ..graph import SAVED_MODEL_FILES, parse_message, read_saved_model_file, saved_model_file
 from ..names import Names
 from ..objgraph import (OBJECT_GRAPH_KEY, VARIABLE_SUFFIX, VARIABLE_VALUE, check_node_count,
                         node_paths)
 from .editing import SavedModelEditing
-from .spec import (ASSETS_DIR, ASSETS_EXTRA_DIR, FINGERPRINT, KERAS_METADATA, SAVED_MODEL_CPB,
+from .spec import (ASSETS_DIR, ASSETS_EXTRA_DIR, FINGERPRINT, KERAS_METADATA,
                    SAVED_MODEL_PB, SAVED_MODEL_PBTXT, VARIABLES_PREFIX, ConcreteFunction,
                    decode_concrete_function, decode_signature, dtype_or_none,
                    parse_keras_metadata, shape_from_proto)
@@ -702,29 +702,22 @@ def load_saved_model(export_dir: str | os.PathLike) -> SavedModel:
     `saved_model.cpb` is merged back into one message (tfformats/chunked.py).
     """
     export_dir = os.fspath(export_dir)
-    if os.path.basename(export_dir) in (SAVED_MODEL_CPB, SAVED_MODEL_PB, SAVED_MODEL_PBTXT) and \
-            fileio.isfile(export_dir):
+    if os.path.basename(export_dir) in SAVED_MODEL_FILES and fileio.isfile(export_dir):
         export_dir = os.path.dirname(export_dir) or "."
     if not fileio.isdir(export_dir):
         raise CheckpointNotFoundError(f"{export_dir}: not a directory; a SavedModel is a "
                                       f"directory holding {SAVED_MODEL_PB} or {SAVED_MODEL_PBTXT}")
-    cpb = os.path.join(export_dir, SAVED_MODEL_CPB)
-    pb = os.path.join(export_dir, SAVED_MODEL_PB)
-    pbtxt = os.path.join(export_dir, SAVED_MODEL_PBTXT)
-    if fileio.exists(cpb):   # TensorFlow prefers the chunked file when both are there
-        proto = chunked.read_chunked(cpb, protos.SavedModel())
-        file_format, raw = "cpb", None
-    elif fileio.isfile(pb):
-        raw = fileio.read_file(pb)
-        proto = parse_message(protos.SavedModel, raw, pb)
-        file_format = "pb"
-    elif fileio.isfile(pbtxt):
-        proto = parse_message(protos.SavedModel, fileio.read_file(pbtxt), pbtxt, text=True)
-        file_format, raw = "pbtxt", None
-    else:
+    path = saved_model_file(export_dir)
+    if path is None:
         raise CheckpointNotFoundError(f"{export_dir}: no SavedModel here (expected "
                                       f"{SAVED_MODEL_PB} or {SAVED_MODEL_PBTXT})")
+    file_format = os.path.splitext(path)[1][1:]   # "cpb", "pb" or "pbtxt"
+    raw = None
+    if file_format == "pb":   # kept: the bytes TensorFlow hashes and loads
+        raw = fileio.read_file(path)
+        proto = parse_message(protos.SavedModel, raw, path)
+    else:
+        proto = read_saved_model_file(path)
     if not proto.meta_graphs:
-        path = {"cpb": cpb, "pb": pb, "pbtxt": pbtxt}[file_format]
         raise FormatError(f"{path}: SavedModel has no meta graphs")
     return SavedModel(export_dir, proto, file_format, raw)

@@ -10,9 +10,9 @@ from typing import Any
 
 from .. import dtypes, limits, protos, wire
 from ..errors import UnsupportedError
-from ..fingerprint import (FINGERPRINT_FILENAME as FINGERPRINT, SAVED_MODEL_CPB,  # noqa: F401
-                           SAVED_MODEL_PB, SAVED_MODEL_PBTXT)
-from ..graph import parse_message
+from ..fingerprint import FINGERPRINT_FILENAME as FINGERPRINT  # noqa: F401
+from ..graph import (SAVED_MODEL_CPB, SAVED_MODEL_PB, SAVED_MODEL_PBTXT,  # noqa: F401
+                     parse_message)
 from ..tensor_proto import to_numpy
 from ..dtypes import DType
 
