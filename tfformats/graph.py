@@ -58,10 +58,11 @@ def saved_model_file(export_dir: str | os.PathLike) -> str | None:
 def read_saved_model_file(path: str) -> Any:
     """Parse a SavedModel file: `saved_model.cpb` merged back into one message
     (tfformats/chunked.py), a binary `.pb` or a text `.pbtxt`."""
-    if os.path.basename(path) == SAVED_MODEL_CPB:
+    name = os.path.basename(path).lower()
+    if name == SAVED_MODEL_CPB:
         from . import chunked   # it parses with this module's parse_message
         return chunked.read_chunked(path, protos.SavedModel())
-    return parse_message(protos.SavedModel, read_file(path), path, text=path.endswith(".pbtxt"))
+    return parse_message(protos.SavedModel, read_file(path), path, text=name.endswith(".pbtxt"))
 
 
 def parse_message(message_class: Any, data: Any, path: str, text: bool | None = None) -> Any:
