@@ -732,6 +732,13 @@ def test_index_listing_parity(pairs, data):
 # --- the pure twin's fast paths for blocks as TensorFlow writes them -----------------------
 
 
+def entries_one_by_one(block, where):
+    """decode_entries the general way: block_entries, then decode_entry each."""
+    return [(key.decode("utf-8", "surrogateescape"),
+             _pure.decode_entry(value, f"{where}: entry {key.decode('utf-8', 'surrogateescape')!r}"))
+            for key, value in _pure.block_entries(block, where) if key[:1] not in (b"", b"\x00")]
+
+
 def listing_by_decode_entries(block, where, table):
     """index_listing's maps built the general way, one decoded entry at a time."""
     shapes, kinds = {}, {}
@@ -758,6 +765,8 @@ def test_pure_fast_paths_take_tensorflow_blocks():
         assert [(k, bytes(block[v:e])) for k, v, e in records] == _pure.block_entries(block, "b")
         names, heads = _pure._tensor_heads_fast(block, "b")
         assert list(zip(names, heads)) == [(n, d[:2]) for n, d in _pure.decode_entries(block, "b")]
+        names, whole = _pure._tensor_heads_fast(block, "b", whole=True)   # decode_entries' own
+        assert list(zip(names, whole)) == entries_one_by_one(block, "b")
         if all(d[2] == 0 for _, d in _pure.decode_entries(block, "b")):   # index_entries' too
             assert _pure._tensor_heads_fast(block, "b", _pure._SHARD0_CLASSES,
                                             _pure._SHARD0_NUMBERS) is not None
@@ -811,6 +820,7 @@ def test_pure_fast_listing_matches_the_general_decoders(seed, count, edits):
     block = build_block([(k, entry_variants(rng, odd and rng.random() < 0.2)) for k in keys])
     block = bytes(damaged(block, rng, edits)) if edits else block
     table = {e: f"dtype{e}" for e in range(200)}
+    assert outcome(_pure.decode_entries, block, "blk") == outcome(entries_one_by_one, block, "blk")
     expected = outcome(listing_by_decode_entries, block, "blk", table)
     shapes, kinds = {}, {}
     result = outcome(_pure.index_listing, block, "blk", shapes, kinds, table)

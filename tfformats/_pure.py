@@ -240,10 +240,12 @@ def _framed_fast(b, end, after, upto, max_key_bytes, max_block_key_bytes):
     return records
 
 
-def _tensor_heads_fast(block, where, classes=_NUMBER_CLASSES, numbers_form=_NUMBERS_BY_CLASS):
+def _tensor_heads_fast(block, where, classes=_NUMBER_CLASSES, numbers_form=_NUMBERS_BY_CLASS,
+                       whole=False):
     """(names, [(dtype enum, shape)]) of a block's tensor entries, as
     decode_entries would give them; None when it cannot tell, or when an
-    entry's numbers (as `classes`) do not match `numbers_form`."""
+    entry's numbers (as `classes`) do not match `numbers_form`. With `whole`,
+    each entry's whole decode_entry tuple instead of its first two items."""
     b = block if type(block) is bytes else bytes(block)
     framed, records = _last_framed
     if framed is not b and framed != b:
@@ -252,7 +254,7 @@ def _tensor_heads_fast(block, where, classes=_NUMBER_CLASSES, numbers_form=_NUMB
         if records is None:
             return None
     classes = b.translate(classes)
-    numbers = {}   # class string of an entry's numbers -> whether they parse
+    numbers = {}   # class string of an entry's numbers -> _number_fields, or False: no parse
     heads = {}   # dtype and shape bytes -> decoded; tensors share a few shapes
     names, found = [], []
     for key, value, end in records:
@@ -274,14 +276,64 @@ def _tensor_heads_fast(block, where, classes=_NUMBER_CLASSES, numbers_form=_NUMB
             except FormatError:
                 return None
         form = classes[shape_end:end]
-        parses = numbers.get(form)
-        if parses is None:
-            parses = numbers[form] = numbers_form.fullmatch(form) is not None
-        if not parses:
+        fields = numbers.get(form, numbers)   # (the dict itself: not seen yet)
+        if fields is numbers:
+            fields = numbers[form] = (_number_fields(form) if numbers_form.fullmatch(form)
+                                      else False)
+        if fields is False:
             return None
         names.append(key)
-        found.append(decoded)
+        if not whole:
+            found.append(decoded)
+        elif fields is not None:   # an entry with its numbers as TensorFlow writes them
+            found.append(decoded + _numbers(b, shape_end, fields) + ((),))
+        else:   # a ten-byte varint: decode_entry says what it means
+            name = key.decode("utf-8", "surrogateescape")
+            found.append(decode_entry(b[value:end], f"{where}: entry {name!r}"))
     return [k.decode("utf-8", "surrogateescape") for k in names], found
+
+
+def _number_fields(form):
+    """[(offset, bytes)] of the fields in an entry's numbers of class string
+    `form` (one that _NUMBERS_BY_CLASS matches): a tag byte, then 4 bytes of
+    crc32c or a varint. None (decode the entry the general way) when a
+    varint has ten bytes, the only ones that can go past 2**63."""
+    fields = []
+    pos = 0
+    while pos < len(form):
+        if form[pos] == ord("F"):
+            width = 4
+        else:
+            width = 1
+            while form[pos + width] == ord("c"):
+                width += 1
+            if width == 10:
+                return None
+        fields.append((pos, width))
+        pos += 1 + width
+    return fields
+
+
+def _numbers(b, at, fields):
+    """(shard id, offset, size, crc32c) from the fields `_number_fields` found
+    at b[at:]: the last of a repeated field wins, as in decode_entry."""
+    shard = offset = size = crc = 0
+    for pos, width in fields:
+        pos += at
+        tag = b[pos]
+        if tag == 0x35:
+            crc = _U32.unpack_from(b, pos + 1)[0]
+            continue
+        value = 0
+        for k in range(width):
+            value |= (b[pos + 1 + k] & 0x7F) << (7 * k)
+        if tag == 0x18:
+            shard = value
+        elif tag == 0x20:
+            offset = value
+        else:
+            size = value
+    return shard, offset, size, crc
 
 
 def block_seek(block, target, where):
@@ -436,6 +488,9 @@ def decode_entries(block, where):
     header entry (key b"") and slice keys (first byte 0) are skipped; errors
     in an entry name it after `where`.
     """
+    fast = _tensor_heads_fast(block, where, whole=True)
+    if fast is not None:   # a block as TensorFlow writes it
+        return list(zip(*fast))
     out = []
     for key, value in block_entries(block, where):
         if key[:1] != b"" and key[:1] != b"\x00":
