@@ -395,7 +395,7 @@ def _fix(buf, pos, end, plan, suspects):
         action = plan.get(tag)
         if action is None or (action[0] == MESSAGE_ACTION and following >= stop):
             pos = stop   # nothing to sort inside; nor, often, in the rest of its run
-            while pos < end and buf[pos] == tag:   # (a one-byte tag), skipped tightly
+            while tag < 0x80 and pos < end and buf[pos] == tag:   # one-byte tags, tightly
                 n = buf[pos + 1]
                 if n < 0x80:
                     stop = pos + 2 + n
