@@ -491,6 +491,11 @@ def decode_entries(block, where):
     fast = _tensor_heads_fast(block, where, whole=True)
     if fast is not None:   # a block as TensorFlow writes it
         return list(zip(*fast))
+    return _decode_entries_general(block, where)
+
+
+def _decode_entries_general(block, where):
+    """decode_entries for any block, one entry at a time."""
     out = []
     for key, value in block_entries(block, where):
         if key[:1] != b"" and key[:1] != b"\x00":
@@ -513,7 +518,7 @@ def index_listing(block, where, shapes, dtypes, table):
             shapes[name] = None if shape is None else list(shape)
             dtypes[name] = table[enum]
         return
-    for name, entry in decode_entries(block, where):
+    for name, entry in _decode_entries_general(block, where):   # the fast path failed
         shapes[name] = None if entry[1] is None else list(entry[1])
         dtypes[name] = table[entry[0]]
 
@@ -573,7 +578,7 @@ def index_shapes(block, where, pairs):
         pairs += [(name, None if shape is None else list(shape))
                   for name, (_, shape) in zip(names, heads)]
         return "".join(names).isascii()
-    for name, entry in decode_entries(block, where):
+    for name, entry in _decode_entries_general(block, where):   # the fast path failed
         pairs.append((name, None if entry[1] is None else list(entry[1])))
         ascii = ascii and name.isascii()
     return ascii
